@@ -1,0 +1,440 @@
+"""``ScoreCollector``: the base ``Callback`` every training-dynamics scorer builds on.
+
+What the base class owns, so that each method only writes its arithmetic:
+
+* **Reading the batch.** In ``on_train_batch_end`` it takes the logits from the dict that
+  ``training_step`` returns (``outputs["logits"]``) and the targets and sample indices from the
+  batch (see :class:`~lightning_prune.IndexedDataset`); an *adapter* replaces this for models and
+  batches of other shapes. Methods that need penultimate features get them from a forward hook
+  on the final linear layer.
+* **Per-sample state keyed by sample index**, on the model's device, written without host
+  synchronisation on the hot path (``torch.where`` instead of boolean indexing).
+* **Ranks.** A ``DistributedSampler`` deals each rank a different share every epoch and pads the
+  last batches with duplicates. At the end of each epoch the rows a rank wrote are gathered with the
+  strategy's ``all_gather``, duplicates are dropped (first occurrence in rank order wins) and every
+  rank ends with identical state, so scores on W processes equal scores on one.
+* **Checkpoints.** All state is in ``state_dict()``; a run resumed from an end-of-epoch checkpoint
+  gives the same scores as an uninterrupted one.
+
+Subclasses implement ``_allocate``, ``_collect``, ``_epoch_rows``, ``_fold`` and ``_compute``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Mapping
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.utilities import rank_zero_warn
+from torch import Tensor, nn
+
+from lightning_prune.data.indexed import unpack_batch
+from lightning_prune.selection.scores import Scores
+
+STATE_FORMAT_VERSION = 1
+
+
+@dataclass
+class BatchView:
+    """What a collector reads from one training batch.
+
+    Attributes:
+        logits: ``[B, C]`` logits of the training forward pass.
+        targets: ``[B]`` integer class labels.
+        indices: ``[B]`` sample indices into the full training set.
+        features: ``[B, H]`` inputs of the final linear layer, for methods that need them.
+    """
+
+    logits: Tensor
+    targets: Tensor
+    indices: Tensor
+    features: Tensor | None = None
+
+
+BatchAdapter = Callable[[Any, Any, "pl.LightningModule"], BatchView]
+"""``adapter(outputs, batch, pl_module) -> BatchView``: reads a batch of any shape."""
+
+
+def default_adapter(outputs: Any, batch: Any, pl_module: pl.LightningModule, logits_key: str = "logits") -> BatchView:
+    """Logits from ``training_step``'s returned dict, targets and indices from the batch."""
+    if not isinstance(outputs, Mapping) or logits_key not in outputs:
+        got = f"a dict with keys {sorted(outputs)}" if isinstance(outputs, Mapping) else type(outputs).__name__
+        raise ValueError(
+            f"Score collectors read the logits from training_step's return value, which must be a dict "
+            f"with a {logits_key!r} entry, e.g. `return {{'loss': loss, '{logits_key}': logits}}`; it returned "
+            f"{got}. If your training_step cannot return logits, pass `adapter=lightning_prune.recompute_logits` "
+            "or your own adapter to the collector."
+        )
+    _, targets, indices = unpack_batch(batch)
+    return BatchView(logits=outputs[logits_key], targets=targets, indices=indices)
+
+
+def recompute_logits(outputs: Any, batch: Any, pl_module: pl.LightningModule) -> BatchView:
+    """Adapter for models whose ``training_step`` cannot return logits.
+
+    Runs ``pl_module(inputs)`` once more, without gradients and in eval mode (so batch-norm running
+    statistics are not disturbed). The logits are then those of the updated model in eval mode,
+    not of the training forward pass: slower, and slightly different dynamics.
+    """
+    inputs, targets, indices = unpack_batch(batch)
+    was_training = pl_module.training
+    pl_module.eval()
+    try:
+        with torch.no_grad():
+            logits = pl_module(inputs)
+    finally:
+        pl_module.train(was_training)
+    return BatchView(logits=logits, targets=targets, indices=indices)
+
+
+def _find_final_linear(pl_module: nn.Module, name: str | None) -> nn.Module:
+    if name is not None:
+        try:
+            return pl_module.get_submodule(name)
+        except AttributeError as error:
+            raise ValueError(f"feature_layer={name!r} names no submodule of {type(pl_module).__name__}.") from error
+    linears = [module for module in pl_module.modules() if isinstance(module, nn.Linear)]
+    if not linears:
+        raise ValueError(
+            f"{type(pl_module).__name__} has no nn.Linear layer to take penultimate features from; "
+            "name the final layer with feature_layer='path.to.layer'."
+        )
+    return linears[-1]
+
+
+class ScoreCollector(pl.Callback):
+    """Base class of lightning-prune's training-dynamics collectors.
+
+    Args:
+        adapter: reads ``(logits, targets, indices)`` from a batch; defaults to
+            :func:`default_adapter`. See :func:`recompute_logits` for models that cannot return logits.
+        num_samples: size N of the training set; inferred from the train dataloader's dataset if omitted.
+        save_path: if given, the scores are written there (rank 0) at the end of ``fit``.
+        feature_layer: for methods that need penultimate features, the name of the final linear layer
+            (default: the last ``nn.Linear`` of the model).
+        name: distinguishes two collectors of the same class and settings in one checkpoint.
+    """
+
+    method: ClassVar[str] = "collector"
+    needs_features: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        *,
+        adapter: BatchAdapter | None = None,
+        num_samples: int | None = None,
+        save_path: str | None = None,
+        feature_layer: str | None = None,
+        name: str | None = None,
+    ) -> None:
+        super().__init__()
+        if num_samples is not None and num_samples < 1:
+            raise ValueError(f"num_samples must be a positive integer, got {num_samples}.")
+        self.adapter = adapter or default_adapter
+        self.num_samples = num_samples
+        self.save_path = save_path
+        self.feature_layer = feature_layer
+        self.name = name
+        self._reset()
+
+    # ------------------------------------------------------------------ method interface
+    def hparams(self) -> dict[str, Any]:
+        """The method's hyper-parameters (recorded in score files and in the state key)."""
+        return {}
+
+    def _allocate(self, num_samples: int, num_classes: int, device: torch.device) -> dict[str, Tensor]:
+        """Create the method's per-sample state."""
+        raise NotImplementedError
+
+    def _collects(self, epoch: int) -> bool:
+        """Whether this epoch's batches are recorded (epochs outside return before any work)."""
+        return True
+
+    def _collect(self, epoch: int, view: BatchView, fresh: Tensor) -> None:
+        """Record one batch; write rows with :meth:`_write` so repeated samples keep their first value."""
+        raise NotImplementedError
+
+    def _epoch_rows(self, epoch: int) -> list[Tensor]:
+        """The per-sample tensors (first dimension N) that :meth:`_collect` wrote this epoch."""
+        raise NotImplementedError
+
+    def _fold(self, epoch: int, seen: Tensor) -> None:
+        """Fold a finished epoch (identical on every rank) into the running state."""
+        raise NotImplementedError
+
+    def _compute(self) -> Tensor:
+        """The final scores, length N, higher = keep."""
+        raise NotImplementedError
+
+    def _extras(self) -> dict[str, Tensor]:
+        return {}
+
+    def _min_epochs(self) -> int:
+        """Epochs that must be collected before scores exist."""
+        return 1
+
+    def _check_fit(self, trainer: pl.Trainer) -> None:
+        """Fail early if the run cannot produce this method's scores."""
+
+    # ------------------------------------------------------------------ public surface
+    @property
+    def state_key(self) -> str:
+        key = {**self.hparams()}
+        if self.name is not None:
+            key["name"] = self.name
+        return self._generate_state_key(**key)
+
+    @property
+    def epochs_collected(self) -> int:
+        return self._epochs_collected
+
+    @property
+    def scores(self) -> Scores:
+        """The scores collected so far, as :class:`~lightning_prune.Scores` (identical on every rank)."""
+        if not self._buffers:
+            raise RuntimeError(
+                f"{type(self).__name__} has no scores yet: add it to Trainer(callbacks=[...]) and run trainer.fit()."
+            )
+        if self._epochs_collected < self._min_epochs():
+            raise RuntimeError(
+                f"{type(self).__name__} collected {self._epochs_collected} epoch(s) but needs at least "
+                f"{self._min_epochs()} to score ({self._describe_need()}). Train for more epochs."
+            )
+        times_seen = self._buffers["times_seen"]
+        never_seen = int((times_seen == 0).sum())
+        if never_seen:
+            raise RuntimeError(
+                f"{type(self).__name__}: {never_seen} of {self._num_samples} samples were never seen in a training "
+                "batch, so they have no score. Train on full epochs (no limit_train_batches) over the whole data set."
+            )
+        values = self._compute().detach().double().cpu().numpy()
+        labels = self._buffers["labels"].cpu().numpy()
+        extras = {key: value.detach().cpu().numpy() for key, value in self._extras().items()}
+        return Scores(values=values, method=self.method, hparams=self.hparams(), labels=labels, extras=extras)
+
+    def _describe_need(self) -> str:
+        return "one full epoch"
+
+    # ------------------------------------------------------------------ state
+    def _reset(self) -> None:
+        self._buffers: dict[str, Tensor] = {}
+        self._num_samples_seen: int | None = None
+        self._num_classes: int | None = None
+        self._epochs_collected = 0
+        self._pending_epoch: int | None = None
+        self._loaded_this_fit = False
+        self._hook_handle: Any = None
+        self._features: Tensor | None = None
+        self._nonfinite: Tensor | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        if not self._buffers:
+            return {}
+        return {
+            "format_version": STATE_FORMAT_VERSION,
+            "method": self.method,
+            "hparams": self.hparams(),
+            "num_samples": self._num_samples_seen,
+            "num_classes": self._num_classes,
+            "epochs_collected": self._epochs_collected,
+            "pending_epoch": self._pending_epoch,
+            "buffers": {key: value.detach().cpu().clone() for key, value in self._buffers.items()},
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        if not state_dict:
+            return
+        if state_dict.get("method") != self.method or state_dict.get("hparams") != self.hparams():
+            raise ValueError(
+                f"Cannot resume {type(self).__name__}({self.hparams()}) from a checkpoint written by "
+                f"{state_dict.get('method')}({state_dict.get('hparams')}): create the collector with the "
+                "checkpoint's settings to resume it."
+            )
+        self._buffers = {key: value.clone() for key, value in state_dict["buffers"].items()}
+        self._num_samples_seen = state_dict["num_samples"]
+        self._num_classes = state_dict["num_classes"]
+        self._epochs_collected = state_dict["epochs_collected"]
+        self._pending_epoch = state_dict["pending_epoch"]
+        self._loaded_this_fit = True
+
+    # ------------------------------------------------------------------ Lightning hooks
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._buffers and not self._loaded_this_fit:
+            rank_zero_warn(
+                f"{type(self).__name__} already holds scores from an earlier fit ({self._epochs_collected} "
+                "epochs); this fit() starts collecting from scratch and replaces them. Save `.scores` before "
+                "fitting again, or use a new collector."
+            )
+            self._reset()
+        self._check_fit(trainer)
+        if self.needs_features:
+            layer = _find_final_linear(pl_module, self.feature_layer)
+            self._hook_handle = layer.register_forward_hook(self._capture_features)
+
+    def _capture_features(self, module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
+        if module.training:
+            self._features = inputs[0].detach()
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._buffers:
+            self._buffers = {key: value.to(pl_module.device) for key, value in self._buffers.items()}
+        if self._nonfinite is None or self._nonfinite.device != pl_module.device:
+            self._nonfinite = torch.zeros((), dtype=torch.int64, device=pl_module.device)
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        epoch = trainer.current_epoch
+        if self._pending_epoch is not None and self._pending_epoch != epoch:
+            self._finish_epoch(trainer, self._pending_epoch)
+        if not self._collects(epoch):
+            return
+        view = self.adapter(outputs, batch, pl_module)
+        if view.features is None and self.needs_features:
+            view.features = self._features
+        device = pl_module.device
+        view.logits = view.logits.detach()
+        view.indices = view.indices.to(device, non_blocking=True)
+        view.targets = view.targets.to(device, non_blocking=True)
+        if self._pending_epoch != epoch:
+            if not self._buffers:
+                self._allocate_state(trainer, view)
+            self._check_batch(trainer, view)  # once per epoch: the only host synchronisation here
+            self._pending_epoch = epoch
+        self._nonfinite += (~torch.isfinite(view.logits)).any(dim=1).sum()
+        seen = self._buffers["seen"]
+        fresh = ~seen[view.indices]
+        self._write(self._buffers["labels"], view.indices, view.targets, fresh)
+        self._collect(epoch, view, fresh)
+        seen[view.indices] = True
+        self._features = None
+        if batch_idx + 1 >= trainer.num_training_batches:
+            # fold before validation and checkpointing, which run before on_train_epoch_end
+            self._finish_epoch(trainer, epoch)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._pending_epoch is not None:
+            self._finish_epoch(trainer, self._pending_epoch)
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._pending_epoch is not None:
+            self._finish_epoch(trainer, self._pending_epoch)
+        self._loaded_this_fit = False
+        if self.save_path is not None and self._buffers and trainer.is_global_zero:
+            self.scores.save(self.save_path)
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if self._hook_handle is not None:
+            self._hook_handle.remove()
+            self._hook_handle = None
+        self._features = None
+
+    # ------------------------------------------------------------------ helpers
+    @staticmethod
+    def _write(buffer: Tensor, indices: Tensor, values: Tensor, fresh: Tensor) -> None:
+        """``buffer[indices] = values`` for samples not yet seen this epoch, without a host sync."""
+        mask = fresh.reshape(-1, *([1] * (buffer.dim() - 1)))
+        buffer[indices] = torch.where(mask, values.to(buffer.dtype), buffer[indices])
+
+    def _infer_num_samples(self, trainer: pl.Trainer) -> int:
+        if self.num_samples is not None:
+            return self.num_samples
+        loader = trainer.train_dataloader
+        dataset = getattr(loader, "dataset", None)
+        if dataset is None or not hasattr(dataset, "__len__"):
+            raise ValueError(
+                f"{type(self).__name__} cannot infer the training-set size from the train dataloader "
+                f"({type(loader).__name__}); pass num_samples=N."
+            )
+        return len(dataset)
+
+    def _allocate_state(self, trainer: pl.Trainer, view: BatchView) -> None:
+        if view.logits.dim() != 2:
+            raise ValueError(
+                f"{type(self).__name__} expects logits of shape [batch, classes], got {tuple(view.logits.shape)}."
+            )
+        n = self._num_samples_seen = self._infer_num_samples(trainer)
+        self._num_classes = int(view.logits.shape[1])
+        device = view.logits.device
+        self._buffers = {
+            "labels": torch.full((n,), -1, dtype=torch.int64, device=device),
+            "seen": torch.zeros(n, dtype=torch.bool, device=device),
+            "times_seen": torch.zeros(n, dtype=torch.int32, device=device),
+            **self._allocate(n, self._num_classes, device),
+        }
+
+    def _check_batch(self, trainer: pl.Trainer, view: BatchView) -> None:
+        logits, indices, targets = view.logits, view.indices, view.targets
+        name = type(self).__name__
+        if logits.dim() != 2 or logits.shape[0] != indices.shape[0] or targets.shape[0] != indices.shape[0]:
+            raise ValueError(
+                f"{name} expects logits of shape [batch, classes] matching {indices.shape[0]} indices and "
+                f"{targets.shape[0]} targets; got logits of shape {tuple(logits.shape)}."
+            )
+        if not torch.isfinite(logits).all():
+            raise FloatingPointError(self._nonfinite_message(trainer.current_epoch))
+        if logits.shape[1] != self._num_classes:
+            raise ValueError(f"{name} was collecting {self._num_classes} classes, this batch has {logits.shape[1]} logits.")
+        low, high = int(indices.min()), int(indices.max())
+        if low < 0 or high >= self._num_samples_seen:
+            raise IndexError(
+                f"{name}: sample index {high if high >= self._num_samples_seen else low} is outside the training "
+                f"set [0, {self._num_samples_seen}). Indices must come from lightning_prune.IndexedDataset over "
+                "the full training set (or pass num_samples=N)."
+            )
+        if int(targets.min()) < 0 or int(targets.max()) >= self._num_classes:
+            raise ValueError(f"{name}: targets must lie in [0, {self._num_classes}), got [{int(targets.min())}, {int(targets.max())}].")
+
+    def _nonfinite_message(self, epoch: int) -> str:
+        return (
+            f"{type(self).__name__}: the model produced NaN or inf logits in epoch {epoch}; scores computed from "
+            "them would be meaningless. Lower the learning rate, check the inputs for NaN, or use gradient clipping."
+        )
+
+    def _finish_epoch(self, trainer: pl.Trainer, epoch: int) -> None:
+        self._pending_epoch = None
+        rows = [self._buffers["labels"], *self._epoch_rows(epoch)]
+        self._exchange(trainer, rows)
+        if int(self._nonfinite) > 0:
+            raise FloatingPointError(self._nonfinite_message(epoch))
+        seen = self._buffers["seen"]
+        covered = int(seen.sum())
+        if covered < self._num_samples_seen:
+            rank_zero_warn(
+                f"{type(self).__name__}: epoch {epoch} covered {covered} of {self._num_samples_seen} samples; "
+                "samples not seen keep their previous values. Train on full epochs for exact scores."
+            )
+        self._buffers["times_seen"] += seen.to(torch.int32)
+        self._fold(epoch, seen)
+        seen.zero_()
+        self._epochs_collected += 1
+
+    def _exchange(self, trainer: pl.Trainer, rows: list[Tensor]) -> None:
+        """Give every rank the rows every rank wrote this epoch (first occurrence in rank order wins)."""
+        if trainer.world_size <= 1:
+            return
+        strategy = trainer.strategy
+        seen = self._buffers["seen"]
+        local = seen.nonzero().reshape(-1)
+        counts = strategy.all_gather(torch.tensor([local.numel()], device=seen.device)).reshape(-1)
+        width = int(counts.max())
+        padded_index = torch.full((width,), -1, dtype=torch.int64, device=seen.device)
+        padded_index[: local.numel()] = local
+        gathered_index = strategy.all_gather(padded_index).reshape(-1)
+        valid = gathered_index >= 0
+        order = torch.argsort(gathered_index[valid], stable=True)
+        sorted_index = gathered_index[valid][order]
+        first = torch.ones_like(sorted_index, dtype=torch.bool)
+        first[1:] = sorted_index[1:] != sorted_index[:-1]
+        keep_index = sorted_index[first]
+        source = valid.nonzero().reshape(-1)[order][first]
+        for tensor in rows:
+            payload = tensor[local]
+            wire_dtype = torch.uint8 if payload.dtype == torch.bool else payload.dtype
+            padded = torch.zeros((width, *payload.shape[1:]), dtype=wire_dtype, device=payload.device)
+            padded[: local.numel()] = payload.to(wire_dtype)
+            gathered = strategy.all_gather(padded).reshape(-1, *payload.shape[1:])
+            tensor[keep_index] = gathered[source].to(tensor.dtype)
+        seen[keep_index] = True
+

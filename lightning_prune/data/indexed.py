@@ -1,0 +1,154 @@
+"""Giving every training sample its index: the one change a user makes to their data.
+
+Collectors key all per-sample state by the sample's index in the full training set, so a batch
+must carry the indices. :class:`IndexedDataset` wraps any map-style dataset so that item ``i``
+becomes ``(x, y, i)``; :func:`unpack_batch` reads targets and indices back from a collated batch,
+tuple or dict.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+INDEX_KEYS = ("index", "indices", "idx", "sample_index")
+TARGET_KEYS = ("target", "targets", "label", "labels", "y")
+INPUT_KEYS = ("input", "inputs", "image", "images", "x")
+
+
+class IndexedDataset(Dataset):
+    """Wrap a map-style dataset so items become ``(x, y, index)``.
+
+    ``x`` may be anything the wrapped dataset returns (tensor, PIL image, dict, ...); ``transform``
+    and ``target_transform`` (e.g. torchvision transforms) are applied to ``x`` and ``y``. A
+    dataset whose items are dicts keeps returning dicts, with the index added under ``"index"``.
+
+    Example::
+
+        train_set = IndexedDataset(torchvision.datasets.CIFAR10(root, train=True), transform=augment)
+        x, y, i = train_set[5]   # i == 5
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        transform: Callable[[Any], Any] | None = None,
+        target_transform: Callable[[Any], Any] | None = None,
+    ) -> None:
+        if isinstance(dataset, IndexedDataset):
+            raise TypeError("This dataset is already an IndexedDataset; wrap the underlying dataset once.")
+        if not hasattr(dataset, "__getitem__") or not hasattr(dataset, "__len__"):
+            raise TypeError(
+                f"IndexedDataset needs a map-style dataset (with __getitem__ and __len__), got "
+                f"{type(dataset).__name__}. Convert an iterable dataset to a map-style one first."
+            )
+        self.dataset = dataset
+        self.transform = transform
+        self.target_transform = target_transform
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Any:
+        item = self.dataset[index]
+        if isinstance(item, Mapping):
+            item = dict(item)
+            if self.transform is not None:
+                key = _first_key(item, INPUT_KEYS, "input")
+                item[key] = self.transform(item[key])
+            if self.target_transform is not None:
+                key = _first_key(item, TARGET_KEYS, "target")
+                item[key] = self.target_transform(item[key])
+            item["index"] = index
+            return item
+        if not isinstance(item, (tuple, list)) or len(item) < 2:
+            raise TypeError(
+                f"IndexedDataset expects the wrapped dataset to return (x, y) or a dict, got "
+                f"{type(item).__name__}. Return (input, target) from __getitem__."
+            )
+        x, y = item[0], item[1]
+        if self.transform is not None:
+            x = self.transform(x)
+        if self.target_transform is not None:
+            y = self.target_transform(y)
+        return x, y, index
+
+    @property
+    def targets(self) -> np.ndarray:
+        """The labels in index order (read from the wrapped dataset; computed once)."""
+        if not hasattr(self, "_targets"):
+            self._targets = dataset_targets(self.dataset)
+        return self._targets
+
+
+def _first_key(item: Mapping[str, Any], candidates: Sequence[str], what: str) -> str:
+    for key in candidates:
+        if key in item:
+            return key
+    raise KeyError(f"dict sample has no {what} key; expected one of {list(candidates)}, got {list(item)}.")
+
+
+def dataset_targets(dataset: Dataset) -> np.ndarray:
+    """Labels of a map-style dataset in index order, as int64.
+
+    Uses a ``targets`` / ``labels`` attribute when there is one (torchvision datasets, our
+    datamodules, ``Subset`` of either), and otherwise reads every item once.
+    """
+    for attribute in ("targets", "labels"):
+        values = getattr(dataset, attribute, None)
+        if values is not None and not callable(values):
+            return np.asarray(values, dtype=np.int64).reshape(-1)
+    if isinstance(dataset, torch.utils.data.Subset):
+        return dataset_targets(dataset.dataset)[np.asarray(dataset.indices)]
+    inner = getattr(dataset, "dataset", None)
+    if isinstance(dataset, IndexedDataset) and inner is not None:
+        return dataset_targets(inner)
+    labels = []
+    for i in range(len(dataset)):
+        item = dataset[i]
+        label = item[_first_key(item, TARGET_KEYS, "target")] if isinstance(item, Mapping) else item[1]
+        labels.append(int(label))
+    return np.asarray(labels, dtype=np.int64)
+
+
+def unpack_batch(batch: Any) -> tuple[Any, torch.Tensor, torch.Tensor]:
+    """Split a collated batch into ``(inputs, targets, indices)``.
+
+    Accepts the ``(x, y, index)`` tuples that :class:`IndexedDataset` produces and dict batches with
+    an index key (one of ``index``, ``indices``, ``idx``, ``sample_index``) and a target key.
+    """
+    if isinstance(batch, Mapping):
+        index_key = next((k for k in INDEX_KEYS if k in batch), None)
+        target_key = next((k for k in TARGET_KEYS if k in batch), None)
+        if index_key is None:
+            raise ValueError(_NO_INDEX_MESSAGE + f" This dict batch has keys {sorted(batch)}.")
+        if target_key is None:
+            raise ValueError(f"dict batch has no target key (one of {list(TARGET_KEYS)}); got keys {sorted(batch)}.")
+        input_key = next((k for k in INPUT_KEYS if k in batch), None)
+        inputs = batch[input_key] if input_key is not None else batch
+        return inputs, _as_index_tensor(batch[target_key], "targets"), _as_index_tensor(batch[index_key], "indices")
+    if isinstance(batch, (tuple, list)):
+        if len(batch) < 3:
+            raise ValueError(_NO_INDEX_MESSAGE + f" This batch has {len(batch)} elements, (x, y) without an index.")
+        return batch[0], _as_index_tensor(batch[1], "targets"), _as_index_tensor(batch[2], "indices")
+    raise ValueError(_NO_INDEX_MESSAGE + f" Got a batch of type {type(batch).__name__}.")
+
+
+_NO_INDEX_MESSAGE = (
+    "The batch carries no sample indices, which per-sample scoring needs. Wrap your training dataset "
+    "with lightning_prune.IndexedDataset so that items become (x, y, index), or pass an adapter to the "
+    "collector that returns the indices."
+)
+
+
+def _as_index_tensor(value: Any, what: str) -> torch.Tensor:
+    tensor = value if isinstance(value, torch.Tensor) else torch.as_tensor(value)
+    if tensor.is_floating_point() or tensor.is_complex():
+        raise TypeError(
+            f"batch {what} must be integers, got dtype {tensor.dtype}. "
+            + ("Use class indices, not one-hot or soft labels." if what == "targets" else "")
+        )
+    return tensor.reshape(-1)

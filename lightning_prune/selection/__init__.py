@@ -1,0 +1,1 @@
+"""Scores, selections, the strategies that turn one into the other, and their file format."""

@@ -1,0 +1,139 @@
+"""The on-disk format shared by every file lightning-prune writes (scores, selections, masks).
+
+A file is a NumPy ``.npz`` archive whose arrays hold the data and whose ``__manifest__`` entry is
+a JSON document saying what the file is: its kind, the method and hyper-parameters that produced
+it, the data-set size and label fingerprint, the library version and the creation time. Files are
+written to a temporary name in the target folder and renamed, so a crash never leaves a
+half-written file under the real name.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+FORMAT_VERSION = 1
+_MANIFEST_KEY = "__manifest__"
+
+
+class ScoreFileError(ValueError):
+    """A lightning-prune file is missing, truncated, foreign or made for another data set."""
+
+
+def library_version() -> str:
+    from lightning_prune import __version__
+
+    return __version__
+
+
+def label_fingerprint(labels: np.ndarray | None) -> str | None:
+    """A short, stable hash of a data set's labels in index order (``None`` when unknown).
+
+    Two data sets with the same size but other labels, or the same labels in another order, get
+    other fingerprints, so a score or selection file cannot silently be applied to the wrong data.
+    """
+    if labels is None:
+        return None
+    canonical = np.ascontiguousarray(np.asarray(labels, dtype=np.int64))
+    return hashlib.sha256(canonical.tobytes()).hexdigest()[:16]
+
+
+def to_jsonable(value: Any) -> Any:
+    """Hyper-parameters as plain JSON (tuples become lists, NumPy scalars become numbers)."""
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return repr(value)
+
+
+def build_manifest(
+    kind: str,
+    *,
+    method: str,
+    hparams: Mapping[str, Any],
+    num_samples: int,
+    labels_fingerprint: str | None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    manifest: dict[str, Any] = {
+        "format": f"lightning-prune/{kind}",
+        "format_version": FORMAT_VERSION,
+        "method": method,
+        "hparams": to_jsonable(dict(hparams)),
+        "num_samples": int(num_samples),
+        "label_fingerprint": labels_fingerprint,
+        "library_version": library_version(),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    if extra:
+        manifest.update(to_jsonable(dict(extra)))
+    return manifest
+
+
+def write_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], manifest: Mapping[str, Any]) -> Path:
+    """Write ``arrays`` and ``manifest`` to ``path`` atomically; returns the final path."""
+    target = Path(path)
+    if target.suffix != ".npz":
+        target = target.with_name(target.name + ".npz")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    payload = {name: np.asarray(array) for name, array in arrays.items()}
+    payload[_MANIFEST_KEY] = np.array(json.dumps(manifest, sort_keys=True))
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            np.savez(handle, **payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, target)
+    except BaseException:
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+        raise
+    return target
+
+
+def read_npz(path: str | os.PathLike, kind: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Read a file written by :func:`write_npz`, checking that it is a complete file of ``kind``."""
+    source = Path(path)
+    if not source.exists():
+        raise ScoreFileError(f"{source}: no such file. Check the path, or write it first with .save().")
+    expected = f"lightning-prune/{kind}"
+    try:
+        with np.load(source, allow_pickle=False) as archive:
+            names = list(archive.files)
+            if _MANIFEST_KEY not in names:
+                raise ScoreFileError(
+                    f"{source}: not a lightning-prune {kind} file (it has no manifest). "
+                    f"Load files written by lightning-prune's {kind.capitalize()}.save()."
+                )
+            manifest = json.loads(str(archive[_MANIFEST_KEY]))
+            arrays = {name: archive[name] for name in names if name != _MANIFEST_KEY}
+    except ScoreFileError:
+        raise
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError, json.JSONDecodeError) as error:
+        raise ScoreFileError(
+            f"{source}: unreadable or truncated file ({type(error).__name__}: {error}). "
+            "Regenerate it; lightning-prune writes files atomically, so a complete copy is never half-written."
+        ) from error
+    found = manifest.get("format")
+    if found != expected:
+        raise ScoreFileError(f"{source}: this is a {found!r} file, not a {expected!r} file.")
+    if manifest.get("format_version", 0) > FORMAT_VERSION:
+        raise ScoreFileError(
+            f"{source}: written by a newer lightning-prune (format version {manifest['format_version']}, "
+            f"this library reads up to {FORMAT_VERSION}). Upgrade lightning-prune."
+        )
+    return arrays, manifest

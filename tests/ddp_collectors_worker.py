@@ -1,0 +1,41 @@
+"""Run every collector of ``collector_harness.CASES`` on 1 or 2 CPU processes and save the scores.
+
+Lightning's DDP launcher re-runs this script for rank 1, so it must be a script, not a test.
+Usage: python tests/ddp_collectors_worker.py OUT_DIR DEVICES
+"""
+
+import os
+import sys
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import lightning.pytorch as pl  # noqa: E402
+
+from collector_harness import CASES, EPOCHS, KnownLogitsModel, make_loader  # noqa: E402
+
+
+def main() -> None:
+    out_dir, devices = sys.argv[1], int(sys.argv[2])
+    torch.set_num_threads(1)
+    collectors = {name: case.make() for name, case in CASES.items()}
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        devices=devices,
+        strategy="ddp" if devices > 1 else "auto",
+        max_epochs=EPOCHS,
+        callbacks=list(collectors.values()),
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
+    trainer.fit(KnownLogitsModel(), train_dataloaders=make_loader())
+    values = {name: collector.scores.values for name, collector in collectors.items()}
+    np.savez(os.path.join(out_dir, f"rank{trainer.global_rank}.npz"), **values)
+
+
+if __name__ == "__main__":
+    main()
