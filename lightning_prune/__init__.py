@@ -15,23 +15,48 @@ from lightning_prune.collectors import (
     default_adapter,
     recompute_logits,
 )
-from lightning_prune.data import IndexedDataset, dataset_targets, unpack_batch
+from lightning_prune.data import (
+    CIFAR10DataModule,
+    CIFAR100DataModule,
+    DigitsDataModule,
+    IndexedDataset,
+    PrunedDataModule,
+    SelectionSampler,
+    WeightedDataset,
+    dataset_targets,
+    unpack_batch,
+)
+from lightning_prune.models import Classifier, SmallCNN, cifar_resnet18
 from lightning_prune.selection.files import ScoreFileError
 from lightning_prune.selection.scores import Scores
 from lightning_prune.selection.selection import Selection
+from lightning_prune.selection.strategies import STRATEGIES, importance_weights, random_selection, select
 
 __all__ = [
+    "STRATEGIES",
     "TDDS",
     "BatchView",
+    "CIFAR100DataModule",
+    "CIFAR10DataModule",
+    "Classifier",
+    "DigitsDataModule",
     "Forgetting",
     "IndexedDataset",
+    "PrunedDataModule",
     "ScoreCollector",
     "ScoreFileError",
     "Scores",
     "Selection",
+    "SelectionSampler",
+    "SmallCNN",
+    "WeightedDataset",
     "__version__",
+    "cifar_resnet18",
     "dataset_targets",
     "default_adapter",
+    "importance_weights",
+    "random_selection",
     "recompute_logits",
+    "select",
     "unpack_batch",
 ]

@@ -1,0 +1,123 @@
+"""``DigitsDataModule``: scikit-learn's bundled 8x8 digits, the library's no-download data set."""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from lightning_prune.data.indexed import IndexedDataset
+
+
+class ArrayDataset(Dataset):
+    """In-memory ``(x, y)`` pairs with a ``targets`` array (so labels are read without iterating)."""
+
+    def __init__(self, inputs: Tensor, targets: np.ndarray) -> None:
+        if len(inputs) != len(targets):
+            raise ValueError(f"{len(inputs)} inputs but {len(targets)} targets.")
+        self.inputs = inputs
+        self.targets = np.asarray(targets, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        return self.inputs[index], int(self.targets[index])
+
+
+class DigitsDataModule(pl.LightningDataModule):
+    """The 1797 8x8 handwritten digits bundled with scikit-learn (10 classes), split three ways.
+
+    A fixed stratified split (``split_seed``) into train / validation / test, all disjoint: the
+    training split is the data set that is scored and pruned; validation (for model selection, e.g.
+    AdaPruner or checkpointing on ``val_acc``) and test are both held out, so the test split is
+    never used to choose anything. Inputs are ``1x8x8`` float tensors, pixel values standardised
+    with the training split's mean and standard deviation; no augmentation.
+
+    Training items are ``(x, y, index)`` (:class:`IndexedDataset`); validation and test items are
+    ``(x, y)``. The data are loaded on construction (a few milliseconds, no files), so
+    ``train_dataset``, ``targets``, ``num_classes``, ``input_shape`` and ``split_indices`` (each
+    split's positions in ``sklearn.datasets.load_digits()``) are available at once.
+
+    Args:
+        batch_size: batch size of every loader.
+        val_fraction: fraction of all 1797 samples held out for validation.
+        test_fraction: fraction of all 1797 samples held out for testing.
+        split_seed: seed of the stratified split.
+        num_workers: ``DataLoader`` worker processes.
+    """
+
+    num_classes: int = 10
+    input_shape: tuple[int, int, int] = (1, 8, 8)
+
+    def __init__(
+        self,
+        batch_size: int = 64,
+        val_fraction: float = 0.15,
+        test_fraction: float = 0.25,
+        split_seed: int = 0,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1 or num_workers < 0:
+            raise ValueError(f"Need batch_size >= 1 and num_workers >= 0; got {batch_size} and {num_workers}.")
+        if val_fraction < 0 or test_fraction <= 0 or val_fraction + test_fraction >= 1:
+            raise ValueError(
+                f"val_fraction={val_fraction} and test_fraction={test_fraction} must be >= 0 and > 0 with a sum "
+                "below 1, leaving samples to train on."
+            )
+        self.save_hyperparameters()
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        digits = load_digits()
+        images = torch.as_tensor(digits.images, dtype=torch.float32).unsqueeze(1)
+        labels = np.asarray(digits.target, dtype=np.int64)
+        everything = np.arange(labels.size)
+        num_test = int(round(test_fraction * labels.size))
+        num_val = int(round(val_fraction * labels.size))
+        rest, test_idx = train_test_split(everything, test_size=num_test, stratify=labels, random_state=split_seed)
+        if num_val > 0:
+            train_idx, val_idx = train_test_split(
+                rest, test_size=num_val, stratify=labels[rest], random_state=split_seed
+            )
+        else:
+            train_idx, val_idx = rest, rest[:0]
+        # Sorted, so training index i always means the same image for a given split_seed.
+        train_idx, val_idx, test_idx = np.sort(train_idx), np.sort(val_idx), np.sort(test_idx)
+        self.split_indices = {"train": train_idx, "val": val_idx, "test": test_idx}
+        mean, std = images[train_idx].mean(), images[train_idx].std()
+        images = (images - mean) / std
+        self.train_dataset = IndexedDataset(ArrayDataset(images[train_idx], labels[train_idx]))
+        self.val_dataset = ArrayDataset(images[val_idx], labels[val_idx])
+        self.test_dataset = ArrayDataset(images[test_idx], labels[test_idx])
+        if num_val > 0:
+            # Only define a validation loop when there is a validation split (Lightning runs one when
+            # the data module overrides val_dataloader).
+            self.val_dataloader = self._val_dataloader
+
+    @property
+    def targets(self) -> np.ndarray:
+        """Training labels in index order."""
+        return self.train_dataset.targets
+
+    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_dataset, shuffle=True)
+
+    def _val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_dataset, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_dataset, shuffle=False)

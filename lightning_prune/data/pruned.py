@@ -1,0 +1,272 @@
+"""Training on a coreset: :class:`PrunedDataModule` and its rank-aware :class:`SelectionSampler`.
+
+``PrunedDataModule(dm, selection)`` is a drop-in replacement for ``dm``: the training loader serves
+only the selected samples; validation, test and prediction are ``dm``'s own, untouched.
+
+How the training loader is built: the wrapped module's ``train_dataloader()`` is called and a new
+``DataLoader`` is made over the same dataset with the same batch size, ``drop_last``, workers,
+``collate_fn``, ``pin_memory`` and other settings, but with a :class:`SelectionSampler` over the
+selected indices (the original loader's sampler and shuffling are replaced).
+
+Ranks: :class:`SelectionSampler` is a ``torch.utils.data.DistributedSampler`` subclass. Lightning
+injects its own ``DistributedSampler`` only into loaders whose sampler is not one
+(``_DataConnector._requires_distributed_sampler``), so it leaves ours in place whatever
+``Trainer(use_distributed_sampler=...)`` says, and it calls ``set_epoch`` on it every epoch. Each
+epoch one permutation of the selection, seeded by ``(seed, epoch)`` and identical on all ranks, is
+dealt out round-robin; rank r gets positions r, r + W, ... . When the selection size is not a
+multiple of the world size W, the permutation is padded with its first few entries (at most W - 1
+duplicates per epoch, as ``DistributedSampler`` does) so every rank runs the same number of
+batches, which DDP needs. Apart from this padding every selected sample is seen exactly once per
+epoch, on exactly one rank.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from typing import Any, Iterator, Mapping
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities.model_helpers import is_overridden
+from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler
+
+from lightning_prune.data.indexed import dataset_targets
+from lightning_prune.selection.selection import Selection
+
+WEIGHT_KEY = "weight"
+
+# DataLoader settings that PrunedDataModule rebuilds itself instead of copying.
+_REBUILT = {"self", "dataset", "batch_size", "shuffle", "sampler", "batch_sampler", "drop_last"}
+
+
+class SelectionSampler(DistributedSampler):
+    """Serves a fixed subset of indices, reshuffled every epoch and split across ranks.
+
+    Args:
+        indices: the indices to serve (into the full dataset).
+        num_replicas: number of ranks (world size); 1 without distributed training.
+        rank: this process's rank in ``[0, num_replicas)``.
+        shuffle: permute every epoch (seeded by ``(seed, epoch)``, the same on every rank); when off,
+            indices are served in the given order.
+        seed: base seed of the permutations.
+
+    Every rank yields ``ceil(len(indices) / num_replicas)`` indices per epoch; see the module docs
+    for the padding this implies.
+    """
+
+    def __init__(
+        self, indices: np.ndarray | list[int], num_replicas: int = 1, rank: int = 0, shuffle: bool = True, seed: int = 0
+    ) -> None:
+        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if indices.size == 0:
+            raise ValueError("SelectionSampler needs at least one index; the selection is empty.")
+        if int(seed) != seed or seed < 0:
+            raise ValueError(f"seed={seed} must be a non-negative integer.")
+        if num_replicas < 1 or not 0 <= rank < num_replicas:
+            raise ValueError(f"rank={rank} must lie in [0, num_replicas={num_replicas}).")
+        # DistributedSampler only needs len(dataset) to size the shares; the selection plays the dataset.
+        super().__init__(indices, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=False)
+        self.indices = indices
+
+    def __iter__(self) -> Iterator[int]:
+        if self.shuffle:
+            # SeedSequence hashes (seed, epoch), so consecutive epochs get unrelated permutations
+            # (torch.randperm under seeds s and s + 1 shares much of its order for small n).
+            order = np.random.default_rng([self.seed, self.epoch]).permutation(self.indices)
+        else:
+            order = self.indices
+        padding = self.total_size - order.size
+        if padding > 0:
+            order = np.concatenate([order, np.resize(order, padding)])
+        return iter(order[self.rank : self.total_size : self.num_replicas].tolist())
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+class WeightedDataset(Dataset):
+    """Appends each sample's training weight to the items of ``dataset``.
+
+    Tuple items ``(x, y, index)`` become ``(x, y, index, weight)``; dict items get a ``"weight"``
+    key. ``weight`` is a float32 scalar tensor, so batches carry a ``[B]`` float tensor. Samples
+    outside the selection have weight 0 (the selection sampler never serves them).
+    """
+
+    def __init__(self, dataset: Dataset, weights: np.ndarray) -> None:
+        self.dataset = dataset
+        self.weights = torch.as_tensor(np.asarray(weights, dtype=np.float32))
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Any:
+        item = self.dataset[index]
+        weight = self.weights[index]
+        if isinstance(item, Mapping):
+            return {**item, WEIGHT_KEY: weight}
+        if isinstance(item, (tuple, list)):
+            return (*item, weight)
+        raise TypeError(
+            f"weighted=True needs dataset items that are tuples or dicts to append the weight to, got "
+            f"{type(item).__name__}."
+        )
+
+    @property
+    def targets(self) -> np.ndarray:
+        return dataset_targets(self.dataset)
+
+
+class PrunedDataModule(pl.LightningDataModule):
+    """Wraps any ``LightningDataModule`` so that training sees only a :class:`Selection`.
+
+    Args:
+        datamodule: the data module of the full training set (its train dataset is what the
+            selection indexes).
+        selection: a :class:`Selection` or the path of a saved one (``.npz``).
+        weighted: pass the selection's per-sample weights to the model: training items become
+            ``(x, y, index, weight)`` (dict items get a ``"weight"`` key);
+            :class:`~lightning_prune.models.Classifier` then minimises the weighted mean of the
+            per-sample losses. Needs a selection with weights (``select(..., weights="importance")``).
+            A custom ``collate_fn`` of the wrapped loader must accept the extra element.
+        seed: base seed of the per-epoch permutations (epoch e uses ``numpy.random.default_rng([seed, e])``).
+        shuffle: reshuffle every epoch (default); ``False`` serves the selection in index order.
+
+    The selection is checked against the training set (size and label fingerprint) when the
+    training loader is first built, and refused if it was made for another data set.
+    """
+
+    def __init__(
+        self,
+        datamodule: pl.LightningDataModule,
+        selection: Selection | str,
+        weighted: bool = False,
+        seed: int = 0,
+        shuffle: bool = True,
+    ) -> None:
+        super().__init__()
+        if not isinstance(datamodule, pl.LightningDataModule):
+            raise TypeError(
+                f"PrunedDataModule wraps a LightningDataModule, got {type(datamodule).__name__}. For plain "
+                "DataLoaders, build one with a SelectionSampler over selection.indices instead."
+            )
+        if isinstance(selection, (str, os.PathLike)):
+            selection = Selection.load(selection)
+        if not isinstance(selection, Selection):
+            raise TypeError(f"selection must be a Selection or the path of a saved one, got {type(selection).__name__}.")
+        if weighted and selection.weights is None:
+            raise ValueError(
+                f"weighted=True, but this {selection.method} selection has no weights. Make one with "
+                "select(scores, ..., weights='importance'), or use weighted=False."
+            )
+        if len(selection) == 0:
+            raise ValueError("The selection keeps no samples; there is nothing to train on.")
+        if int(seed) != seed or seed < 0:
+            raise ValueError(f"seed={seed} must be a non-negative integer.")
+        self.datamodule = datamodule
+        self.selection = selection
+        self.weighted = bool(weighted)
+        self.seed = int(seed)
+        self.shuffle = bool(shuffle)
+        self.prepare_data_per_node = datamodule.prepare_data_per_node
+        self._checked_dataset: Dataset | None = None
+        # Lightning decides whether a loop or hook exists by whether the data module overrides it, so
+        # forward exactly the ones the wrapped module defines (binding them on the instance counts as
+        # an override); the rest keep LightningDataModule's defaults.
+        for name in (
+            "val_dataloader",
+            "test_dataloader",
+            "predict_dataloader",
+            "on_before_batch_transfer",
+            "transfer_batch_to_device",
+            "on_after_batch_transfer",
+        ):
+            if is_overridden(name, datamodule, pl.LightningDataModule):
+                setattr(self, name, getattr(datamodule, name))
+
+    def prepare_data(self) -> None:
+        self.datamodule.prepare_data()
+
+    def setup(self, stage: str) -> None:
+        self.datamodule.trainer = self.trainer
+        self.datamodule.setup(stage)
+
+    def teardown(self, stage: str) -> None:
+        self.datamodule.teardown(stage)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.datamodule.state_dict()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.datamodule.load_state_dict(state_dict)
+
+    def __getattr__(self, name: str) -> Any:
+        # Attributes the wrapped module exposes (num_classes, input_shape, ...) stay reachable, so code
+        # that reads them from trainer.datamodule keeps working.
+        if name.startswith("_") or name == "datamodule":
+            raise AttributeError(name)
+        try:
+            inner = self.__dict__["datamodule"]
+        except KeyError:
+            raise AttributeError(name) from None
+        return getattr(inner, name)
+
+    def train_dataloader(self) -> DataLoader:
+        loader = self.datamodule.train_dataloader()
+        if not isinstance(loader, DataLoader):
+            raise TypeError(
+                f"PrunedDataModule needs the wrapped {type(self.datamodule).__name__}.train_dataloader() to return "
+                f"one torch DataLoader, got {type(loader).__name__}."
+            )
+        batch_size, drop_last = loader.batch_size, loader.drop_last
+        if batch_size is None:
+            if type(loader.batch_sampler) is not BatchSampler:
+                raise TypeError(
+                    f"The wrapped training DataLoader uses a custom batch_sampler "
+                    f"({type(loader.batch_sampler).__name__}); PrunedDataModule can only rebuild loaders "
+                    "configured with batch_size. Use batch_size=... in the wrapped train_dataloader()."
+                )
+        dataset = loader.dataset
+        self._check_selection(dataset)
+        if self.weighted:
+            weights = np.zeros(self.selection.num_samples, dtype=np.float32)
+            weights[self.selection.indices] = self.selection.weights
+            dataset = WeightedDataset(dataset, weights)
+        num_replicas, rank = self._world()
+        sampler = SelectionSampler(self.selection.indices, num_replicas, rank, shuffle=self.shuffle, seed=self.seed)
+        settings = {
+            name: getattr(loader, name)
+            for name in inspect.signature(DataLoader.__init__).parameters
+            if name not in _REBUILT and hasattr(loader, name)
+        }
+        if settings.get("num_workers", 0) == 0:
+            # Only meaningful with worker processes; DataLoader rejects them otherwise.
+            settings.pop("prefetch_factor", None)
+            settings.pop("persistent_workers", None)
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last, **settings)
+
+    def _world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        kwargs = trainer.distributed_sampler_kwargs if trainer is not None else None
+        if kwargs:
+            return int(kwargs["num_replicas"]), int(kwargs["rank"])
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_world_size(), torch.distributed.get_rank()
+        return 1, 0
+
+    def _check_selection(self, dataset: Dataset) -> None:
+        if self._checked_dataset is dataset:
+            return
+        size = len(dataset)
+        try:
+            labels = dataset_targets(dataset)
+        except (TypeError, KeyError, ValueError, IndexError) as error:
+            labels = None
+            rank_zero_warn(
+                f"PrunedDataModule could not read the training labels ({error}); only the data-set size is "
+                "checked against the selection. Give the training dataset a `targets` attribute to check both."
+            )
+        self.selection.check_dataset(size, labels)
+        self._checked_dataset = dataset

@@ -1,0 +1,159 @@
+"""Built-in data modules: digits splits and items; CIFAR read from files in the real on-disk format."""
+
+import hashlib
+import pickle
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from lightning_prune.data import CIFAR10DataModule, CIFAR100DataModule, DigitsDataModule, IndexedDataset, dataset_targets
+
+
+def test_digits_splits_are_disjoint_stratified_and_fixed_by_seed():
+    dm = DigitsDataModule(val_fraction=0.15, test_fraction=0.25, split_seed=0)
+    split = dm.split_indices
+    sizes = {name: len(idx) for name, idx in split.items()}
+    assert sizes == {"train": 1078, "val": 270, "test": 449}
+    everything = np.concatenate(list(split.values()))
+    assert np.unique(everything).size == everything.size == 1797
+    assert len(dm.train_dataset) == 1078 and len(dm.val_dataset) == 270 and len(dm.test_dataset) == 449
+    # Stratified: every class has (nearly) the same share in every split.
+    for dataset in (dm.train_dataset, dm.val_dataset, dm.test_dataset):
+        shares = np.bincount(dataset_targets(dataset), minlength=10) / len(dataset)
+        assert np.all(np.abs(shares - 0.1) < 0.02)
+    same = DigitsDataModule(split_seed=0)
+    np.testing.assert_array_equal(same.split_indices["train"], split["train"])
+    other = DigitsDataModule(split_seed=1)
+    assert not np.array_equal(other.split_indices["train"], split["train"])
+
+
+def test_digits_items_shapes_and_normalisation():
+    dm = DigitsDataModule(batch_size=32)
+    assert isinstance(dm.train_dataset, IndexedDataset)
+    assert dm.num_classes == 10 and dm.input_shape == (1, 8, 8)
+    x, y, index = dm.train_dataset[7]
+    assert x.shape == (1, 8, 8) and x.dtype == torch.float32 and index == 7 and y == dm.targets[7]
+    inputs = dm.train_dataset.dataset.inputs
+    assert abs(float(inputs.mean())) < 1e-5 and abs(float(inputs.std()) - 1) < 1e-5
+    batch = next(iter(dm.train_dataloader()))
+    assert len(batch) == 3 and batch[0].shape == (32, 1, 8, 8) and batch[1].dtype == torch.int64
+    xv, yv = next(iter(dm.val_dataloader()))
+    assert xv.shape[1:] == (1, 8, 8) and yv.shape == (32,)
+    with pytest.raises(ValueError, match="leaving samples to train on"):
+        DigitsDataModule(val_fraction=0.5, test_fraction=0.5)
+
+
+def _write_batch(path, data, labels, label_key, extra=None):
+    entry = {"batch_label": b"testing batch", label_key: labels, "data": data, "filenames": [b"x.png"] * len(labels)}
+    entry.update(extra or {})
+    with open(path, "wb") as handle:
+        pickle.dump(entry, handle, protocol=2)
+
+
+def _md5(path):
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def _images(rng, n):
+    # CIFAR's python batches store each image as 3072 uint8: 1024 red, then green, then blue, row-major.
+    return rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
+
+
+@pytest.fixture
+def tiny_cifar10(tmp_path, monkeypatch):
+    """A 20-image training set (5 batches of 4) and an 8-image test set in CIFAR-10's real format.
+
+    torchvision compares every file with the official md5 sums; the test points the class at the
+    md5 sums of the files it wrote (the loader itself is torchvision's, unchanged).
+    """
+    folder = tmp_path / "cifar-10-batches-py"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    train_data, train_labels = [], []
+    for b in range(1, 6):
+        data, labels = _images(rng, 4), [(4 * (b - 1) + i) % 10 for i in range(4)]
+        _write_batch(folder / f"data_batch_{b}", data, labels, "labels")
+        train_data.append(data)
+        train_labels += labels
+    test_data = _images(rng, 8)
+    _write_batch(folder / "test_batch", test_data, list(range(8)), "labels")
+    with open(folder / "batches.meta", "wb") as handle:
+        pickle.dump({"label_names": [f"class{i}" for i in range(10)], "num_cases_per_batch": 4, "num_vis": 3072},
+                    handle, protocol=2)
+    real = (torchvision.datasets.CIFAR10.train_list, torchvision.datasets.CIFAR10.test_list)
+    monkeypatch.setattr(torchvision.datasets.CIFAR10, "train_list",
+                        [[name, _md5(folder / name)] for name, _ in real[0]])
+    monkeypatch.setattr(torchvision.datasets.CIFAR10, "test_list", [["test_batch", _md5(folder / "test_batch")]])
+    monkeypatch.setattr(torchvision.datasets.CIFAR10, "meta",
+                        {"filename": "batches.meta", "key": "label_names", "md5": _md5(folder / "batches.meta")})
+    return tmp_path, np.concatenate(train_data), np.array(train_labels), test_data
+
+
+def test_cifar10_loads_the_real_format_with_paper_transforms(tiny_cifar10):
+    root, train_data, train_labels, test_data = tiny_cifar10
+    dm = CIFAR10DataModule(root=str(root), batch_size=8, num_workers=0, augment=False)
+    dm.setup("fit")
+    assert len(dm.train_dataset) == 20 and len(dm.test_dataset) == 8
+    np.testing.assert_array_equal(dm.targets, train_labels)
+    x, y, index = dm.train_dataset[6]
+    assert x.shape == (3, 32, 32) and y == train_labels[6] and index == 6
+    expected = torch.as_tensor(train_data[6].reshape(3, 32, 32), dtype=torch.float32) / 255
+    mean, std = torch.tensor(dm.mean).view(3, 1, 1), torch.tensor(dm.std).view(3, 1, 1)
+    torch.testing.assert_close(x, (expected - mean) / std)
+    xt, yt = dm.test_dataset[3]
+    torch.testing.assert_close(xt, (torch.as_tensor(test_data[3].reshape(3, 32, 32), dtype=torch.float32) / 255 - mean) / std)
+    assert yt == 3
+    names = [type(t).__name__ for t in CIFAR10DataModule(root=str(root)).train_transform.transforms]
+    assert names == ["RandomCrop", "RandomHorizontalFlip", "ToTensor", "Normalize"]
+    augmented = CIFAR10DataModule(root=str(root), batch_size=8, num_workers=0)
+    batch = next(iter(augmented.train_dataloader()))
+    assert batch[0].shape == (8, 3, 32, 32) and len(batch) == 3
+    from lightning.pytorch.utilities.model_helpers import is_overridden
+
+    assert not is_overridden("val_dataloader", augmented)  # no validation split by default
+
+
+def test_cifar10_validation_split_is_held_out_of_training(tiny_cifar10):
+    root, _, train_labels, _ = tiny_cifar10
+    dm = CIFAR10DataModule(root=str(root), num_workers=0, val_size=10, batch_size=4)
+    dm.setup("fit")
+    assert len(dm.train_dataset) == 10 and len(dm.val_dataset) == 10
+    assert np.bincount(dm.val_dataset.targets, minlength=10).tolist() == [1] * 10
+    train_positions = dm.train_dataset.dataset.indices
+    assert not set(train_positions.tolist()) & set(dm.val_dataset.indices.tolist())
+    np.testing.assert_array_equal(dm.targets, train_labels[train_positions])
+    assert len(list(dm.val_dataloader())) == 3
+
+
+def test_cifar_missing_or_altered_files_fail_naming_root_and_flag(tmp_path, tiny_cifar10):
+    with pytest.raises(FileNotFoundError, match=r"missing or corrupted in .*cifar-10-batches-py.*download=True"):
+        CIFAR10DataModule(root=str(tmp_path / "nowhere")).setup("fit")
+    root = tiny_cifar10[0]
+    with open(root / "cifar-10-batches-py" / "data_batch_3", "ab") as handle:
+        handle.write(b"tampered")
+    with pytest.raises(FileNotFoundError, match="download=True"):
+        CIFAR10DataModule(root=str(root)).setup("fit")
+
+
+def test_cifar100_reads_fine_labels(tmp_path, monkeypatch):
+    folder = tmp_path / "cifar-100-python"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    fine = [(7 * i) % 100 for i in range(12)]
+    _write_batch(folder / "train", _images(rng, 12), fine, "fine_labels", {"coarse_labels": [i % 20 for i in fine]})
+    _write_batch(folder / "test", _images(rng, 5), [1, 2, 3, 4, 5], "fine_labels", {"coarse_labels": [0] * 5})
+    with open(folder / "meta", "wb") as handle:
+        pickle.dump({"fine_label_names": [f"f{i}" for i in range(100)], "coarse_label_names": [f"c{i}" for i in range(20)]},
+                    handle, protocol=2)
+    monkeypatch.setattr(torchvision.datasets.CIFAR100, "train_list", [["train", _md5(folder / "train")]])
+    monkeypatch.setattr(torchvision.datasets.CIFAR100, "test_list", [["test", _md5(folder / "test")]])
+    monkeypatch.setattr(torchvision.datasets.CIFAR100, "meta",
+                        {"filename": "meta", "key": "fine_label_names", "md5": _md5(folder / "meta")})
+    dm = CIFAR100DataModule(root=str(tmp_path), num_workers=0)
+    assert dm.num_classes == 100 and dm.mean != CIFAR10DataModule.mean
+    np.testing.assert_array_equal(dm.targets, fine)
+    assert len(dm.test_dataset) == 5
+    with pytest.raises(FileNotFoundError, match="cifar-100-python"):
+        CIFAR100DataModule(root=str(tmp_path / "empty")).setup("fit")
