@@ -8,11 +8,21 @@ except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
 from lightning_prune.collectors import (
+    AUM,
+    COLLECTORS,
+    EL2N,
     TDDS,
     BatchView,
+    DynamicUncertainty,
+    Entropy,
     Forgetting,
+    GraNd,
+    Herding,
+    Moderate,
+    Prototypicality,
     ScoreCollector,
     default_adapter,
+    make_collector,
     recompute_logits,
 )
 from lightning_prune.data import (
@@ -33,6 +43,16 @@ from lightning_prune.selection.selection import Selection
 from lightning_prune.selection.strategies import STRATEGIES, importance_weights, random_selection, select
 
 __all__ = [
+    "AUM",
+    "COLLECTORS",
+    "EL2N",
+    "DynamicUncertainty",
+    "Entropy",
+    "GraNd",
+    "Herding",
+    "Moderate",
+    "Prototypicality",
+    "make_collector",
     "STRATEGIES",
     "TDDS",
     "BatchView",

@@ -6,8 +6,12 @@ logits of every (epoch, sample) are therefore known before training, whatever th
 the number of processes or an interruption, so each collector can be compared with a brute-force
 reference computed from the stacked per-epoch probabilities.
 
-Each collector under test is registered in ``CASES`` with a factory and a reference; the
-exactness, DDP and resume tests are parametrised over it.
+The model's input for sample i is the number i itself (see ``make_dataset``), so an eval-mode
+forward pass over the data set (``source="eval_pass"`` collectors) produces the same known logits
+and features as the training pass; after the last epoch the model is the last epoch's.
+
+Each collector under test is registered in ``CASES`` with a factory and a reference computed from
+the stacked per-epoch :class:`Trajectory`; the exactness, DDP and resume tests are parametrised over it.
 """
 
 from __future__ import annotations
@@ -22,12 +26,23 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import lightning_prune as lp
+from lightning_prune.collectors import (
+    AUM,
+    EL2N,
+    DynamicUncertainty,
+    Entropy,
+    GraNd,
+    Herding,
+    Moderate,
+    Prototypicality,
+)
 
 NUM_SAMPLES = 37  # not divisible by world size x batch size
 NUM_CLASSES = 5
 HIDDEN = 6
 EPOCHS = 8
 BATCH_SIZE = 4
+CRASH_EPOCH = 5  # the resume test crashes at the start of this epoch
 
 
 def make_labels(seed: int = 0) -> torch.Tensor:
@@ -35,7 +50,8 @@ def make_labels(seed: int = 0) -> torch.Tensor:
 
 
 def make_dataset(seed: int = 0) -> lp.IndexedDataset:
-    inputs = torch.zeros(NUM_SAMPLES, 1)
+    # each input is its sample's number, so a plain forward(x) can look up the known features
+    inputs = torch.arange(NUM_SAMPLES, dtype=torch.float32).unsqueeze(1)
     return lp.IndexedDataset(TensorDataset(inputs, make_labels(seed)))
 
 
@@ -60,13 +76,14 @@ class KnownLogitsModel(pl.LightningModule):
         self.dummy = nn.Parameter(torch.ones(1))
         self.with_validation = with_validation
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.head(features)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # after training, current_epoch is one past the last epoch; the model is the last epoch's
+        epoch = min(self.current_epoch, self.features.shape[0] - 1)
+        return self.head(self.features[epoch, x[:, 0].long()])
 
     def training_step(self, batch, batch_idx):
-        _, _, index = batch
-        logits = self(self.features[self.current_epoch, index])
-        return {"loss": self.dummy.pow(2).sum(), "logits": logits}
+        x, _, _ = batch
+        return {"loss": self.dummy.pow(2).sum(), "logits": self(x)}
 
     def validation_step(self, batch, batch_idx):
         self.log("val_loss", self.dummy.pow(2).sum())
@@ -80,6 +97,35 @@ class KnownLogitsModel(pl.LightningModule):
             logits = self.head.double()(self.features.double())
             self.head.float()
         return torch.softmax(logits, dim=-1).numpy()
+
+    def expected_logits(self) -> np.ndarray:
+        """[epochs, N, C] float64 logits of every (epoch, sample)."""
+        with torch.no_grad():
+            logits = self.head.double()(self.features.double())
+            self.head.float()
+        return logits.numpy()
+
+    def expected_features(self) -> np.ndarray:
+        """[epochs, N, H] float64 inputs of the final linear layer (what the feature hook captures)."""
+        return self.features.double().numpy()
+
+    def trajectory(self) -> "Trajectory":
+        return Trajectory(
+            probs=self.expected_probs(),
+            logits=self.expected_logits(),
+            features=self.expected_features(),
+            labels=make_labels().numpy(),
+        )
+
+
+@dataclass
+class Trajectory:
+    """Everything the model produces over a run, stacked: what the references start from."""
+
+    probs: np.ndarray  # [E, N, C]
+    logits: np.ndarray  # [E, N, C]
+    features: np.ndarray  # [E, N, H]
+    labels: np.ndarray  # [N]
 
 
 def tdds_reference(probs: np.ndarray, trajectory: int, window: int, decay: float, dispersion: str = "norm") -> np.ndarray:
@@ -102,24 +148,147 @@ def forgetting_reference(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return np.where(correct.any(axis=0), events, correct.shape[0]).astype(float)
 
 
+def _mean_over(values: np.ndarray, epochs: tuple[int, int | None]) -> np.ndarray:
+    start, stop = epochs
+    return values[start:stop].mean(axis=0)
+
+
+def error_norms(t: Trajectory) -> np.ndarray:
+    """[E, N] ||p - onehot(y)||_2."""
+    onehot = np.eye(t.probs.shape[2])[t.labels]
+    return np.linalg.norm(t.probs - onehot[None], axis=2)
+
+
+def el2n_reference(t: Trajectory, epochs: tuple[int, int]) -> np.ndarray:
+    return _mean_over(error_norms(t), epochs)
+
+
+def grand_reference(t: Trajectory, epochs: tuple[int, int]) -> np.ndarray:
+    # brute force: the per-sample gradient of CE w.r.t. [W, b] of the head is (p - y) [h; 1]^T
+    onehot = np.eye(t.probs.shape[2])[t.labels]
+    ones = np.ones((*t.features.shape[:2], 1))
+    augmented = np.concatenate([t.features, ones], axis=2)  # [E, N, H+1]
+    gradients = (t.probs - onehot[None])[..., :, None] * augmented[..., None, :]  # [E, N, C, H+1]
+    return _mean_over(np.sqrt((gradients**2).sum(axis=(2, 3))), epochs)
+
+
+def margins(t: Trajectory, on: str = "probs") -> np.ndarray:
+    """[E, N] value of the label minus the largest other value."""
+    values = t.probs if on == "probs" else t.logits
+    num_samples = values.shape[1]
+    target = values[:, np.arange(num_samples), t.labels]
+    others = values.copy()
+    others[:, np.arange(num_samples), t.labels] = -np.inf
+    return target - others.max(axis=2)
+
+
+def aum_reference(t: Trajectory, epochs: tuple[int, int | None] = (0, None), on: str = "probs") -> np.ndarray:
+    return -_mean_over(margins(t, on), epochs)
+
+
+def dynamic_uncertainty_reference(t: Trajectory, window: int) -> np.ndarray:
+    target = t.probs[:, np.arange(t.probs.shape[1]), t.labels]  # [E, N]
+    stds = [target[k : k + window].std(axis=0, ddof=1) for k in range(target.shape[0] - window + 1)]
+    return np.mean(stds, axis=0)
+
+
+def entropy_reference(t: Trajectory, epoch: int = -1) -> np.ndarray:
+    probs = t.probs[epoch]
+    return -(probs * np.log(probs)).sum(axis=1)
+
+
+def final_features(t: Trajectory, epoch: int = -1) -> np.ndarray:
+    """The features as the collectors store them: rounded to float16 from the model's float32."""
+    return t.features[epoch].astype(np.float32).astype(np.float16).astype(np.float64)
+
+
+def herding_reference(t: Trajectory) -> np.ndarray:
+    features, scores = final_features(t), np.zeros(t.labels.size)
+    for label in np.unique(t.labels):
+        members = np.flatnonzero(t.labels == label)
+        points, mean, picked = features[members], features[members].mean(axis=0), []
+        for step in range(members.size):
+            distances = [
+                np.inf if i in picked else np.linalg.norm((step + 1) * mean - points[picked].sum(axis=0) - points[i])
+                for i in range(members.size)
+            ]
+            picked.append(int(np.argmin(distances)))
+        scores[members[picked]] = 1.0 - np.arange(members.size) / members.size
+    return scores
+
+
+def moderate_reference(t: Trajectory) -> np.ndarray:
+    features, distance = final_features(t), np.zeros(t.labels.size)
+    for label in np.unique(t.labels):
+        members = np.flatnonzero(t.labels == label)
+        distance[members] = np.linalg.norm(features[members] - np.median(features[members], axis=0), axis=1)
+    return -np.abs(distance - np.median(distance))
+
+
+def class_prototype_reference(t: Trajectory, metric: str) -> np.ndarray:
+    """Distance to the class centroid (k-means with one cluster per class)."""
+    features, distance = final_features(t), np.zeros(t.labels.size)
+    if metric == "cosine":
+        features = features / np.linalg.norm(features, axis=1, keepdims=True)
+    for label in np.unique(t.labels):
+        members = np.flatnonzero(t.labels == label)
+        centre = features[members].mean(axis=0)
+        if metric == "cosine":
+            distance[members] = 1.0 - features[members] @ (centre / np.linalg.norm(centre))
+        else:
+            distance[members] = np.linalg.norm(features[members] - centre, axis=1)
+    return distance
+
+
 @dataclass
 class Case:
     make: Callable[[], lp.ScoreCollector]
-    reference: Callable[[np.ndarray, np.ndarray], np.ndarray]
+    reference: Callable[[Trajectory], np.ndarray]
     rtol: float = 1e-5
     atol: float = 1e-7
+    # epochs collected before the resume test's crash, when not min(CRASH_EPOCH, epochs of a full run)
+    epochs_before_crash: int | None = None
+
+    def collected_before_crash(self, full_run_epochs: int) -> int:
+        return min(CRASH_EPOCH, full_run_epochs) if self.epochs_before_crash is None else self.epochs_before_crash
 
 
 CASES: dict[str, Case] = {
     "tdds": Case(
         make=lambda: lp.TDDS(trajectory=EPOCHS, window=4, decay=0.9, precision="float32"),
-        reference=lambda probs, labels: tdds_reference(probs, EPOCHS, 4, 0.9),
+        reference=lambda t: tdds_reference(t.probs, EPOCHS, 4, 0.9),
     ),
     "tdds_variance_short": Case(
         make=lambda: lp.TDDS(trajectory=6, window=3, decay=0.5, dispersion="variance", precision="float32"),
-        reference=lambda probs, labels: tdds_reference(probs, 6, 3, 0.5, "variance"),
+        reference=lambda t: tdds_reference(t.probs, 6, 3, 0.5, "variance"),
     ),
-    "forgetting": Case(make=lambda: lp.Forgetting(), reference=forgetting_reference, rtol=0, atol=0),
+    "forgetting": Case(make=lambda: lp.Forgetting(), reference=lambda t: forgetting_reference(t.probs, t.labels),
+                       rtol=0, atol=0),
+    "el2n": Case(make=lambda: EL2N(epochs=(2, 7)), reference=lambda t: el2n_reference(t, (2, 7)),
+                 epochs_before_crash=3),
+    "grand": Case(make=lambda: GraNd(epochs=4), reference=lambda t: grand_reference(t, (0, 4))),
+    "aum": Case(make=lambda: AUM(), reference=aum_reference, atol=1e-6),
+    "aum_logits_range": Case(make=lambda: AUM(epochs=(1, 6), margin="logits"),
+                             reference=lambda t: aum_reference(t, (1, 6), "logits"), atol=1e-6, epochs_before_crash=4),
+    "dynamic_uncertainty": Case(make=lambda: DynamicUncertainty(window=3),
+                                reference=lambda t: dynamic_uncertainty_reference(t, 3), atol=1e-6),
+    "dynamic_uncertainty_eval_pass": Case(make=lambda: DynamicUncertainty(window=4, source="eval_pass"),
+                                          reference=lambda t: dynamic_uncertainty_reference(t, 4), atol=1e-6),
+    "entropy": Case(make=lambda: Entropy(), reference=entropy_reference, atol=1e-6),
+    "entropy_epoch": Case(make=lambda: Entropy(epoch=3), reference=lambda t: entropy_reference(t, 3), atol=1e-6),
+    # a loader of its own: under DDP it is re-sharded with a DistributedSampler
+    "entropy_eval_pass": Case(make=lambda: Entropy(source="eval_pass", dataloader=make_loader(shuffle=False)),
+                              reference=entropy_reference, atol=1e-6, epochs_before_crash=0),
+    "herding": Case(make=lambda: Herding(), reference=herding_reference, rtol=0, atol=1e-12, epochs_before_crash=0),
+    "herding_train": Case(make=lambda: Herding(source="train"), reference=herding_reference, rtol=0, atol=1e-12,
+                          epochs_before_crash=0),
+    "moderate": Case(make=lambda: Moderate(), reference=moderate_reference, atol=1e-5, epochs_before_crash=0),
+    "prototypicality": Case(make=lambda: Prototypicality(), reference=lambda t: class_prototype_reference(t, "cosine"),
+                            atol=1e-6, epochs_before_crash=0),
+    "prototypicality_euclidean_easy": Case(
+        make=lambda: Prototypicality(metric="euclidean", keep="easy"),
+        reference=lambda t: -class_prototype_reference(t, "euclidean"), atol=1e-5, epochs_before_crash=0,
+    ),
 }
 
 

@@ -13,7 +13,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 import lightning_prune as lp
-from collector_harness import CASES, EPOCHS, fit, make_labels, make_loader, tdds_reference
+from collector_harness import CASES, CRASH_EPOCH, EPOCHS, fit, make_labels, make_loader, tdds_reference
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -22,7 +22,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 def single_process_scores() -> dict[str, np.ndarray]:
     collectors = {name: case.make() for name, case in CASES.items()}
     _, model = fit(list(collectors.values()))
-    probs = model.expected_probs()
+    trajectory = model.trajectory()
     labels = make_labels().numpy()
     results = {}
     for name, collector in collectors.items():
@@ -30,7 +30,7 @@ def single_process_scores() -> dict[str, np.ndarray]:
         np.testing.assert_array_equal(scores.labels, labels)
         results[name] = scores.values
         results[f"{name}:epochs"] = collector.epochs_collected
-        results[f"{name}:reference"] = CASES[name].reference(probs, labels)
+        results[f"{name}:reference"] = CASES[name].reference(trajectory)
     return results
 
 
@@ -74,13 +74,15 @@ class _CrashAfterEpoch(pl.Callback):
 
 @pytest.mark.parametrize("with_validation", [False, True], ids=["no-val", "val-checkpoint"])
 def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path, with_validation, single_process_scores):
-    crash_epoch = 5  # after the checkpoint of epoch 4, inside TDDS's second window
+    crash_epoch = CRASH_EPOCH  # after the checkpoint of epoch 4, inside TDDS's second window
     first = {name: case.make() for name, case in CASES.items()}
     checkpoint = ModelCheckpoint(dirpath=tmp_path, save_last=True, save_top_k=-1)
     with pytest.raises(RuntimeError, match="simulated crash"):
         fit(list(first.values()), extra_callbacks=[checkpoint, _CrashAfterEpoch(crash_epoch)],
             default_root_dir=tmp_path, with_validation=with_validation)
-    assert all(c.epochs_collected == min(crash_epoch, single_process_scores[f"{n}:epochs"]) for n, c in first.items())
+    assert {n: c.epochs_collected for n, c in first.items()} == {
+        n: CASES[n].collected_before_crash(single_process_scores[f"{n}:epochs"]) for n in first
+    }
 
     resumed = {name: case.make() for name, case in CASES.items()}
     fit(list(resumed.values()), extra_callbacks=[ModelCheckpoint(dirpath=tmp_path / "again")],

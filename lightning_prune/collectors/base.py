@@ -293,6 +293,13 @@ class ScoreCollector(pl.Callback):
         view = self.adapter(outputs, batch, pl_module)
         if view.features is None and self.needs_features:
             view.features = self._features
+        self._record(trainer, pl_module, view, epoch)
+        if batch_idx + 1 >= trainer.num_training_batches:
+            # fold before validation and checkpointing, which run before on_train_epoch_end
+            self._finish_epoch(trainer, epoch)
+
+    def _record(self, trainer: pl.Trainer, pl_module: pl.LightningModule, view: BatchView, epoch: int) -> None:
+        """Write one batch's rows as part of ``epoch``; shared by the training hook and eval passes."""
         device = pl_module.device
         view.logits = view.logits.detach()
         view.indices = view.indices.to(device, non_blocking=True)
@@ -309,9 +316,6 @@ class ScoreCollector(pl.Callback):
         self._collect(epoch, view, fresh)
         seen[view.indices] = True
         self._features = None
-        if batch_idx + 1 >= trainer.num_training_batches:
-            # fold before validation and checkpointing, which run before on_train_epoch_end
-            self._finish_epoch(trainer, epoch)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._pending_epoch is not None:

@@ -1,0 +1,135 @@
+"""Collectors that average a per-sample quantity over a range of training epochs (EL2N, GraNd, AUM).
+
+Each epoch in the range, the quantity of every sample is written to an N-vector (first presentation
+wins, like every collector) and, once the epoch is exchanged across ranks, added to a running sum.
+The score is ``sum / epochs seen``: two float32 values per sample, whatever the number of epochs.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Tuple, Union
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.utilities import rank_zero_warn
+from torch import Tensor
+
+from lightning_prune.collectors.base import BatchView, ScoreCollector
+
+Epochs = Union[int, Tuple[int, int], None]
+"""``n`` (the first n epochs), ``(start, stop)`` (epochs start..stop-1) or ``None`` (all, where allowed)."""
+
+
+def parse_epochs(epochs: Epochs, owner: str, *, allow_all: bool = False) -> tuple[int, int | None]:
+    """``epochs`` as a half-open range ``(start, stop)``.
+
+    ``n`` means the first n epochs, ``(start, stop)`` epochs ``start .. stop-1`` counted from 0, and
+    ``None`` (where ``allow_all``) every epoch of the run (``stop`` is then ``None``).
+    """
+    if epochs is None and allow_all:
+        return 0, None
+    if isinstance(epochs, int) and not isinstance(epochs, bool):
+        if epochs < 1:
+            raise ValueError(f"{owner} epochs={epochs}: a count of epochs must be >= 1.")
+        return 0, epochs
+    if isinstance(epochs, (tuple, list)) and len(epochs) == 2 and all(
+        isinstance(value, int) and not isinstance(value, bool) for value in epochs
+    ):
+        start, stop = epochs
+        if not 0 <= start < stop:
+            raise ValueError(
+                f"{owner} epochs={tuple(epochs)} is not a range (start, stop) with 0 <= start < stop; e.g. "
+                "epochs=(0, 10) averages epochs 0..9."
+            )
+        return start, stop
+    accepted = "an int n (the first n epochs) or a pair (start, stop)" + (", or None (all epochs)" if allow_all else "")
+    raise TypeError(f"{owner} epochs must be {accepted}; got {epochs!r}.")
+
+
+class EpochAverageCollector(ScoreCollector):
+    """Base of the collectors that average a per-epoch, per-sample value over an epoch range.
+
+    Subclasses implement :meth:`_per_sample` (the value for one batch) and may override
+    :meth:`_orient` (turn the mean into a higher = keep score).
+    """
+
+    def __init__(self, epochs: Epochs, *, allow_all: bool = False, **kwargs: Any) -> None:
+        self.start, self.stop = parse_epochs(epochs, type(self).__name__, allow_all=allow_all)
+        super().__init__(**kwargs)
+
+    @property
+    def epochs(self) -> tuple[int, int | None]:
+        """The half-open epoch range ``(start, stop)`` averaged over; ``stop=None`` means to the end."""
+        return self.start, self.stop
+
+    def hparams(self) -> dict[str, Any]:
+        return {"epochs": None if self.stop is None else [self.start, self.stop]}
+
+    def _per_sample(self, view: BatchView) -> Tensor:
+        raise NotImplementedError
+
+    def _orient(self, mean: Tensor) -> Tensor:
+        return mean
+
+    def _check_fit(self, trainer: pl.Trainer) -> None:
+        max_epochs = trainer.max_epochs
+        bounded = max_epochs is not None and max_epochs >= 0
+        if bounded and self.stop is not None and self.stop > max_epochs:
+            raise ValueError(
+                f"{type(self).__name__}(epochs=({self.start}, {self.stop})) averages epochs "
+                f"{self.start}..{self.stop - 1} "
+                f"but the Trainer stops after max_epochs={max_epochs}. Raise max_epochs or choose an earlier range, "
+                f"e.g. epochs={min(max_epochs, self.stop - self.start)}."
+            )
+        if bounded and self.stop is None and self.start >= max_epochs:
+            raise ValueError(
+                f"{type(self).__name__} starts averaging at epoch {self.start} but the Trainer stops after "
+                f"max_epochs={max_epochs}."
+            )
+
+    def _describe_need(self) -> str:
+        return f"one full epoch in the range starting at epoch {self.start}"
+
+    def _allocate(self, num_samples: int, num_classes: int, device: torch.device) -> dict[str, Tensor]:
+        return {
+            "current": torch.zeros(num_samples, dtype=torch.float32, device=device),
+            "total": torch.zeros(num_samples, dtype=torch.float32, device=device),
+        }
+
+    def _collects(self, epoch: int) -> bool:
+        return self.start <= epoch and (self.stop is None or epoch < self.stop)
+
+    def _collect(self, epoch: int, view: BatchView, fresh: Tensor) -> None:
+        self._write(self._buffers["current"], view.indices, self._per_sample(view), fresh)
+
+    def _epoch_rows(self, epoch: int) -> list[Tensor]:
+        return [self._buffers["current"]]
+
+    def _fold(self, epoch: int, seen: Tensor) -> None:
+        current = self._buffers["current"]
+        self._buffers["total"] += torch.where(seen, current, torch.zeros_like(current))
+
+    def _mean(self) -> Tensor:
+        # per-sample count: a sample missing from a partial epoch is averaged over the epochs it was in
+        return self._buffers["total"] / self._buffers["times_seen"].clamp_min(1).to(torch.float32)
+
+    def _compute(self) -> Tensor:
+        if self.stop is not None and self._epochs_collected < self.stop - self.start:
+            rank_zero_warn(
+                f"{type(self).__name__} scores average {self._epochs_collected} of the {self.stop - self.start} "
+                f"epochs in ({self.start}, {self.stop}) (the run ended early)."
+            )
+        return self._orient(self._mean())
+
+
+def target_probabilities(view: BatchView) -> Tensor:
+    """``softmax(logits)[i, y_i]`` in float32."""
+    probs = torch.softmax(view.logits.float(), dim=1)
+    return probs.gather(1, view.targets.reshape(-1, 1)).reshape(-1)
+
+
+def error_norm(view: BatchView) -> Tensor:
+    """``|| softmax(logits) - onehot(y) ||_2`` per sample, in float32."""
+    probs = torch.softmax(view.logits.float(), dim=1)
+    error = probs - torch.nn.functional.one_hot(view.targets, probs.shape[1]).to(probs.dtype)
+    return error.norm(dim=1)

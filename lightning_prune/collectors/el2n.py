@@ -1,0 +1,43 @@
+"""EL2N: the error L2 norm (Paul et al., "Deep Learning on a Data Diet", NeurIPS 2021).
+
+``EL2N(i) = || softmax(z_i) - onehot(y_i) ||_2`` from the logits of the training forward pass,
+averaged over a range of early epochs. The paper averages over independent runs at one early
+epoch; with a single run, averaging over the first few epochs is the common substitute (the CCS
+code sums epochs 0..9; a sum and a mean rank samples identically). Higher = the model still errs
+on the sample early in training = harder = keep.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import Tensor
+
+from lightning_prune.collectors.averaged import EpochAverageCollector, Epochs, error_norm
+from lightning_prune.collectors.base import BatchView
+
+
+class EL2N(EpochAverageCollector):
+    """Mean error L2 norm over an epoch range; higher = harder = keep.
+
+    Args:
+        epochs: the epochs averaged: ``n`` for epochs ``0..n-1`` (default 10, as the CCS code), or a
+            half-open range ``(start, stop)``. ``stop`` may not exceed the Trainer's ``max_epochs``.
+        **kwargs: see :class:`~lightning_prune.collectors.base.ScoreCollector`.
+
+    State: two float32 values per sample.
+
+    Example::
+
+        el2n = EL2N(epochs=10)
+        L.Trainer(max_epochs=10, callbacks=[el2n]).fit(model, datamodule=dm)
+        sel = lp.select(el2n.scores, prune_ratio=0.5)
+    """
+
+    method = "el2n"
+
+    def __init__(self, epochs: Epochs = 10, **kwargs: Any) -> None:
+        super().__init__(epochs, **kwargs)
+
+    def _per_sample(self, view: BatchView) -> Tensor:
+        return error_norm(view)
