@@ -1,0 +1,162 @@
+"""``lightning-prune``: the command line, on LightningCLI and jsonargparse.
+
+* ``lightning-prune fit|validate|test|predict --config ...`` is a standard ``LightningCLI`` (any
+  model and datamodule by class path); lightning-prune's collectors go in ``trainer.callbacks``.
+* ``lightning-prune run [--config run.yaml]`` runs the whole study: score -> select -> train on each
+  coreset (plus the random baseline and the full data, over several seeds) -> report. Without a
+  config it runs the built-in digits study. Re-running the same command resumes.
+* ``lightning-prune score`` and ``lightning-prune select`` stop after those steps.
+"""
+
+from __future__ import annotations
+
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import lightning.pytorch as pl
+from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
+
+from lightning_prune.pipeline.runner import MethodSpec, PruningRun
+
+PIPELINE_COMMANDS = {
+    "run": "score -> select -> train on every coreset -> report (table, report.json, plots)",
+    "score": "train once on the full data with the collectors and write the score files",
+    "select": "score if needed, then write a selection file per method and pruning ratio",
+}
+LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+
+
+def default_config_path() -> Path:
+    return Path(str(resources.files("lightning_prune") / "configs" / "digits.yaml"))
+
+
+def build_pipeline_parser(command: str = "run") -> ArgumentParser:
+    parser = ArgumentParser(
+        prog=f"lightning-prune {command}",
+        description=f"{PIPELINE_COMMANDS[command]}. Without --config, the built-in digits study "
+        f"({default_config_path()}) is used.",
+    )
+    parser.add_argument("--config", action=ActionConfigFile, help="YAML file with the settings below.")
+    parser.add_argument("--name", type=str, default="study", help="Name of the run (and of its directory).")
+    parser.add_argument("--output_dir", type=Optional[str], default=None,
+                        help="Run directory (default: ./prune_runs/NAME). Re-running resumes in it.")
+    parser.add_subclass_arguments(pl.LightningDataModule, "data", required=True,
+                                  help="The full data set, e.g. lightning_prune.data.DigitsDataModule.")
+    parser.add_subclass_arguments(pl.LightningModule, "model", required=True,
+                                  help="A fresh model per training, e.g. lightning_prune.models.Classifier.")
+    parser.add_argument("--methods", type=List[MethodSpec], required=True,
+                        help="Methods to compare: collector names (tdds, forgetting, el2n, ...), adapruner, influence.")
+    parser.add_argument("--prune_ratios", type=List[float], default=[0.3, 0.5, 0.7],
+                        help="Fractions of the training set to remove.")
+    parser.add_argument("--strategy", type=str, default="topk", help="topk, random, class_balanced or ccs.")
+    parser.add_argument("--seeds", type=List[int], default=[0], help="One coreset training per seed.")
+    parser.add_argument("--score_epochs", type=int, default=20, help="Epochs of the full-data scoring run.")
+    parser.add_argument("--train_epochs", type=int, default=20, help="Epochs of every coreset training.")
+    parser.add_argument("--weighted", type=bool, default=False,
+                        help="Train coresets with importance weights (TDDS Eq. 13 min-max normalised scores).")
+    parser.add_argument("--trainer", type=Dict[str, Any], default={},
+                        help="Keyword arguments of every Trainer (accelerator, devices, precision, ...).")
+    return parser
+
+
+def make_run(parser: ArgumentParser, config: Namespace, log=print) -> PruningRun:
+    instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes
+
+    def build() -> Namespace:
+        return instantiate(config)
+
+    output_dir = config.output_dir or str(Path.cwd() / "prune_runs" / config.name)
+    plain = parser.dump(config, format="json", skip_none=False)
+    import json
+
+    settings = json.loads(plain)
+    return PruningRun(
+        run_dir=output_dir,
+        make_data=lambda: build().data,
+        make_model=lambda: build().model,
+        methods=[m if isinstance(m, MethodSpec) else MethodSpec(**vars(m)) for m in build().methods],
+        prune_ratios=config.prune_ratios,
+        seeds=config.seeds,
+        score_epochs=config.score_epochs,
+        train_epochs=config.train_epochs,
+        strategy=config.strategy,
+        trainer_args=dict(config.trainer or {}),
+        description={"data": settings["data"], "model": settings["model"]},
+        weighted=config.weighted,
+        log=log,
+    )
+
+
+def _quiet_lightning() -> None:
+    """The pipeline prints one line per step; Lightning's per-Trainer banners would bury them."""
+    import logging
+    import warnings
+
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*treespec.*")
+    warnings.filterwarnings("ignore", message=".*is smaller than the logging interval.*")
+
+
+def pipeline_main(command: str, argv: list[str]) -> dict[str, Any] | None:
+    parser = build_pipeline_parser(command)
+    if not any(arg == "--config" or arg.startswith("--config=") for arg in argv) and not {"-h", "--help"} & set(argv):
+        argv = ["--config", str(default_config_path()), *argv]
+    config = parser.parse_args(argv)
+    _quiet_lightning()
+    run = make_run(parser, config)
+    print(f"lightning-prune {command}: run directory {run.run_dir}", flush=True)
+    if command == "run":
+        return run.run()
+    run.check_run_dir()
+    run.score()
+    if command == "select":
+        run.select()
+    return None
+
+
+def lightning_main(argv: list[str]) -> None:
+    from lightning.pytorch.cli import LightningCLI
+
+    LightningCLI(
+        model_class=pl.LightningModule,
+        datamodule_class=pl.LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        args=argv,
+        save_config_kwargs={"overwrite": True},
+    )
+
+
+def _usage() -> str:
+    lines = ["usage: lightning-prune COMMAND [--config FILE] [options]", "", "Pruning pipeline:"]
+    lines += [f"  {name:<9} {text}" for name, text in PIPELINE_COMMANDS.items()]
+    lines += ["", "Lightning (LightningCLI; add collectors under trainer.callbacks):"]
+    lines += [f"  {name:<9} Trainer.{name} with a model and datamodule given by class path" for name in LIGHTNING_COMMANDS]
+    lines += ["", "`lightning-prune COMMAND --help` lists a command's options. `lightning-prune run` alone runs "
+              "the built-in digits study."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return None
+    command, rest = argv[0], argv[1:]
+    if command in PIPELINE_COMMANDS:
+        pipeline_main(command, rest)
+        return None
+    if command in LIGHTNING_COMMANDS:
+        lightning_main(argv)
+        return None
+    print(_usage(), file=sys.stderr)
+    raise SystemExit(f"lightning-prune: unknown command {command!r}; choose one of "
+                     f"{', '.join([*PIPELINE_COMMANDS, *LIGHTNING_COMMANDS])}.")
+
+
+if __name__ == "__main__":
+    main()

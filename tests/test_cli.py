@@ -1,0 +1,146 @@
+"""The `lightning-prune` command: the pipeline end to end, resume, and LightningCLI's fit."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+import lightning_prune as lp
+from lightning_prune.cli import build_pipeline_parser, default_config_path, main
+
+TINY = """
+name: tiny
+data:
+  class_path: lightning_prune.data.DigitsDataModule
+  init_args: {batch_size: 256}
+model:
+  class_path: lightning_prune.models.Classifier
+  init_args:
+    backbone:
+      class_path: lightning_prune.models.SmallCNN
+      init_args: {num_classes: 10, width: 4}
+    lr: 0.1
+methods:
+  - name: tdds
+    args: {trajectory: 3, window: 3}
+  - name: forgetting
+    strategy: class_balanced
+prune_ratios: [0.5]
+seeds: [0]
+score_epochs: 3
+train_epochs: 1
+"""
+
+
+@pytest.fixture
+def tiny_config(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY)
+    return path
+
+
+def test_run_scores_selects_trains_reports_and_resumes(tmp_path, tiny_config, capsys):
+    out = tmp_path / "run"
+    main(["run", "--config", str(tiny_config), "--output_dir", str(out)])
+    printed = capsys.readouterr().out
+    assert "[score]" in printed and "[train 4/4]" in printed and "prune 50%" in printed
+
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["test_accuracy"]) == {"full", "tdds", "forgetting", "random"}
+    assert len(report["cells"]) == 4 and all(0.0 <= c["test_acc"] <= 1.0 for c in report["cells"])
+    assert (out / "plots" / "accuracy_vs_prune_ratio.png").stat().st_size > 1000
+    assert (out / "plots" / "score_histograms.png").stat().st_size > 1000
+
+    scores = lp.Scores.load(out / "scores" / "tdds.npz")
+    selection = lp.Selection.load(out / "selections" / "tdds-r0.50.npz")
+    assert len(selection) == scores.num_samples - round(0.5 * scores.num_samples)
+    np.testing.assert_array_equal(selection.indices, lp.select(scores, 0.5).indices)
+    balanced = lp.Selection.load(out / "selections" / "forgetting-r0.50.npz")
+    assert balanced.hparams["strategy"] == "class_balanced"
+
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "cells").iterdir()}
+    main(["run", "--config", str(tiny_config), "--output_dir", str(out)])
+    printed = capsys.readouterr().out
+    assert "Resuming" in printed and "4 of 4 trainings already done" in printed and "[score] training" not in printed
+    assert {p: p.stat().st_mtime_ns for p in (out / "cells").iterdir()} == stamps
+
+
+def test_rerun_with_other_settings_in_the_same_directory_is_refused(tmp_path, tiny_config):
+    out = tmp_path / "run"
+    main(["select", "--config", str(tiny_config), "--output_dir", str(out)])
+    assert sorted(p.name for p in (out / "selections").iterdir()) == [
+        "forgetting-r0.50.npz", "random-r0.50-s0.npz", "tdds-r0.50.npz"]
+    assert not (out / "cells").exists()
+    with pytest.raises(ValueError, match="other data/model/epoch settings"):
+        main(["run", "--config", str(tiny_config), "--output_dir", str(out), "--score_epochs", "4"])
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (["--prune_ratios", "[1.5]"], "strictly between 0 and 1"),
+        (["--methods", "[{name: nonsense}]"], "Unknown method 'nonsense'"),
+        (["--strategy", "best"], "Unknown strategy 'best'"),
+    ],
+)
+def test_bad_run_settings_get_clear_errors(tmp_path, tiny_config, override, message):
+    with pytest.raises(ValueError, match=message):
+        main(["run", "--config", str(tiny_config), "--output_dir", str(tmp_path / "x"), *override])
+    assert not (tmp_path / "x" / "cells").exists()
+
+
+def test_default_study_is_the_example_and_parses():
+    packaged = yaml.safe_load(default_config_path().read_text())
+    example = yaml.safe_load((Path(__file__).resolve().parents[1] / "examples" / "digits.yaml").read_text())
+    assert packaged == example
+    config = build_pipeline_parser().parse_args(["--config", str(default_config_path())])
+    assert config.name == "digits" and len(config.methods) >= 3
+
+
+def test_lightning_fit_with_a_collector_from_yaml(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "fit.yaml").write_text(f"""
+trainer:
+  max_epochs: 3
+  logger: false
+  enable_progress_bar: false
+  enable_checkpointing: false
+  callbacks:
+    - class_path: lightning_prune.TDDS
+      init_args: {{trajectory: 3, window: 3, save_path: {tmp_path / 'tdds.npz'}}}
+model:
+  class_path: lightning_prune.models.Classifier
+  init_args:
+    backbone: {{class_path: lightning_prune.models.SmallCNN, init_args: {{width: 4}}}}
+data:
+  class_path: lightning_prune.data.DigitsDataModule
+""")
+    main(["fit", "--config", str(tmp_path / "fit.yaml")])
+    scores = lp.Scores.load(tmp_path / "tdds.npz")
+    assert scores.method == "tdds" and scores.num_samples == len(lp.DigitsDataModule().train_dataset)
+
+
+def test_usage_lists_every_command(capsys):
+    main([])
+    printed = capsys.readouterr().out
+    for command in ("run", "score", "select", "fit", "validate", "test"):
+        assert f"  {command}" in printed
+    with pytest.raises(SystemExit, match="unknown command 'frobnicate'"):
+        main(["frobnicate"])
+
+
+@pytest.mark.parametrize("name", ["digits.yaml", "cifar10.yaml", "cifar100.yaml"])
+def test_example_configs_build_a_valid_run(name, tmp_path):
+    from lightning_prune.cli import make_run
+
+    parser = build_pipeline_parser()
+    config = parser.parse_args(["--config", str(Path(__file__).resolve().parents[1] / "examples" / name),
+                                "--output_dir", str(tmp_path)])
+    run = make_run(parser, config, log=lambda line: None)  # validates methods, strategies and ratios
+    assert run.cells() and all(0 < r < 1 for r in run.all_ratios)
+    if name == "cifar100.yaml":  # per-ratio TDDS settings run at their own ratio only
+        assert ("tdds-T10-K5", 0.9, 0) in run.cells() and ("tdds-T10-K5", 0.3, 0) not in run.cells()
