@@ -160,7 +160,7 @@ def test_dynamic_uncertainty_window_must_be_an_integer_of_at_least_two(window):
 
 
 def test_dynamic_uncertainty_window_longer_than_the_run():
-    with pytest.raises(ValueError, match=r"window=10\) needs at least 10 epochs.*max_epochs=8"):
+    with pytest.raises(ValueError, match=r"window=10\) needs at least 10 training epochs.*max_epochs=8"):
         fit([DynamicUncertainty(window=10)])
 
 

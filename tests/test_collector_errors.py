@@ -86,7 +86,7 @@ def test_bad_tdds_settings(kwargs):
 
 
 def test_trajectory_longer_than_max_epochs_fails_before_training():
-    with pytest.raises(ValueError, match=r"needs 30 training epochs.*max_epochs=5"):
+    with pytest.raises(ValueError, match=r"TDDS\(trajectory=30\) needs at least 30 training epochs.*max_epochs=5"):
         fit([lp.TDDS(trajectory=30, window=10)], epochs=5)
 
 

@@ -174,8 +174,19 @@ class ScoreCollector(pl.Callback):
         """Epochs that must be collected before scores exist."""
         return 1
 
+    def _epochs_needed(self) -> tuple[str, int] | None:
+        """``(setting, epochs)``: a setting (e.g. ``"window=10"``) that needs this many training epochs."""
+        return None
+
     def _check_fit(self, trainer: pl.Trainer) -> None:
         """Fail early if the run cannot produce this method's scores."""
+        need, max_epochs = self._epochs_needed(), trainer.max_epochs
+        if need is not None and max_epochs is not None and 0 <= max_epochs < need[1]:
+            setting, epochs = need
+            raise ValueError(
+                f"{type(self).__name__}({setting}) needs at least {epochs} training epochs, but the Trainer stops "
+                f"after max_epochs={max_epochs}. Raise max_epochs or lower {setting.split('=')[0]}."
+            )
 
     # ------------------------------------------------------------------ public surface
     @property

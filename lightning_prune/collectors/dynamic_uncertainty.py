@@ -26,7 +26,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import lightning.pytorch as pl
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
@@ -67,13 +66,8 @@ class DynamicUncertainty(EvalPassMixin, ScoreCollector):
     def hparams(self) -> dict[str, Any]:
         return {"window": self.window, "source": self.source}
 
-    def _check_fit(self, trainer: pl.Trainer) -> None:
-        max_epochs = trainer.max_epochs
-        if max_epochs is not None and 0 <= max_epochs < self.window:
-            raise ValueError(
-                f"DynamicUncertainty(window={self.window}) needs at least {self.window} epochs for one window, but "
-                f"the Trainer stops after max_epochs={max_epochs}. Raise max_epochs or shorten the window."
-            )
+    def _epochs_needed(self) -> tuple[str, int]:
+        return f"window={self.window}", self.window
 
     def _min_epochs(self) -> int:
         return self.window

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import lightning.pytorch as pl
 import torch
 from torch import Tensor
 
@@ -91,13 +90,8 @@ class TDDS(ScoreCollector):
             "precision": self.precision,
         }
 
-    def _check_fit(self, trainer: pl.Trainer) -> None:
-        max_epochs = trainer.max_epochs
-        if max_epochs is not None and max_epochs >= 0 and max_epochs < self.trajectory:
-            raise ValueError(
-                f"TDDS(trajectory={self.trajectory}) needs {self.trajectory} training epochs but the Trainer stops "
-                f"after max_epochs={max_epochs}. Raise max_epochs or shorten the trajectory."
-            )
+    def _epochs_needed(self) -> tuple[str, int]:
+        return f"trajectory={self.trajectory}", self.trajectory
 
     def _min_epochs(self) -> int:
         return self.window
