@@ -7,6 +7,7 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.0.0+unknown"
 
+from lightning_prune.adapruner import AdaPruner
 from lightning_prune.collectors import (
     AUM,
     COLLECTORS,
@@ -43,6 +44,7 @@ from lightning_prune.selection.selection import Selection
 from lightning_prune.selection.strategies import STRATEGIES, importance_weights, random_selection, select
 
 __all__ = [
+    "AdaPruner",
     "AUM",
     "COLLECTORS",
     "EL2N",

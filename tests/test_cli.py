@@ -144,3 +144,12 @@ def test_example_configs_build_a_valid_run(name, tmp_path):
     assert run.cells() and all(0 < r < 1 for r in run.all_ratios)
     if name == "cifar100.yaml":  # per-ratio TDDS settings run at their own ratio only
         assert ("tdds-T10-K5", 0.9, 0) in run.cells() and ("tdds-T10-K5", 0.3, 0) not in run.cells()
+
+
+def test_adapruner_is_a_method_of_the_pipeline(tmp_path, tiny_config):
+    out = tmp_path / "run"
+    main(["select", "--config", str(tiny_config), "--output_dir", str(out),
+          "--methods", "[{name: adapruner, args: {epochs: 3, alpha: [0.1, 5.0]}}]"])
+    selection = lp.Selection.load(out / "selections" / "adapruner-r0.50.npz")
+    assert selection.method == "adapruner" and selection.num_samples == 1078
+    assert selection.hparams["keep_ratio"] == pytest.approx(0.5)
