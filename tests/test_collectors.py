@@ -145,3 +145,50 @@ def test_save_path_writes_score_file_at_fit_end(tmp_path):
     loaded = lp.Scores.load(target)
     np.testing.assert_array_equal(loaded.values, forgetting.scores.values)
     assert loaded.method == "forgetting"
+
+
+_SYNCING_METHODS = ("item", "tolist", "cpu", "numpy", "nonzero", "__bool__", "__int__", "__float__")
+
+
+class _SyncingForgetting(lp.Forgetting):
+    def _collect(self, epoch, view, fresh):
+        if view.logits.max() > 1e9:  # `if tensor` waits for the device
+            raise AssertionError
+        super()._collect(epoch, view, fresh)
+
+
+@pytest.mark.parametrize("name", [*sorted(CASES), "syncing-control"])
+def test_no_host_synchronisation_in_the_batch_hook(name, monkeypatch):
+    """Between the first and last batch of an epoch the hook must not wait for the device.
+
+    On a GPU each of these calls blocks the host until the kernels queued so far finish, which
+    stalls the training pipeline; on the CPU they are harmless, so spy on them instead. The
+    control collector synchronises on purpose and must be caught.
+    """
+    collector = _SyncingForgetting() if name == "syncing-control" else CASES[name].make()
+    calls: list[str] = []
+    inside = {"middle_batch": False}
+    for method in _SYNCING_METHODS:
+        original = getattr(torch.Tensor, method)
+
+        def spy(self, *args, _original=original, _method=method, **kwargs):
+            if inside["middle_batch"]:
+                calls.append(_method)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, method, spy)
+    hook = collector.on_train_batch_end
+
+    def watched(trainer, pl_module, outputs, batch, batch_idx):
+        inside["middle_batch"] = 0 < batch_idx < trainer.num_training_batches - 1
+        try:
+            hook(trainer, pl_module, outputs, batch, batch_idx)
+        finally:
+            inside["middle_batch"] = False
+
+    monkeypatch.setattr(collector, "on_train_batch_end", watched)
+    fit([collector])
+    if name == "syncing-control":
+        assert "__bool__" in calls
+    else:
+        assert calls == []
