@@ -37,6 +37,16 @@ from lightning_prune.data import (
     dataset_targets,
     unpack_batch,
 )
+from lightning_prune.influence import (
+    InfluencePruner,
+    InfluenceVectors,
+    PruningSolution,
+    greedy_cardinality,
+    greedy_epsilon,
+    influence_vectors,
+    solve_cardinality,
+    solve_epsilon,
+)
 from lightning_prune.models import Classifier, SmallCNN, cifar_resnet18
 from lightning_prune.selection.files import ScoreFileError
 from lightning_prune.selection.scores import Scores
@@ -64,6 +74,14 @@ __all__ = [
     "DigitsDataModule",
     "Forgetting",
     "IndexedDataset",
+    "InfluencePruner",
+    "InfluenceVectors",
+    "PruningSolution",
+    "greedy_cardinality",
+    "greedy_epsilon",
+    "influence_vectors",
+    "solve_cardinality",
+    "solve_epsilon",
     "PrunedDataModule",
     "ScoreCollector",
     "ScoreFileError",

@@ -153,3 +153,15 @@ def test_adapruner_is_a_method_of_the_pipeline(tmp_path, tiny_config):
     selection = lp.Selection.load(out / "selections" / "adapruner-r0.50.npz")
     assert selection.method == "adapruner" and selection.num_samples == 1078
     assert selection.hparams["keep_ratio"] == pytest.approx(0.5)
+
+
+def test_influence_is_a_method_of_the_pipeline(tmp_path, tiny_config, capsys):
+    out = tmp_path / "run"
+    main(["select", "--config", str(tiny_config), "--output_dir", str(out), "--prune_ratios", "[0.3, 0.5]",
+          "--methods", "[{name: influence, args: {damping: 0.001, time_limit: 20}}]"])
+    printed = capsys.readouterr().out
+    assert printed.count("last-layer influence of every training sample") == 1  # once for both ratios
+    for ratio, kept in ((0.3, 1078 - round(0.3 * 1078)), (0.5, 539)):
+        selection = lp.Selection.load(out / "selections" / f"influence-r{ratio:.2f}.npz")
+        assert selection.method == "influence" and len(selection) == kept
+        assert selection.hparams["objective"] >= 0

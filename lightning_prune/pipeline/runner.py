@@ -154,6 +154,7 @@ class PruningRun:
         self.weighted = weighted
         self.log = log
         self._trained_scoring_model: pl.LightningModule | None = None
+        self._influence: dict[str, Any] = {}
 
     @property
     def all_ratios(self) -> list[float]:
@@ -288,10 +289,15 @@ class PruningRun:
     def _influence_selection(self, spec: MethodSpec, ratio: float) -> Selection:
         from lightning_prune.influence import InfluencePruner
 
-        if self._trained_scoring_model is None:
-            raise RuntimeError("internal: the influence method needs the scoring run's model")  # score() trains it
-        self.log(f"[select] influence: solving for prune ratio {ratio:.2f}")
-        return InfluencePruner(**spec.args).select(self._trained_scoring_model, self.make_data(), prune_ratio=ratio)
+        if spec.key not in self._influence:
+            if self._trained_scoring_model is None:
+                raise RuntimeError("internal: the influence method needs the scoring run's model")  # score() trains it
+            pruner = InfluencePruner(**spec.args)
+            self.log(f"[select] {spec.key}: last-layer influence of every training sample")
+            self._influence[spec.key] = (pruner, pruner.influence(self._trained_scoring_model, self.make_data()))
+        pruner, vectors = self._influence[spec.key]  # computed once, solved for every ratio
+        self.log(f"[select] {spec.key}: solving for prune ratio {ratio:.2f}")
+        return pruner.select_from(vectors, prune_ratio=ratio)
 
     def cells(self) -> list[tuple[str, float, int]]:
         cells = [(FULL, 0.0, seed) for seed in self.seeds]
