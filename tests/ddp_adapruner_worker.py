@@ -79,6 +79,8 @@ def main(out_dir: Path) -> None:
         alpha=np.array(pruner.alpha),
         frozen=np.array(pruner.frozen),
     )
+    if torch.distributed.is_initialized():  # left to interpreter shutdown, gloo can abort ("terminate called")
+        torch.distributed.destroy_process_group()
 
 
 def _fingerprint(labels: np.ndarray) -> str:

@@ -64,6 +64,8 @@ def run(out_dir: str, selection_path: str, devices: int, epochs: int, weighted: 
         limit_val_batches=0,
     )
     trainer.fit(model, datamodule=datamodule)
+    if torch.distributed.is_initialized():  # left to interpreter shutdown, gloo can abort ("terminate called")
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
