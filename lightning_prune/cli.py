@@ -112,7 +112,7 @@ def pipeline_main(command: str, argv: list[str]) -> dict[str, Any] | None:
     if command == "run":
         return run.run()
     run.check_run_dir()
-    run.score()
+    run.score(train_for_influence=command == "select")
     if command == "select":
         run.select()
     return None

@@ -165,3 +165,33 @@ def test_influence_is_a_method_of_the_pipeline(tmp_path, tiny_config, capsys):
         selection = lp.Selection.load(out / "selections" / f"influence-r{ratio:.2f}.npz")
         assert selection.method == "influence" and len(selection) == kept
         assert selection.hparams["objective"] >= 0
+
+
+@pytest.mark.parametrize(
+    "override",
+    [["--methods", "[{name: tdds, args: {trajectory: 3, window: 3, decay: 0.5}}]"],
+     ["--methods", "[{name: tdds, args: {trajectory: 3, window: 3}, strategy: random}]"]],
+    ids=["collector-args", "strategy"],
+)
+def test_resuming_with_changed_method_settings_is_refused(tmp_path, tiny_config, override):
+    out = tmp_path / "run"
+    main(["select", "--config", str(tiny_config), "--output_dir", str(out)])
+    with pytest.raises(ValueError, match="other settings than method 'tdds'.*new `label:`"):
+        main(["select", "--config", str(tiny_config), "--output_dir", str(out), *override])
+
+
+def test_close_ratios_get_distinct_files_and_report_keys():
+    from lightning_prune.pipeline.runner import ratio_label, ratio_tag
+
+    assert ratio_tag(0.5) == "r0.50" and ratio_tag(0.99) == "r0.99" and ratio_tag(0.995) == "r0.995"
+    assert len({ratio_label(r) for r in (0.3, 0.99, 0.995, 0.999)}) == 4
+
+
+def test_weighted_run_trains_learned_selections_unweighted(tmp_path, tiny_config):
+    out = tmp_path / "run"
+    main(["run", "--config", str(tiny_config), "--output_dir", str(out), "--weighted", "true",
+          "--methods", "[{name: tdds, args: {trajectory: 3, window: 3}}, {name: influence, args: {damping: 0.001}}]"])
+    assert lp.Selection.load(out / "selections" / "tdds-r0.50.npz").weights is not None
+    assert lp.Selection.load(out / "selections" / "influence-r0.50.npz").weights is None
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["test_accuracy"]) == {"full", "tdds", "influence", "random"}

@@ -118,3 +118,20 @@ def test_resuming_with_other_settings_is_refused():
     other = lp.TDDS(trajectory=8, window=5)
     with pytest.raises(ValueError, match="checkpoint's settings"):
         other.load_state_dict(tdds.state_dict())
+
+
+def test_a_crashed_resumed_fit_does_not_make_the_next_fit_continue(tmp_path):
+    tdds = lp.TDDS(trajectory=4, window=3, precision="float32")
+    fit([tdds], epochs=4)
+    fresh = lp.TDDS(trajectory=4, window=3, precision="float32")
+    fresh.load_state_dict(tdds.state_dict())  # as Lightning does when resuming, then the fit crashes
+
+    class Crash(pl.Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            raise RuntimeError("crash")
+
+    with pytest.raises(RuntimeError, match="crash"):
+        fit([fresh], epochs=4, extra_callbacks=[Crash()])
+    with pytest.warns(UserWarning, match="earlier fit"):
+        fit([fresh], epochs=4)
+    assert fresh.epochs_collected == 4

@@ -271,7 +271,8 @@ class ScoreCollector(pl.Callback):
 
     # ------------------------------------------------------------------ Lightning hooks
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._buffers and not self._loaded_this_fit:
+        resumed, self._loaded_this_fit = self._loaded_this_fit, False  # a crashed fit must not leave it set
+        if self._buffers and not resumed:
             rank_zero_warn(
                 f"{type(self).__name__} already holds scores from an earlier fit ({self._epochs_collected} "
                 "epochs); this fit() starts collecting from scratch and replaces them. Save `.scores` before "

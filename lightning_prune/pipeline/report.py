@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from lightning_prune.pipeline.runner import FULL, RANDOM, _atomic_write_text, scores_for_report
+from lightning_prune.pipeline.runner import FULL, RANDOM, ratio_label, scores_for_report
+from lightning_prune.selection.files import write_text_atomic
 
 if TYPE_CHECKING:
     from lightning_prune.pipeline.runner import PruningRun
@@ -22,7 +23,7 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, An
         grouped[result["method"]][float(result["prune_ratio"])].append(result["test_acc"])
     return {
         method: {
-            f"{ratio:.2f}": {
+            ratio_label(ratio): {
                 "mean": statistics.fmean(accs),
                 "std": statistics.pstdev(accs) if len(accs) > 1 else 0.0,
                 "runs": accs,
@@ -43,7 +44,7 @@ def format_table(summary: dict[str, dict[str, dict[str, Any]]], ratios: list[flo
     for method in [m for m in summary if m != FULL]:
         cells = []
         for ratio in ratios:
-            entry = summary[method].get(f"{ratio:.2f}")
+            entry = summary[method].get(ratio_label(ratio))
             cells.append(f"{100 * entry['mean']:.2f} ± {100 * entry['std']:.2f}" if entry else "-")
         rows.append([method] + cells)
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
@@ -112,7 +113,7 @@ def write_report(run: "PruningRun", log: Callable[[str], None] = print) -> dict[
         "test_accuracy": summary,
         "cells": run.results(),
     }
-    _atomic_write_text(run.run_dir / "report.json", json.dumps(report, indent=2, default=str))
+    write_text_atomic(run.run_dir / "report.json", json.dumps(report, indent=2, default=str))
     plots = run.run_dir / "plots"
     plots.mkdir(parents=True, exist_ok=True)
     _plot_accuracy(summary, plots / "accuracy_vs_prune_ratio.png", title=f"{run.run_dir.name}: coreset accuracy")

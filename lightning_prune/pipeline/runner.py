@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,9 +29,10 @@ import numpy as np
 from lightning_prune.collectors.registry import COLLECTORS, make_collector
 from lightning_prune.data.indexed import dataset_targets
 from lightning_prune.data.pruned import PrunedDataModule
+from lightning_prune.selection.files import to_jsonable, write_text_atomic
 from lightning_prune.selection.scores import Scores
 from lightning_prune.selection.selection import Selection
-from lightning_prune.selection.strategies import STRATEGIES, random_selection, select
+from lightning_prune.selection.strategies import STRATEGIES, check_prune_ratio, random_selection, select
 
 FULL = "full"
 RANDOM = "random"
@@ -65,16 +65,14 @@ class MethodSpec:
         return self.label or self.name
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
+def ratio_label(ratio: float) -> str:
+    """``0.5 -> "0.50"``, ``0.995 -> "0.995"``: two decimals unless the ratio needs more, so no two
+    ratios share a file name or a report key."""
+    return f"{ratio:.2f}" if round(ratio, 2) == ratio else f"{ratio:g}"
 
 
 def ratio_tag(ratio: float) -> str:
-    return f"r{ratio:.2f}"
+    return f"r{ratio_label(ratio)}"
 
 
 class PruningRun:
@@ -128,8 +126,7 @@ class PruningRun:
             if spec.name not in LEARNED_METHODS and (spec.strategy or strategy) not in STRATEGIES:
                 raise ValueError(f"Unknown strategy {spec.strategy or strategy!r} for {spec.key}; choose from {sorted(STRATEGIES)}.")
         for ratio in [*prune_ratios, *(r for spec in methods for r in spec.prune_ratios or [])]:
-            if not 0.0 < ratio < 1.0:
-                raise ValueError(f"prune_ratios must lie strictly between 0 and 1 (the fraction removed); got {ratio}.")
+            check_prune_ratio(ratio)
         if not seeds:
             raise ValueError("seeds must list at least one seed.")
         if score_epochs < 1 or train_epochs < 1:
@@ -198,7 +195,7 @@ class PruningRun:
                 )
             self.log(f"Resuming the run in {self.run_dir}: finished steps are skipped.")
         else:
-            _atomic_write_text(marker, json.dumps({"fingerprint": fingerprint, "description": self.description},
+            write_text_atomic(marker, json.dumps({"fingerprint": fingerprint, "description": self.description},
                                                   indent=2, sort_keys=True, default=str))
 
     def _trainer(self, max_epochs: int, callbacks: list[pl.Callback] | None = None, **overrides: Any) -> pl.Trainer:
@@ -215,11 +212,19 @@ class PruningRun:
     def score_methods(self) -> list[MethodSpec]:
         return [spec for spec in self.methods if spec.name not in LEARNED_METHODS]
 
-    def score(self) -> dict[str, Scores]:
-        """Train once on the full data with every missing collector attached; write the score files."""
+    def score(self, train_for_influence: bool = True) -> dict[str, Scores]:
+        """Train once on the full data with every missing collector attached; write the score files.
+
+        The influence method needs that trained model too; ``train_for_influence=False`` skips the
+        training when only the influence model is missing (``lightning-prune score``).
+        """
         specs = self.score_methods()
+        for spec in specs:
+            if self.score_path(spec).exists():
+                self._check_reused_scores(spec)
         missing = [spec for spec in specs if not self.score_path(spec).exists()]
-        needs_model = any(spec.name == "influence" for spec in self.methods) and self._influence_missing()
+        needs_model = (train_for_influence and any(spec.name == "influence" for spec in self.methods)
+                       and self._influence_missing())
         if missing or needs_model:
             collectors = {spec.key: make_collector(spec.name, **spec.args) for spec in missing}
             names = ", ".join(collectors) or "none (training the model the influence method needs)"
@@ -233,6 +238,29 @@ class PruningRun:
                 path = collector.scores.save(self.run_dir / "scores" / f"{key}.npz")
                 self.log(f"[score] wrote {path} ({time.perf_counter() - start:.1f} s)")
         return {spec.key: Scores.load(self.score_path(spec)) for spec in specs}
+
+    def _refuse_reuse(self, path: Path, spec: MethodSpec) -> None:
+        raise ValueError(
+            f"{path} was made with other settings than method {spec.key!r} has now. Resuming would mix results of "
+            "two set-ups: give the changed method a new `label:`, choose another output_dir, or delete the file."
+        )
+
+    def _check_reused_scores(self, spec: MethodSpec) -> None:
+        path = self.score_path(spec)
+        scores, collector = Scores.load(path), make_collector(spec.name, **spec.args)
+        if scores.method != collector.method or scores.hparams != to_jsonable(collector.hparams()):
+            self._refuse_reuse(path, spec)
+
+    def _selection_settings(self, spec: MethodSpec) -> dict[str, Any]:
+        """What a method's selection files depend on besides the ratio (recorded in them, checked on reuse)."""
+        return to_jsonable({
+            "name": spec.name,
+            "args": spec.args,
+            "strategy": None if spec.name in LEARNED_METHODS else spec.strategy or self.strategy,
+            "select_args": spec.select_args,
+            "weighted": self.weighted,
+            "seed": self.seeds[0],
+        })
 
     def _influence_missing(self) -> bool:
         return any(not self.selection_path(spec.key, r).exists()
@@ -248,7 +276,10 @@ class PruningRun:
         for spec in self.methods:
             for ratio in self.ratios_for(spec):
                 path = self.selection_path(spec.key, ratio)
+                settings = self._selection_settings(spec)
                 if path.exists():
+                    if Selection.load(path).hparams.get("run_settings") != settings:
+                        self._refuse_reuse(path, spec)
                     continue
                 start = time.perf_counter()
                 if spec.name == "adapruner":
@@ -260,6 +291,7 @@ class PruningRun:
                     scores.check_dataset(num_samples, labels)
                     selection = select(scores, ratio, strategy=spec.strategy or self.strategy, seed=self.seeds[0],
                                        weights="importance" if self.weighted else None, **spec.select_args)
+                selection.hparams["run_settings"] = settings
                 selection.save(path)
                 self.log(f"[select] {spec.key} at prune ratio {ratio:.2f}: kept {len(selection)} of "
                          f"{selection.num_samples} ({time.perf_counter() - start:.1f} s)")
@@ -316,8 +348,10 @@ class PruningRun:
             pl.seed_everything(seed, verbose=False)
             model, data = self.make_model(), self.make_data()
             if key != FULL:
-                path = self.selection_path(key, ratio, seed if key == RANDOM else None)
-                data = PrunedDataModule(data, Selection.load(path), weighted=self.weighted and key != RANDOM, seed=seed)
+                selection = Selection.load(self.selection_path(key, ratio, seed if key == RANDOM else None))
+                # learned methods (adapruner, influence) and random pruning produce no importance weights
+                weighted = self.weighted and selection.weights is not None
+                data = PrunedDataModule(data, selection, weighted=weighted, seed=seed)
             trainer = self._trainer(self.train_epochs)
             trainer.fit(model, datamodule=data)
             metrics = trainer.test(model, datamodule=data, verbose=False)[0]
@@ -334,7 +368,7 @@ class PruningRun:
                 "num_train": len(data.selection) if isinstance(data, PrunedDataModule) else None,
                 "seconds": round(time.perf_counter() - start, 2),
             }
-            _atomic_write_text(self.cell_path(key, ratio, seed), json.dumps(result, indent=2))
+            write_text_atomic(self.cell_path(key, ratio, seed), json.dumps(result, indent=2))
             self.log(f"[train {number}/{len(todo)}] {key:>20} ratio {ratio:.2f} seed {seed}: "
                      f"test_acc {result['test_acc']:.4f} ({result['seconds']:.1f} s)")
 

@@ -16,7 +16,7 @@ import os
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, BinaryIO, Callable, Mapping
 
 import numpy as np
 
@@ -83,18 +83,18 @@ def build_manifest(
     return manifest
 
 
-def write_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], manifest: Mapping[str, Any]) -> Path:
-    """Write ``arrays`` and ``manifest`` to ``path`` atomically; returns the final path."""
+def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
+    """Call ``write(handle)`` on a temporary file beside ``path``, then rename it to ``path``.
+
+    Readers see the old file or the complete new one, never a half-written one; on failure the
+    temporary file is removed and ``path`` is untouched.
+    """
     target = Path(path)
-    if target.suffix != ".npz":
-        target = target.with_name(target.name + ".npz")
     target.parent.mkdir(parents=True, exist_ok=True)
-    payload = {name: np.asarray(array) for name, array in arrays.items()}
-    payload[_MANIFEST_KEY] = np.array(json.dumps(manifest, sort_keys=True))
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **payload)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, target)
@@ -103,6 +103,20 @@ def write_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], manifes
             os.unlink(tmp_name)
         raise
     return target
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    return write_atomic(path, lambda handle: handle.write(text.encode("utf-8")))
+
+
+def write_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], manifest: Mapping[str, Any]) -> Path:
+    """Write ``arrays`` and ``manifest`` to ``path`` atomically; returns the final path."""
+    target = Path(path)
+    if target.suffix != ".npz":
+        target = target.with_name(target.name + ".npz")
+    payload = {name: np.asarray(array) for name, array in arrays.items()}
+    payload[_MANIFEST_KEY] = np.array(json.dumps(manifest, sort_keys=True))
+    return write_atomic(target, lambda handle: np.savez(handle, **payload))
 
 
 def read_npz(path: str | os.PathLike, kind: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
