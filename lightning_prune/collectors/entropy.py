@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import lightning.pytorch as pl
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
@@ -64,13 +63,8 @@ class Entropy(EvalPassMixin, ScoreCollector):
     def hparams(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "source": self.source}
 
-    def _check_fit(self, trainer: pl.Trainer) -> None:
-        max_epochs = trainer.max_epochs
-        if self.epoch is not None and max_epochs is not None and 0 <= max_epochs <= self.epoch:
-            raise ValueError(
-                f"Entropy(epoch={self.epoch}) scores epoch {self.epoch} (counted from 0), but the Trainer stops after "
-                f"max_epochs={max_epochs}. Choose epoch < max_epochs, or epoch=None for the final epoch."
-            )
+    def _epochs_needed(self) -> tuple[str, int] | None:
+        return None if self.epoch is None else (f"epoch={self.epoch}", self.epoch + 1)  # epochs count from 0
 
     def _allocate(self, num_samples: int, num_classes: int, device: torch.device) -> dict[str, Tensor]:
         return {"entropy": torch.zeros(num_samples, dtype=torch.float32, device=device)}
