@@ -41,6 +41,7 @@ from torch.utils.data import DataLoader, DistributedSampler, IterableDataset
 
 from lightning_prune.collectors.base import BatchView, _find_final_linear, default_adapter
 from lightning_prune.data.indexed import unpack_batch
+from lightning_prune.data.pruned import loader_settings
 
 SOURCES = ("train", "eval_pass")
 
@@ -119,14 +120,7 @@ class EvalPassMixin:
         sampler = DistributedSampler(
             loader.dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
         )
-        return DataLoader(
-            loader.dataset,
-            batch_size=loader.batch_size,
-            sampler=sampler,
-            num_workers=loader.num_workers,
-            collate_fn=loader.collate_fn,
-            pin_memory=loader.pin_memory,
-        )
+        return DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=sampler, **loader_settings(loader))
 
     def _run_eval_pass(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int) -> None:
         captured: dict[str, Tensor] = {}

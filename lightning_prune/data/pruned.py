@@ -42,6 +42,21 @@ WEIGHT_KEY = "weight"
 _REBUILT = {"self", "dataset", "batch_size", "shuffle", "sampler", "batch_sampler", "drop_last"}
 
 
+def loader_settings(loader: DataLoader) -> dict[str, Any]:
+    """Every setting of ``loader`` (workers, collate, pinning, generator, ...) except what decides
+    which samples come in which batches, to rebuild it over another sampler."""
+    settings = {
+        name: getattr(loader, name)
+        for name in inspect.signature(DataLoader.__init__).parameters
+        if name not in _REBUILT and hasattr(loader, name)
+    }
+    if settings.get("num_workers", 0) == 0:
+        # Only meaningful with worker processes; DataLoader rejects them otherwise.
+        settings.pop("prefetch_factor", None)
+        settings.pop("persistent_workers", None)
+    return settings
+
+
 class SelectionSampler(DistributedSampler):
     """Serves a fixed subset of indices, reshuffled every epoch and split across ranks.
 
@@ -236,16 +251,7 @@ class PrunedDataModule(pl.LightningDataModule):
             dataset = WeightedDataset(dataset, weights)
         num_replicas, rank = self._world()
         sampler = SelectionSampler(self.selection.indices, num_replicas, rank, shuffle=self.shuffle, seed=self.seed)
-        settings = {
-            name: getattr(loader, name)
-            for name in inspect.signature(DataLoader.__init__).parameters
-            if name not in _REBUILT and hasattr(loader, name)
-        }
-        if settings.get("num_workers", 0) == 0:
-            # Only meaningful with worker processes; DataLoader rejects them otherwise.
-            settings.pop("prefetch_factor", None)
-            settings.pop("persistent_workers", None)
-        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last, **settings)
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last, **loader_settings(loader))
 
     def _world(self) -> tuple[int, int]:
         trainer = self.trainer
