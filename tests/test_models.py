@@ -4,7 +4,6 @@ import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from lightning_prune.data import DigitsDataModule, PrunedDataModule
