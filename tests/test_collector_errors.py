@@ -135,3 +135,87 @@ def test_a_crashed_resumed_fit_does_not_make_the_next_fit_continue(tmp_path):
     with pytest.warns(UserWarning, match="earlier fit"):
         fit([fresh], epochs=4)
     assert fresh.epochs_collected == 4
+
+
+def test_samples_never_seen_get_the_intended_message_not_an_attribute_error():
+    with pytest.raises(RuntimeError, match=r"of 37 samples were never seen in a training batch"):
+        forgetting = lp.Forgetting()
+        fit([forgetting], epochs=2, limit_train_batches=0.5)
+        forgetting.scores
+
+
+class _LabelSwapModel(KnownLogitsModel):
+    """Corrupts the targets (or indices) of one later batch, as a broken dataset would."""
+
+    def __init__(self, field: str, value: int, bad_batch: int = 3) -> None:
+        super().__init__()
+        self.field, self.value, self.bad_batch = field, value, bad_batch
+
+    def on_train_batch_start(self, batch, batch_idx):
+        if batch_idx == self.bad_batch:
+            position = {"target": 1, "index": 2}[self.field]
+            batch[position][0] = self.value
+
+
+@pytest.mark.parametrize("collector", ["forgetting", "aum", "el2n", "tdds"])
+@pytest.mark.parametrize(
+    ("field", "value", "error", "message"),
+    [
+        ("target", 7, ValueError, r"targets must lie in \[0, 5\).*\[\d, 7\]"),
+        ("target", -2, ValueError, r"targets must lie in \[0, 5\).*\[-2, \d\]"),
+        ("index", 99, IndexError, r"sample index 99 is outside the training set \[0, 37\)"),
+    ],
+    ids=["target-too-high", "target-negative", "index-too-high"],
+)
+def test_bad_labels_and_indices_in_a_later_batch_are_refused(collector, field, value, error, message):
+    make = {
+        "forgetting": lambda: lp.Forgetting(),
+        "aum": lambda: lp.AUM(),
+        "el2n": lambda: lp.EL2N(epochs=2),
+        "tdds": lambda: lp.TDDS(trajectory=3, window=3, precision="float32"),
+    }[collector]
+    with pytest.raises(error, match=message):
+        fit([make()], epochs=3, model=_LabelSwapModel(field, value))
+
+
+def _checkpoint_after_two_epochs(tmp_path, collectors):
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    class Stop(pl.Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            if trainer.current_epoch == 2:
+                raise RuntimeError("simulated crash")
+
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        fit(collectors, epochs=4, extra_callbacks=[ModelCheckpoint(dirpath=tmp_path, save_last=True), Stop()])
+    return str(tmp_path / "last.ckpt")
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [
+        lambda: lp.TDDS(trajectory=4, window=3, precision="float16"),
+        lambda: lp.TDDS(trajectory=4, window=3, precision="float32", name="renamed"),
+        lambda: lp.TDDS(trajectory=4, window=4, precision="float32"),
+    ],
+    ids=["precision", "name", "window"],
+)
+def test_resume_with_changed_collector_settings_fails_naming_both(tmp_path, changed):
+    ckpt = _checkpoint_after_two_epochs(tmp_path, [lp.TDDS(trajectory=4, window=3, precision="float32")])
+    collector = changed()
+    with pytest.raises(ValueError, match=r"(?s)checkpoint holds state of.*TDDS.*no collector of this fit claims.*"
+                                         + "TDDS"):
+        fit([collector], epochs=4, ckpt_path=ckpt, default_root_dir=tmp_path)
+
+
+def test_collector_added_when_resuming_after_epoch_zero_fails(tmp_path):
+    ckpt = _checkpoint_after_two_epochs(tmp_path, [])
+    with pytest.raises(ValueError, match=r"(?s)Forgetting.*has no state in the checkpoint.*epoch 2"):
+        fit([lp.Forgetting()], epochs=4, ckpt_path=ckpt, default_root_dir=tmp_path)
+
+
+def test_resume_with_identical_collectors_still_works(tmp_path):
+    ckpt = _checkpoint_after_two_epochs(tmp_path, [lp.Forgetting(), lp.TDDS(trajectory=4, window=3)])
+    forgetting, tdds = lp.Forgetting(), lp.TDDS(trajectory=4, window=3)
+    fit([forgetting, tdds], epochs=4, ckpt_path=ckpt, default_root_dir=tmp_path)
+    assert forgetting.epochs_collected == 4 and tdds.epochs_collected == 4

@@ -76,3 +76,37 @@ def test_selection_round_trip_with_weights(tmp_path):
         lp.Selection(indices=[1, 1], num_samples=3)
     with pytest.raises(ValueError, match=r"\[0, 3\)"):
         lp.Selection(indices=[3], num_samples=3)
+
+
+@pytest.mark.parametrize("labels", [[0.5, 1.7], [0.0, np.nan]])
+def test_non_integer_labels_are_refused_not_truncated(labels):
+    with pytest.raises(ValueError, match="labels must be whole class numbers"):
+        lp.Scores(values=np.array([1.0, 2.0]), method="x", labels=labels)
+
+
+def test_integral_float_labels_are_accepted():
+    assert lp.Scores(values=np.array([1.0, 2.0]), method="x", labels=[0.0, 3.0]).labels.tolist() == [0, 3]
+
+
+@pytest.mark.parametrize("kind", ["Scores", "Selection"])
+def test_loading_a_plain_numpy_file_names_the_file_and_the_format(tmp_path, kind):
+    path = tmp_path / "x.npy"
+    np.save(path, np.arange(4.0))
+    with pytest.raises(lp.ScoreFileError, match=r"x\.npy: not a lightning-prune .* file.*\.npz.*np\.load"):
+        getattr(lp, kind).load(path)
+
+
+def test_saved_files_honour_the_umask(tmp_path):
+    import os
+
+    previous = os.umask(0o022)
+    try:
+        path = _scores(5).save(tmp_path / "s.npz")
+    finally:
+        os.umask(previous)
+    assert (os.stat(path).st_mode & 0o777) == 0o644
+
+
+def test_label_fingerprint_refuses_fractional_labels_instead_of_truncating():
+    with pytest.raises(ValueError, match="whole class numbers"):
+        lp.random_selection(2, 0.5, labels=np.array([0.5, 1.7]))

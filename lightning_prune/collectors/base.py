@@ -103,6 +103,19 @@ def _find_final_linear(pl_module: nn.Module, name: str | None) -> nn.Module:
     return linears[-1]
 
 
+def _is_collector_state(state: Any) -> bool:
+    return isinstance(state, Mapping) and "format_version" in state and "buffers" in state
+
+
+def _completed_epochs(checkpoint: Mapping[str, Any]) -> int:
+    """Epochs the checkpointed fit had finished (the epoch a resume starts in); an end-of-epoch checkpoint is
+    written after the epoch is processed but before Lightning counts it completed."""
+    try:
+        return int(checkpoint["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"])
+    except (KeyError, TypeError):
+        return int(checkpoint.get("epoch", 0))
+
+
 class ScoreCollector(pl.Callback):
     """Base class of lightning-prune's training-dynamics collectors.
 
@@ -150,6 +163,10 @@ class ScoreCollector(pl.Callback):
     def _collects(self, epoch: int) -> bool:
         """Whether this epoch's batches are recorded (epochs outside return before any work)."""
         return True
+
+    def _records_during(self, epoch: int) -> bool:
+        """Whether state is written while ``epoch`` runs (a checkpoint after it holds that state)."""
+        return self._collects(epoch)
 
     def _collect(self, epoch: int, view: BatchView, fresh: Tensor) -> None:
         """Record one batch; write rows with :meth:`_write` so repeated samples keep their first value."""
@@ -216,7 +233,7 @@ class ScoreCollector(pl.Callback):
         never_seen = int((times_seen == 0).sum())
         if never_seen:
             raise RuntimeError(
-                f"{type(self).__name__}: {never_seen} of {self._num_samples} samples were never seen in a training "
+                f"{type(self).__name__}: {never_seen} of {self._num_samples_seen} samples were never seen in a training "
                 "batch, so they have no score. Train on full epochs (no limit_train_batches) over the whole data set."
             )
         values = self._compute().detach().double().cpu().numpy()
@@ -238,6 +255,7 @@ class ScoreCollector(pl.Callback):
         self._hook_handle: Any = None
         self._features: Tensor | None = None
         self._nonfinite: Tensor | None = None
+        self._batch_faults: Tensor | None = None
 
     def state_dict(self) -> dict[str, Any]:
         if not self._buffers:
@@ -270,6 +288,34 @@ class ScoreCollector(pl.Callback):
         self._loaded_this_fit = True
 
     # ------------------------------------------------------------------ Lightning hooks
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+        """Refuse a resume that would silently lose or skip collector state.
+
+        Lightning restores a callback's state only under its exact ``state_key`` and skips the rest
+        with a warning, so a collector resumed with other settings, another ``name`` or precision would
+        score from the remaining epochs alone. Fail instead, naming both sides.
+        """
+        states: Mapping[str, Any] = checkpoint.get("callbacks") or {}
+        present = {callback.state_key: callback for callback in trainer.callbacks}
+        orphans = [key for key, state in states.items() if _is_collector_state(state) and key not in present]
+        collectors = [key for key, callback in present.items() if isinstance(callback, ScoreCollector)]
+        if orphans:
+            raise ValueError(
+                f"The checkpoint holds state of {', '.join(map(str, orphans))} that no collector of this fit claims "
+                f"(this fit's collectors: {', '.join(collectors) or 'none'}). Resuming would drop the scores collected "
+                "so far. Create the collectors with the checkpoint's settings, name and precision, or fit without "
+                "ckpt_path to start collecting from scratch."
+            )
+        completed = _completed_epochs(checkpoint)
+        missed = [epoch for epoch in range(completed) if self._records_during(epoch)]
+        if self.state_key not in states and int(checkpoint.get("global_step", 0)) > 0 and missed:
+            raise ValueError(
+                f"{self.state_key} has no state in the checkpoint, which resumes at epoch {completed}; it would miss "
+                f"epoch(s) {missed[0]}..{missed[-1]} and score from the remaining epochs only. The checkpoint's "
+                f"collectors: {', '.join(k for k, s in states.items() if _is_collector_state(s)) or 'none'}. Add this "
+                "collector to a fit that starts from scratch instead."
+            )
+
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         resumed, self._loaded_this_fit = self._loaded_this_fit, False  # a crashed fit must not leave it set
         if self._buffers and not resumed:
@@ -293,6 +339,7 @@ class ScoreCollector(pl.Callback):
             self._buffers = {key: value.to(pl_module.device) for key, value in self._buffers.items()}
         if self._nonfinite is None or self._nonfinite.device != pl_module.device:
             self._nonfinite = torch.zeros((), dtype=torch.int64, device=pl_module.device)
+        self._batch_faults = None
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -322,12 +369,40 @@ class ScoreCollector(pl.Callback):
             self._check_batch(trainer, view)  # once per epoch: the only host synchronisation here
             self._pending_epoch = epoch
         self._nonfinite += (~torch.isfinite(view.logits)).any(dim=1).sum()
+        valid = self._screen_batch(view)
         seen = self._buffers["seen"]
-        fresh = ~seen[view.indices]
+        fresh = ~seen[view.indices] & valid
         self._write(self._buffers["labels"], view.indices, view.targets, fresh)
         self._collect(epoch, view, fresh)
-        seen[view.indices] = True
+        seen[view.indices] = seen[view.indices] | valid
         self._features = None
+
+    def _screen_batch(self, view: BatchView) -> Tensor:
+        """Flag rows whose index or target is out of range, on the device (no host sync).
+
+        Every batch is checked, not only an epoch's first: the counts and the offending range are
+        accumulated in ``_batch_faults`` and raised at the epoch's end. Until then the bad rows are
+        clamped into range (so no formula indexes out of bounds) and never written.
+        """
+        indices, targets = view.indices, view.targets
+        num_samples, num_classes = int(self._num_samples_seen or 0), int(self._num_classes or 0)
+        good_index = (indices >= 0) & (indices < num_samples)
+        good_target = (targets >= 0) & (targets < num_classes)
+        faults = torch.stack([
+            (~good_index).sum(), indices.min(), indices.max(),
+            (~good_target).sum(), targets.min(), targets.max(),
+        ]).to(torch.int64)
+        if self._batch_faults is None:
+            self._batch_faults = faults
+        else:
+            merged = torch.stack([self._batch_faults, faults])
+            self._batch_faults = torch.stack([
+                merged[:, 0].sum(), merged[:, 1].min(), merged[:, 2].max(),
+                merged[:, 3].sum(), merged[:, 4].min(), merged[:, 5].max(),
+            ])
+        view.indices = indices.clamp(0, max(num_samples - 1, 0))
+        view.targets = targets.clamp(0, max(num_classes - 1, 0))
+        return good_index & good_target
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._pending_epoch is not None:
@@ -410,10 +485,9 @@ class ScoreCollector(pl.Callback):
 
     def _finish_epoch(self, trainer: pl.Trainer, epoch: int) -> None:
         self._pending_epoch = None
+        self._raise_batch_faults(trainer, epoch)
         rows = [self._buffers["labels"], *self._epoch_rows(epoch)]
         self._exchange(trainer, rows)
-        if int(self._nonfinite) > 0:
-            raise FloatingPointError(self._nonfinite_message(epoch))
         seen = self._buffers["seen"]
         covered = int(seen.sum())
         if covered < self._num_samples_seen:
@@ -425,6 +499,41 @@ class ScoreCollector(pl.Callback):
         self._fold(epoch, seen)
         seen.zero_()
         self._epochs_collected += 1
+
+    def _raise_batch_faults(self, trainer: pl.Trainer, epoch: int) -> None:
+        """Raise, on every rank at once, what ``_screen_batch`` and the NaN check found this epoch.
+
+        The counts are gathered first, so a fault seen by one rank stops all of them instead of
+        leaving the others waiting in the next collective.
+        """
+        device = self._buffers["seen"].device
+        faults = self._batch_faults if self._batch_faults is not None else torch.tensor(
+            [0, 0, 0, 0, 0, 0], dtype=torch.int64, device=device)
+        nonfinite = self._nonfinite if self._nonfinite is not None else torch.zeros((), dtype=torch.int64, device=device)
+        summary = torch.cat([nonfinite.reshape(1), faults])
+        self._batch_faults = None
+        if trainer.world_size > 1:
+            summary = trainer.strategy.all_gather(summary).reshape(-1, summary.numel())
+            summary = torch.stack([
+                summary[:, 0].sum(), summary[:, 1].sum(), summary[:, 2].min(), summary[:, 3].max(),
+                summary[:, 4].sum(), summary[:, 5].min(), summary[:, 6].max(),
+            ])
+        nonfinite_rows, bad_indices, index_low, index_high, bad_targets, target_low, target_high = summary.tolist()
+        name = type(self).__name__
+        if nonfinite_rows:
+            raise FloatingPointError(self._nonfinite_message(epoch))
+        if bad_indices:
+            worst = index_high if index_high >= self._num_samples_seen else index_low
+            raise IndexError(
+                f"{name}: sample index {worst} is outside the training set [0, {self._num_samples_seen}) "
+                f"({bad_indices} rows in epoch {epoch}). Indices must come from lightning_prune.IndexedDataset over "
+                "the full training set (or pass num_samples=N)."
+            )
+        if bad_targets:
+            raise ValueError(
+                f"{name}: targets must lie in [0, {self._num_classes}), got [{target_low}, {target_high}] "
+                f"({bad_targets} rows in epoch {epoch}). Check the dataset's labels, or the model's number of classes."
+            )
 
     def _exchange(self, trainer: pl.Trainer, rows: list[Tensor]) -> None:
         """Give every rank the rows every rank wrote this epoch (first occurrence in rank order wins)."""

@@ -94,6 +94,11 @@ class EvalPassMixin:
             self._maybe_run_eval_pass(trainer, pl_module)
         super().on_train_end(trainer, pl_module)  # type: ignore[misc]
 
+    def _records_during(self, epoch: int) -> bool:
+        if self.source == "eval_pass" and self._eval_schedule == "end":
+            return False  # the one pass runs when training ends, after every checkpoint
+        return super()._records_during(epoch)  # type: ignore[misc]
+
     # ------------------------------------------------------------------ the pass
     def _maybe_run_eval_pass(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch

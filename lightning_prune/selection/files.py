@@ -34,6 +34,25 @@ def library_version() -> str:
     return __version__
 
 
+def integer_labels(labels: Any) -> np.ndarray:
+    """``labels`` as int64, refusing values that are not whole class numbers (no silent truncation)."""
+    array = np.asarray(labels)
+    if array.dtype.kind in "iub":
+        return array.astype(np.int64)
+    try:
+        as_float = array.astype(np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"labels must be whole class numbers; got values of type {array.dtype}.") from None
+    whole = np.isfinite(as_float) & (as_float == np.round(as_float))
+    if not whole.all():
+        bad = as_float[~whole][:3].tolist()
+        raise ValueError(
+            f"labels must be whole class numbers (0, 1, 2, ...); got {bad}. Pass the integer class labels, "
+            "not probabilities or soft labels."
+        )
+    return as_float.astype(np.int64)
+
+
 def label_fingerprint(labels: np.ndarray | None) -> str | None:
     """A short, stable hash of a data set's labels in index order (``None`` when unknown).
 
@@ -42,7 +61,7 @@ def label_fingerprint(labels: np.ndarray | None) -> str | None:
     """
     if labels is None:
         return None
-    canonical = np.ascontiguousarray(np.asarray(labels, dtype=np.int64))
+    canonical = np.ascontiguousarray(integer_labels(labels))
     return hashlib.sha256(canonical.tobytes()).hexdigest()[:16]
 
 
@@ -83,6 +102,12 @@ def build_manifest(
     return manifest
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
     """Call ``write(handle)`` on a temporary file beside ``path``, then rename it to ``path``.
 
@@ -97,6 +122,7 @@ def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp_name, 0o666 & ~_current_umask())  # mkstemp creates 0600 whatever the umask
         os.replace(tmp_name, target)
     except BaseException:
         if os.path.exists(tmp_name):
@@ -125,6 +151,12 @@ def read_npz(path: str | os.PathLike, kind: str) -> tuple[dict[str, np.ndarray],
     if not source.exists():
         raise ScoreFileError(f"{source}: no such file. Check the path, or write it first with .save().")
     expected = f"lightning-prune/{kind}"
+    if not zipfile.is_zipfile(source):
+        raise ScoreFileError(
+            f"{source}: not a lightning-prune {kind} file. {kind.capitalize()}.load() reads the .npz files that "
+            f"{kind.capitalize()}.save() writes (an archive with a manifest). For a plain array, e.g. from np.save, "
+            f"build the object from np.load(path) instead."
+        )
     try:
         with np.load(source, allow_pickle=False) as archive:
             names = list(archive.files)

@@ -12,6 +12,7 @@ import numpy as np
 from lightning_prune.selection.files import (
     ScoreFileError,
     build_manifest,
+    integer_labels,
     label_fingerprint,
     read_npz,
     write_npz,
@@ -76,7 +77,7 @@ class Scores:
             labels = np.asarray(self.labels)
             if labels.shape != values.shape:
                 raise ValueError(f"labels have shape {labels.shape}, scores have {values.shape}: they must match.")
-            self.labels = labels.astype(np.int64)
+            self.labels = integer_labels(labels)
         for name, extra in list(self.extras.items()):
             extra = np.asarray(extra)
             if extra.shape[:1] != values.shape:
