@@ -107,8 +107,10 @@ def test_ccs_hardness_sources():
     assert not set(sel.indices.tolist()) & {10, 50, 90}
     high = select(Scores(values, "toy"), 0.5, "ccs", ccs_beta=0.1, ccs_hardness="high_score")
     assert high.indices.max() < 90  # the 10 highest scores were cut
-    low = select(Scores(values, "toy"), 0.5, "ccs", ccs_beta=0.1)  # auto without margin -> low_score
+    low = select(Scores(values, "toy"), 0.5, "ccs", ccs_beta=0.1, ccs_hardness="low_score")
     assert low.hparams["ccs_hardness"] == "low_score" and low.indices.min() >= 10
+    auto = select(Scores(values, "toy"), 0.5, "ccs", ccs_beta=0.1)  # auto without margin -> the hard (high) end
+    assert auto.hparams["ccs_hardness"] == "high_score" and auto.indices.max() < 90
     with pytest.raises(ValueError, match="extras\\['accumulated_margin'\\]"):
         select(Scores(values, "toy"), 0.5, "ccs", ccs_hardness="accumulated_margin")
     with pytest.raises(ValueError, match="ccs_hardness='hardest' is not one of"):

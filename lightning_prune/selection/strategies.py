@@ -32,6 +32,7 @@ under a new name.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Callable
 
 import numpy as np
@@ -60,6 +61,15 @@ def check_prune_ratio(prune_ratio: float) -> float:
     return ratio
 
 
+def check_seed(seed: Any, name: str = "seed") -> int:
+    """Return ``seed`` as an int, or raise naming ``name`` if it is not a non-negative integer."""
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"{name}={seed!r} must be a non-negative integer (e.g. {name}=0), not {type(seed).__name__}.")
+    if seed < 0:
+        raise ValueError(f"{name}={seed} must be a non-negative integer (e.g. {name}=0).")
+    return int(seed)
+
+
 def num_to_keep(num_samples: int, prune_ratio: float) -> int:
     """How many samples a pruning ratio keeps: ``N - round(prune_ratio * N)``; at least one."""
     ratio = check_prune_ratio(prune_ratio)
@@ -67,6 +77,13 @@ def num_to_keep(num_samples: int, prune_ratio: float) -> int:
     if num_samples < 1:
         raise ValueError(f"num_samples must be positive, got {num_samples}.")
     keep = num_samples - int(round(ratio * num_samples))
+    if keep == num_samples:
+        warnings.warn(
+            f"prune_ratio={prune_ratio} removes no sample of {num_samples} (round({ratio} * {num_samples}) = 0): "
+            "the selection is the whole data set. Raise the ratio to prune.",
+            UserWarning,
+            stacklevel=3,
+        )
     if keep < 1:
         raise ValueError(
             f"prune_ratio={prune_ratio} removes all {num_samples} samples (round({ratio} * {num_samples}) = "
@@ -146,7 +163,8 @@ def _resolve_ccs_hardness(scores: Scores, hardness: str) -> str:
     if hardness not in CCS_HARDNESS:
         raise ValueError(f"ccs_hardness={hardness!r} is not one of {list(CCS_HARDNESS)}.")
     if hardness == "auto":
-        return "accumulated_margin" if "accumulated_margin" in scores.extras else "low_score"
+        # every difficulty score of the library is oriented harder = higher (= keep)
+        return "accumulated_margin" if "accumulated_margin" in scores.extras else "high_score"
     if hardness == "accumulated_margin" and "accumulated_margin" not in scores.extras:
         raise ValueError(
             f"ccs_hardness='accumulated_margin' needs scores carrying extras['accumulated_margin'] (AUM "
@@ -253,7 +271,8 @@ def select(
             ``scores.extras["accumulated_margin"]`` (AUM's, the official choice); ``"low_score"``:
             lowest score; ``"high_score"``: highest score (for difficulty scores such as forgetting
             counts or EL2N, where mislabelled samples score highest); ``"auto"``: the accumulated
-            margin when the scores carry one, otherwise ``"low_score"``.
+            margin when the scores carry one, otherwise ``"high_score"`` (every difficulty score of the
+            library -- EL2N, GraNd, forgetting, TDDS, AUM, entropy -- is oriented harder = higher).
 
     Returns:
         A :class:`Selection` with sorted indices, the scores' method name, and ``hparams`` recording
@@ -266,7 +285,7 @@ def select(
         raise ValueError(f"Unknown selection strategy {strategy!r}; choose one of {sorted(STRATEGIES)}.")
     if weights is not None and weights not in WEIGHT_SCHEMES:
         raise ValueError(f"weights={weights!r} is not supported; use None or one of {list(WEIGHT_SCHEMES)}.")
-    seed = int(seed)
+    seed = check_seed(seed)
     num_keep = num_to_keep(len(scores), prune_ratio)
     hparams: dict[str, Any] = {"strategy": strategy, "prune_ratio": float(prune_ratio), "seed": seed, "weights": weights}
     options: dict[str, Any] = {}
@@ -299,15 +318,16 @@ def random_selection(
     on another data set of the same size. Same ``seed`` -> same selection as ``select(..., "random")``.
     """
     num_samples = int(num_samples)
+    seed = check_seed(seed)
     num_keep = num_to_keep(num_samples, prune_ratio)
     if labels is not None:
         labels = np.asarray(labels)
         if labels.shape != (num_samples,):
             raise ValueError(f"labels have shape {labels.shape}; expected ({num_samples},), one per sample.")
     return Selection(
-        indices=np.sort(_random_indices(num_samples, num_keep, int(seed))),
+        indices=np.sort(_random_indices(num_samples, num_keep, seed)),
         num_samples=num_samples,
         method="random",
-        hparams={"strategy": "random", "prune_ratio": float(prune_ratio), "seed": int(seed), "weights": None},
+        hparams={"strategy": "random", "prune_ratio": float(prune_ratio), "seed": seed, "weights": None},
         label_fingerprint=label_fingerprint(labels),
     )
