@@ -10,15 +10,18 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from importlib import resources
+from types import FrameType
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import lightning.pytorch as pl
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from lightning_prune.pipeline.runner import MethodSpec, PruningRun
+from lightning_prune.pipeline.runner import MethodSpec, PruningRun, RunDirectoryBusy
 
 PIPELINE_COMMANDS = {
     "run": "score -> select -> train on every coreset -> report (table, report.json, plots)",
@@ -51,7 +54,10 @@ def build_pipeline_parser(command: str = "run") -> ArgumentParser:
     parser.add_argument("--prune_ratios", type=List[float], default=[0.3, 0.5, 0.7],
                         help="Fractions of the training set to remove.")
     parser.add_argument("--strategy", type=str, default="topk", help="topk, random, class_balanced or ccs.")
-    parser.add_argument("--seeds", type=List[int], default=[0], help="One coreset training per seed.")
+    parser.add_argument("--seeds", type=List[int], default=[0],
+                        help="One coreset training (and random baseline) per seed; adding seeds later resumes.")
+    parser.add_argument("--score_seed", type=int, default=0,
+                        help="Seed of the scoring run and of every method's selection (independent of --seeds).")
     parser.add_argument("--score_epochs", type=int, default=20, help="Epochs of the full-data scoring run.")
     parser.add_argument("--train_epochs", type=int, default=20, help="Epochs of every coreset training.")
     parser.add_argument("--weighted", type=bool, default=False,
@@ -86,6 +92,7 @@ def make_run(parser: ArgumentParser, config: Namespace, log=print) -> PruningRun
         description={"data": settings["data"], "model": settings["model"]},
         weighted=config.weighted,
         log=log,
+        score_seed=config.score_seed,
     )
 
 
@@ -108,13 +115,14 @@ def pipeline_main(command: str, argv: list[str]) -> dict[str, Any] | None:
     config = parser.parse_args(argv)
     _quiet_lightning()
     run = make_run(parser, config)
-    print(f"lightning-prune {command}: run directory {run.run_dir}", flush=True)
+    run.log(f"lightning-prune {command}: run directory {run.run_dir}")
     if command == "run":
         return run.run()
-    run.check_run_dir()
-    run.score(train_for_influence=command == "select")
-    if command == "select":
-        run.select()
+    with run.locked():
+        run.check_run_dir()
+        run.score(train_for_influence=command == "select")
+        if command == "select":
+            run.select()
     return None
 
 
@@ -137,21 +145,53 @@ def _usage() -> str:
     lines += ["", "Lightning (LightningCLI; add collectors under trainer.callbacks):"]
     lines += [f"  {name:<9} Trainer.{name} with a model and datamodule given by class path" for name in LIGHTNING_COMMANDS]
     lines += ["", "`lightning-prune COMMAND --help` lists a command's options. `lightning-prune run` alone runs "
-              "the built-in digits study."]
+              "the built-in digits study. Errors print one line; add --debug for the traceback."]
     return "\n".join(lines)
+
+
+USER_ERRORS = (ValueError, TypeError, FileNotFoundError, RunDirectoryBusy)
+"""What a wrong setting, a wrong path or a busy directory raises: one line for the user, no traceback."""
+
+
+class Terminated(Exception):
+    """SIGTERM arrived (SLURM preemption, `docker stop`, `timeout`)."""
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise Terminated()
+
+
+def _run_command(command: str, rest: list[str], argv: list[str]) -> None:
+    if command in PIPELINE_COMMANDS:
+        pipeline_main(command, rest)
+    else:
+        lightning_main(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [arg for arg in argv if arg != "--debug"]
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return None
     command, rest = argv[0], argv[1:]
-    if command in PIPELINE_COMMANDS:
-        pipeline_main(command, rest)
-        return None
-    if command in LIGHTNING_COMMANDS:
-        lightning_main(argv)
+    if command in (*PIPELINE_COMMANDS, *LIGHTNING_COMMANDS):
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+        try:
+            _run_command(command, rest, argv)
+        except (Terminated, SIGTERMException):
+            print(f"lightning-prune {command}: stopped by SIGTERM. Every finished step is saved; re-run the same "
+                  "command to resume where it stopped.", file=sys.stderr, flush=True)
+            raise SystemExit(128 + signal.SIGTERM) from None
+        except USER_ERRORS as error:
+            if debug:
+                raise
+            print(f"lightning-prune {command}: error: {error}", file=sys.stderr)
+            print("(add --debug for the traceback)", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
+        finally:
+            signal.signal(signal.SIGTERM, previous)
         return None
     print(_usage(), file=sys.stderr)
     raise SystemExit(f"lightning-prune: unknown command {command!r}; choose one of "

@@ -75,8 +75,8 @@ def test_rerun_with_other_settings_in_the_same_directory_is_refused(tmp_path, ti
     assert sorted(p.name for p in (out / "selections").iterdir()) == [
         "forgetting-r0.50.npz", "random-r0.50-s0.npz", "tdds-r0.50.npz"]
     assert not (out / "cells").exists()
-    with pytest.raises(ValueError, match="other data/model/epoch settings"):
-        main(["run", "--config", str(tiny_config), "--output_dir", str(out), "--score_epochs", "4"])
+    with pytest.raises(ValueError, match="other settings"):
+        main(["run", "--debug", "--config", str(tiny_config), "--output_dir", str(out), "--score_epochs", "4"])
 
 
 @pytest.mark.parametrize(
@@ -89,7 +89,7 @@ def test_rerun_with_other_settings_in_the_same_directory_is_refused(tmp_path, ti
 )
 def test_bad_run_settings_get_clear_errors(tmp_path, tiny_config, override, message):
     with pytest.raises(ValueError, match=message):
-        main(["run", "--config", str(tiny_config), "--output_dir", str(tmp_path / "x"), *override])
+        main(["run", "--debug", "--config", str(tiny_config), "--output_dir", str(tmp_path / "x"), *override])
     assert not (tmp_path / "x" / "cells").exists()
 
 
@@ -177,7 +177,7 @@ def test_resuming_with_changed_method_settings_is_refused(tmp_path, tiny_config,
     out = tmp_path / "run"
     main(["select", "--config", str(tiny_config), "--output_dir", str(out)])
     with pytest.raises(ValueError, match="other settings than method 'tdds'.*new `label:`"):
-        main(["select", "--config", str(tiny_config), "--output_dir", str(out), *override])
+        main(["select", "--debug", "--config", str(tiny_config), "--output_dir", str(out), *override])
 
 
 def test_close_ratios_get_distinct_files_and_report_keys():

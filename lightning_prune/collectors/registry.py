@@ -31,11 +31,14 @@ COLLECTORS: dict[str, type[ScoreCollector]] = {
 """Every collector of the library under the name its scores carry (``Scores.method``)."""
 
 
-def make_collector(name: str, **kwargs: Any) -> ScoreCollector:
-    """Create the collector registered as ``name`` with ``kwargs``, e.g. ``make_collector("el2n", epochs=10)``."""
-    if not isinstance(name, str) or name not in COLLECTORS:
-        raise ValueError(f"Unknown collector {name!r}; known collectors: {', '.join(sorted(COLLECTORS))}.")
+def make_collector(method: str, /, **kwargs: Any) -> ScoreCollector:
+    """Create the collector registered as ``method`` with ``kwargs``, e.g. ``make_collector("el2n", epochs=10)``.
+
+    ``method`` is positional-only, so ``name=`` (the collector's own argument) passes through.
+    """
+    if not isinstance(method, str) or method not in COLLECTORS:
+        raise ValueError(f"Unknown collector {method!r}; known collectors: {', '.join(sorted(COLLECTORS))}.")
     try:
-        return COLLECTORS[name](**kwargs)
+        return COLLECTORS[method](**kwargs)
     except TypeError as error:
-        raise TypeError(f"make_collector({name!r}, ...): {error}. See help({COLLECTORS[name].__name__}).") from error
+        raise TypeError(f"make_collector({method!r}, ...): {error}. See help({COLLECTORS[method].__name__}).") from error

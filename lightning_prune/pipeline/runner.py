@@ -15,16 +15,21 @@ re-running the same command resumes where the last one stopped.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
+import importlib
 import json
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import lightning.pytorch as pl
 import numpy as np
+from lightning.pytorch.utilities import rank_zero_only
 
 from lightning_prune.collectors.registry import COLLECTORS, make_collector
 from lightning_prune.data.indexed import dataset_targets
@@ -32,11 +37,18 @@ from lightning_prune.data.pruned import PrunedDataModule
 from lightning_prune.selection.files import to_jsonable, write_text_atomic
 from lightning_prune.selection.scores import Scores
 from lightning_prune.selection.selection import Selection
-from lightning_prune.selection.strategies import STRATEGIES, check_prune_ratio, random_selection, select
+from lightning_prune.selection.strategies import STRATEGIES, check_prune_ratio, check_seed, random_selection, select
 
 FULL = "full"
 RANDOM = "random"
 LEARNED_METHODS = ("adapruner", "influence")  # produce a Selection per ratio rather than Scores
+DISPLAY_ONLY_TRAINER_ARGS = frozenset(
+    {"enable_progress_bar", "enable_model_summary", "logger", "log_every_n_steps", "default_root_dir", "profiler"}
+)
+"""Trainer settings that change what is shown or logged, not what is trained: not part of a run's identity."""
+INSTANTIATED_TRAINER_ARGS = ("callbacks", "logger", "plugins", "profiler")
+ADAPRUNER_RATIO_TOLERANCE = 0.05
+"""How far a learned selection's pruning ratio may end from the target before the run warns."""
 
 
 @dataclass
@@ -63,6 +75,50 @@ class MethodSpec:
     @property
     def key(self) -> str:
         return self.label or self.name
+
+
+def instantiate(value: Any) -> Any:
+    """Build ``{"class_path": ..., "init_args": {...}}`` specs (recursively, in lists too) into objects.
+
+    Lets a run YAML give Trainer callbacks, loggers and plugins the way LightningCLI takes them.
+    """
+    if hasattr(value, "as_dict"):  # jsonargparse parses nested class_path dicts into Namespaces
+        value = value.as_dict()
+    if isinstance(value, list):
+        return [instantiate(item) for item in value]
+    if isinstance(value, dict) and "class_path" in value:
+        module_name, _, class_name = str(value["class_path"]).rpartition(".")
+        try:
+            cls = getattr(importlib.import_module(module_name), class_name)
+        except (ImportError, AttributeError, ValueError) as error:
+            raise ValueError(f"class_path {value['class_path']!r} names no importable class ({error}).") from None
+        return cls(**{key: instantiate(arg) for key, arg in (value.get("init_args") or {}).items()})
+    return value
+
+
+def differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """``["key.sub: old -> new", ...]`` for every leaf setting that differs between two descriptions."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        found: list[str] = []
+        for key in sorted(set(old) | set(new), key=str):
+            found += differences(old.get(key, "<unset>"), new.get(key, "<unset>"), f"{prefix}{key}.")
+        return found
+    if json.dumps(old, sort_keys=True, default=str) == json.dumps(new, sort_keys=True, default=str):
+        return []
+    return [f"{prefix.rstrip('.')}: {json.dumps(old, default=str)} -> {json.dumps(new, default=str)}"]
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """The JSON object in ``path``, or ``None`` when it is missing, truncated or not an object."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+class RunDirectoryBusy(RuntimeError):
+    """Another process holds the run directory's lock."""
 
 
 def ratio_label(ratio: float) -> str:
@@ -92,7 +148,10 @@ class PruningRun:
         trainer_args: keyword arguments given to every ``Trainer`` (accelerator, devices, precision...).
         description: what defines the run (data, model, epochs); a re-run with another description
             in the same directory is refused instead of mixing results.
-        log: where progress lines go.
+        log: where progress lines go (rank 0 only).
+        score_seed: seed of the scoring run and of every score-based and learned selection. Fixed (0 by
+            default) rather than taken from ``seeds``, so adding, removing or reordering seeds later
+            reuses every finished artefact; ``seeds`` only seed the coreset trainings and random baselines.
     """
 
     def __init__(
@@ -110,6 +169,7 @@ class PruningRun:
         description: dict[str, Any] | None = None,
         weighted: bool = False,
         log: Callable[[str], None] = print,
+        score_seed: int = 0,
     ) -> None:
         if not methods:
             raise ValueError("A run needs at least one method; list them under `methods:`.")
@@ -129,6 +189,9 @@ class PruningRun:
             check_prune_ratio(ratio)
         if not seeds:
             raise ValueError("seeds must list at least one seed.")
+        for seed in seeds:
+            check_seed(seed, "seed")
+        check_seed(score_seed, "score_seed")
         if score_epochs < 1 or train_epochs < 1:
             raise ValueError(f"score_epochs and train_epochs must be >= 1; got {score_epochs} and {train_epochs}.")
         self.run_dir = Path(run_dir)
@@ -137,6 +200,7 @@ class PruningRun:
         self.methods = methods
         self.prune_ratios = sorted(float(r) for r in prune_ratios)
         self.seeds = [int(s) for s in seeds]
+        self.score_seed = int(score_seed)
         self.score_epochs = score_epochs
         self.train_epochs = train_epochs
         self.strategy = strategy
@@ -145,11 +209,12 @@ class PruningRun:
             **(description or {}),
             "score_epochs": score_epochs,
             "train_epochs": train_epochs,
-            "trainer": self.trainer_args,
+            "trainer": {k: v for k, v in self.trainer_args.items() if k not in DISPLAY_ONLY_TRAINER_ARGS},
             "weighted": weighted,
+            "score_seed": self.score_seed,
         }
         self.weighted = weighted
-        self.log = log
+        self.log = rank_zero_only(log)  # under DDP every rank runs the pipeline; one prints
         self._trained_scoring_model: pl.LightningModule | None = None
         self._influence: dict[str, Any] = {}
 
@@ -177,37 +242,86 @@ class PruningRun:
         """Every step, resuming; returns the report."""
         from lightning_prune.pipeline.report import write_report
 
-        self.check_run_dir()
-        self.score()
-        self.select()
-        self.train()
-        return write_report(self, log=self.log)
+        with self.locked():
+            self.check_run_dir()
+            self.score()
+            self.select()
+            self.train()
+            return write_report(self, log=self.log)
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the run directory exclusively (one ``lightning-prune`` process at a time), and clean the
+        temporary files a killed process left behind. Under DDP only rank 0 takes the lock: the other
+        ranks are its own processes, re-running the same command."""
+        if rank_zero_only.rank != 0:
+            yield
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.run_dir / ".lock", "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise RunDirectoryBusy(
+                    f"{self.run_dir} is in use by another lightning-prune process. Wait for it to finish (re-running "
+                    "then resumes), or choose another output_dir."
+                ) from None
+            for stale in self.run_dir.rglob(".*.tmp"):  # atomic writes of a killed process
+                stale.unlink(missing_ok=True)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _has_artefacts(self) -> bool:
+        return any(any((self.run_dir / part).glob("*")) for part in ("scores", "selections", "cells"))
 
     def check_run_dir(self) -> None:
+        """Record what the run is in run.json, or check that a re-run is the same run (and say what differs)."""
         marker = self.run_dir / "run.json"
         fingerprint = hashlib.sha256(json.dumps(self.description, sort_keys=True, default=str).encode()).hexdigest()[:16]
-        if marker.exists():
-            previous = json.loads(marker.read_text())
-            if previous.get("fingerprint") != fingerprint:
-                raise ValueError(
-                    f"{self.run_dir} holds a run with other data/model/epoch settings ({marker}). Resuming would mix "
-                    "results of two set-ups: choose another output_dir, or delete that directory to start over."
-                )
+        record = json.dumps({"fingerprint": fingerprint, "description": self.description}, indent=2, sort_keys=True,
+                            default=str)
+        if not marker.exists():
+            write_text_atomic(marker, record)
+            return
+        previous = read_json(marker)
+        if previous is None:
+            raise ValueError(
+                f"{marker} is unreadable (damaged or not JSON). Delete it to resume with the present settings "
+                "(score and selection files made with other method settings are still refused), or choose another "
+                "output_dir."
+            )
+        if previous.get("fingerprint") == fingerprint:
             self.log(f"Resuming the run in {self.run_dir}: finished steps are skipped.")
-        else:
-            write_text_atomic(marker, json.dumps({"fingerprint": fingerprint, "description": self.description},
-                                                  indent=2, sort_keys=True, default=str))
+            return
+        changed = differences(previous.get("description", {}), json.loads(json.dumps(self.description, default=str)))
+        if not self._has_artefacts():  # an earlier attempt failed before it produced anything
+            self.log(f"{self.run_dir} holds no results yet; starting with the present settings.")
+            write_text_atomic(marker, record)
+            return
+        raise ValueError(
+            f"{self.run_dir} holds a run with other settings ({'; '.join(changed) or 'see ' + str(marker)}). "
+            "Resuming would mix results of two set-ups: choose another output_dir, or delete that directory to "
+            "start over."
+        )
 
     def _trainer(self, max_epochs: int, callbacks: list[pl.Callback] | None = None, **overrides: Any) -> pl.Trainer:
+        """A fresh Trainer with the run's settings; callbacks/loggers given by class_path are built anew each time."""
+        user = {key: instantiate(value) if key in INSTANTIATED_TRAINER_ARGS else value
+                for key, value in self.trainer_args.items()}
+        user_callbacks = user.pop("callbacks", None) or []
         args = {
             "logger": False,
             "enable_checkpointing": False,
             "enable_progress_bar": False,
             "enable_model_summary": False,
-            **self.trainer_args,
+            "default_root_dir": str(self.run_dir / "logs"),  # `logger: true` logs here, not in ./lightning_logs
+            **user,
             **overrides,
         }
-        return pl.Trainer(max_epochs=max_epochs, callbacks=callbacks or [], **args)
+        all_callbacks = [*(callbacks or []), *(user_callbacks if isinstance(user_callbacks, list) else [user_callbacks])]
+        return pl.Trainer(max_epochs=max_epochs, callbacks=all_callbacks, **args)
 
     def score_methods(self) -> list[MethodSpec]:
         return [spec for spec in self.methods if spec.name not in LEARNED_METHODS]
@@ -226,10 +340,10 @@ class PruningRun:
         needs_model = (train_for_influence and any(spec.name == "influence" for spec in self.methods)
                        and self._influence_missing())
         if missing or needs_model:
-            collectors = {spec.key: make_collector(spec.name, **spec.args) for spec in missing}
+            collectors = {spec.key: self._collector(spec) for spec in missing}
             names = ", ".join(collectors) or "none (training the model the influence method needs)"
             self.log(f"[score] training on the full data for {self.score_epochs} epochs with collectors: {names}")
-            pl.seed_everything(self.seeds[0], verbose=False)
+            pl.seed_everything(self.score_seed, verbose=False)
             model, data = self.make_model(), self.make_data()
             start = time.perf_counter()
             self._trainer(self.score_epochs, list(collectors.values())).fit(model, datamodule=data)
@@ -238,6 +352,13 @@ class PruningRun:
                 path = collector.scores.save(self.run_dir / "scores" / f"{key}.npz")
                 self.log(f"[score] wrote {path} ({time.perf_counter() - start:.1f} s)")
         return {spec.key: Scores.load(self.score_path(spec)) for spec in specs}
+
+    @staticmethod
+    def _collector(spec: MethodSpec) -> Any:
+        """The method's collector; a labelled one is named after its label, so that the same collector listed
+        twice under two labels gets two state keys (Lightning refuses two stateful callbacks with one key)."""
+        args = {"name": spec.label, **spec.args} if spec.label else dict(spec.args)
+        return make_collector(spec.name, **args)
 
     def _refuse_reuse(self, path: Path, spec: MethodSpec) -> None:
         raise ValueError(
@@ -259,7 +380,7 @@ class PruningRun:
             "strategy": None if spec.name in LEARNED_METHODS else spec.strategy or self.strategy,
             "select_args": spec.select_args,
             "weighted": self.weighted,
-            "seed": self.seeds[0],
+            "seed": self.score_seed,
         })
 
     def _influence_missing(self) -> bool:
@@ -289,9 +410,10 @@ class PruningRun:
                 else:
                     scores = Scores.load(self.score_path(spec))
                     scores.check_dataset(num_samples, labels)
-                    selection = select(scores, ratio, strategy=spec.strategy or self.strategy, seed=self.seeds[0],
+                    selection = select(scores, ratio, strategy=spec.strategy or self.strategy, seed=self.score_seed,
                                        weights="importance" if self.weighted else None, **spec.select_args)
                 selection.hparams["run_settings"] = settings
+                self._check_reached(spec, ratio, selection)
                 selection.save(path)
                 self.log(f"[select] {spec.key} at prune ratio {ratio:.2f}: kept {len(selection)} of "
                          f"{selection.num_samples} ({time.perf_counter() - start:.1f} s)")
@@ -301,12 +423,21 @@ class PruningRun:
                 if not path.exists():
                     random_selection(num_samples, ratio, seed=seed, labels=labels).save(path)
 
+    def _check_reached(self, spec: MethodSpec, ratio: float, selection: Selection) -> None:
+        """Learned selections may end away from their target ratio: record the ratio reached, warn when far."""
+        reached = selection.prune_ratio
+        selection.hparams["prune_ratio_reached"] = reached
+        if abs(reached - ratio) > ADAPRUNER_RATIO_TOLERANCE:
+            self.log(f"[select] WARNING: {spec.key} at prune ratio {ratio:.2f} removed {reached:.1%} of the samples, "
+                     f"more than {ADAPRUNER_RATIO_TOLERANCE:.0%} away from the target; the report shows the ratio "
+                     "reached. Train the method longer or tune it so that it reaches its target.")
+
     def _adapruner_selection(self, spec: MethodSpec, ratio: float) -> Selection:
         from lightning_prune.adapruner import AdaPruner
 
         args = dict(spec.args)
         epochs = int(args.pop("epochs", self.score_epochs))
-        pl.seed_everything(self.seeds[0], verbose=False)
+        pl.seed_everything(self.score_seed, verbose=False)
         backbone = getattr(self.make_model(), "backbone", None)
         if backbone is None:
             raise ValueError("The adapruner method needs a model with a `backbone` attribute (as Classifier has).")
@@ -340,9 +471,10 @@ class PruningRun:
     def train(self) -> None:
         """Train a fresh model on each coreset (and the full data) per seed; write one result per cell."""
         cells = self.cells()
-        todo = [cell for cell in cells if not self.cell_path(*cell).exists()]
+        todo = [cell for cell in cells if self._read_cell(*cell) is None]
         if len(todo) < len(cells):
             self.log(f"[train] {len(cells) - len(todo)} of {len(cells)} trainings already done")
+        started = time.perf_counter()
         for number, (key, ratio, seed) in enumerate(todo, start=1):
             start = time.perf_counter()
             pl.seed_everything(seed, verbose=False)
@@ -360,20 +492,34 @@ class PruningRun:
                     f"The model's test_step logged {sorted(metrics)} but no 'test_acc'; the report compares test "
                     "accuracy. Log it as lightning_prune.models.Classifier does."
                 )
+            selected = data.selection if isinstance(data, PrunedDataModule) else None
             result = {
                 "method": key,
                 "prune_ratio": ratio,
+                "prune_ratio_reached": 0.0 if selected is None else round(selected.prune_ratio, 6),
                 "seed": seed,
                 "test_acc": float(metrics["test_acc"]),
-                "num_train": len(data.selection) if isinstance(data, PrunedDataModule) else None,
+                "num_train": None if selected is None else len(selected),
                 "seconds": round(time.perf_counter() - start, 2),
             }
             write_text_atomic(self.cell_path(key, ratio, seed), json.dumps(result, indent=2))
+            elapsed = time.perf_counter() - started
+            eta = elapsed / number * (len(todo) - number)
             self.log(f"[train {number}/{len(todo)}] {key:>20} ratio {ratio:.2f} seed {seed}: "
-                     f"test_acc {result['test_acc']:.4f} ({result['seconds']:.1f} s)")
+                     f"test_acc {result['test_acc']:.4f} ({result['seconds']:.1f} s, ETA {eta:.0f} s)")
+
+    def _read_cell(self, key: str, ratio: float, seed: int) -> dict[str, Any] | None:
+        """A finished cell's result; ``None`` when missing, or unreadable (then it is trained again)."""
+        path = self.cell_path(key, ratio, seed)
+        if not path.exists():
+            return None
+        result = read_json(path)
+        if result is None or "test_acc" not in result:
+            self.log(f"[train] {path} is unreadable (damaged or incomplete); training that cell again.")
+        return result if result is not None and "test_acc" in result else None
 
     def results(self) -> list[dict[str, Any]]:
-        return [json.loads(self.cell_path(*cell).read_text()) for cell in self.cells() if self.cell_path(*cell).exists()]
+        return [result for cell in self.cells() if (result := self._read_cell(*cell)) is not None]
 
 
 def scores_for_report(run: PruningRun) -> dict[str, np.ndarray]:
