@@ -86,7 +86,7 @@ def test_classifier_learns_digits_logs_metrics_and_anneals_lr():
 
 def test_classifier_arguments_are_checked():
     assert Classifier(SmallCNN(num_classes=7)).num_classes == 7
-    with pytest.raises(ValueError, match="Pass num_classes"):
+    with pytest.raises(ValueError, match="pass num_classes"):
         Classifier(nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten()))
     with pytest.raises(ValueError, match="scheduler='step' is not one of"):
         Classifier(SmallCNN(), scheduler="step")

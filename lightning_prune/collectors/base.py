@@ -30,6 +30,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
 from lightning_prune.data.indexed import unpack_batch
+from lightning_prune.models.layers import find_last_linear
 from lightning_prune.selection.scores import Scores
 
 STATE_FORMAT_VERSION = 1
@@ -88,19 +89,8 @@ def recompute_logits(outputs: Any, batch: Any, pl_module: pl.LightningModule) ->
     return BatchView(logits=logits, targets=targets, indices=indices)
 
 
-def _find_final_linear(pl_module: nn.Module, name: str | None) -> nn.Module:
-    if name is not None:
-        try:
-            return pl_module.get_submodule(name)
-        except AttributeError as error:
-            raise ValueError(f"feature_layer={name!r} names no submodule of {type(pl_module).__name__}.") from error
-    linears = [module for module in pl_module.modules() if isinstance(module, nn.Linear)]
-    if not linears:
-        raise ValueError(
-            f"{type(pl_module).__name__} has no nn.Linear layer to take penultimate features from; "
-            "name the final layer with feature_layer='path.to.layer'."
-        )
-    return linears[-1]
+def _find_final_linear(pl_module: nn.Module, name: str | None) -> nn.Linear:
+    return find_last_linear(pl_module, name, purpose="this collector", setting="feature_layer")[1]
 
 
 def _is_collector_state(state: Any) -> bool:

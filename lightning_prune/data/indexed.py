@@ -114,27 +114,65 @@ def dataset_targets(dataset: Dataset) -> np.ndarray:
     return np.asarray(labels, dtype=np.int64)
 
 
+def split_batch(
+    batch: Any, *, need_indices: bool = True, need_targets: bool = True, class_targets: bool = True
+) -> tuple[Any, torch.Tensor | None, torch.Tensor | None]:
+    """Split a collated batch into ``(inputs, targets, indices)``; the one batch reader of the library.
+
+    Accepts ``(x, y[, index, ...])`` tuples (what :class:`IndexedDataset` produces) and dict batches
+    with an input key (one of ``input``, ``inputs``, ``image``, ``images``, ``x``; the whole dict is
+    the input without one), a target key and an index key (``index``, ``indices``, ``idx`` or
+    ``sample_index``); a bare tensor is inputs alone.
+
+    Args:
+        need_indices: raise when the batch carries no indices (else ``indices`` is ``None``).
+        need_targets: raise when the batch carries no targets (else ``targets`` is ``None``).
+        class_targets: targets must be integer class indices (regression targets need ``False``).
+    """
+    inputs: Any
+    targets: Any = None
+    indices: Any = None
+    if isinstance(batch, Mapping):
+        input_key = next((k for k in INPUT_KEYS if k in batch), None)
+        target_key = next((k for k in TARGET_KEYS if k in batch), None)
+        index_key = next((k for k in INDEX_KEYS if k in batch), None)
+        inputs = batch[input_key] if input_key is not None else batch
+        targets = batch[target_key] if target_key is not None else None
+        indices = batch[index_key] if index_key is not None else None
+        if need_indices and indices is None:
+            raise ValueError(_NO_INDEX_MESSAGE + f" This dict batch has keys {sorted(batch)}.")
+        if need_targets and targets is None:
+            raise ValueError(f"dict batch has no target key (one of {list(TARGET_KEYS)}); got keys {sorted(batch)}.")
+    elif isinstance(batch, (tuple, list)) and len(batch) >= 1:
+        inputs = batch[0]
+        targets = batch[1] if len(batch) >= 2 else None
+        indices = batch[2] if len(batch) >= 3 else None
+        if need_indices and indices is None:
+            raise ValueError(_NO_INDEX_MESSAGE + f" This batch has {len(batch)} elements, (x, y) without an index.")
+        if need_targets and targets is None:
+            raise ValueError("This batch has 1 element; expected (x, y, ...) with targets.")
+    elif isinstance(batch, torch.Tensor) and not (need_indices or need_targets):
+        inputs = batch
+    else:
+        expected = "(x, y, index) or a dict with input, target and index keys" if need_indices else "(x, y, ...) or a dict"
+        raise ValueError((_NO_INDEX_MESSAGE + " " if need_indices else "") + f"Expected {expected}; got a batch of "
+                         f"type {type(batch).__name__}.")
+    if targets is not None and class_targets:
+        targets = _as_index_tensor(targets, "targets")
+    if indices is not None:
+        indices = _as_index_tensor(indices, "indices")
+    return inputs, targets, indices
+
+
 def unpack_batch(batch: Any) -> tuple[Any, torch.Tensor, torch.Tensor]:
-    """Split a collated batch into ``(inputs, targets, indices)``.
+    """Split a training batch into ``(inputs, targets, indices)``, all required (see :func:`split_batch`).
 
     Accepts the ``(x, y, index)`` tuples that :class:`IndexedDataset` produces and dict batches with
     an index key (one of ``index``, ``indices``, ``idx``, ``sample_index``) and a target key.
     """
-    if isinstance(batch, Mapping):
-        index_key = next((k for k in INDEX_KEYS if k in batch), None)
-        target_key = next((k for k in TARGET_KEYS if k in batch), None)
-        if index_key is None:
-            raise ValueError(_NO_INDEX_MESSAGE + f" This dict batch has keys {sorted(batch)}.")
-        if target_key is None:
-            raise ValueError(f"dict batch has no target key (one of {list(TARGET_KEYS)}); got keys {sorted(batch)}.")
-        input_key = next((k for k in INPUT_KEYS if k in batch), None)
-        inputs = batch[input_key] if input_key is not None else batch
-        return inputs, _as_index_tensor(batch[target_key], "targets"), _as_index_tensor(batch[index_key], "indices")
-    if isinstance(batch, (tuple, list)):
-        if len(batch) < 3:
-            raise ValueError(_NO_INDEX_MESSAGE + f" This batch has {len(batch)} elements, (x, y) without an index.")
-        return batch[0], _as_index_tensor(batch[1], "targets"), _as_index_tensor(batch[2], "indices")
-    raise ValueError(_NO_INDEX_MESSAGE + f" Got a batch of type {type(batch).__name__}.")
+    inputs, targets, indices = split_batch(batch)
+    assert targets is not None and indices is not None  # split_batch raised otherwise
+    return inputs, targets, indices
 
 
 _NO_INDEX_MESSAGE = (

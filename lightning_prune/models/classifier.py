@@ -10,20 +10,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from lightning_prune.data.indexed import INPUT_KEYS, TARGET_KEYS, unpack_batch
+from lightning_prune.data.indexed import split_batch, unpack_batch
+from lightning_prune.models.layers import find_last_linear
 
 SCHEDULERS = ("cosine", "none")
 WEIGHTED_LOSSES = ("normalized", "mean")
-
-
-def _infer_num_classes(backbone: nn.Module) -> int:
-    linears = [module for module in backbone.modules() if isinstance(module, nn.Linear)]
-    if not linears:
-        raise ValueError(
-            f"Cannot infer the number of classes of {type(backbone).__name__}: it has no nn.Linear layer. "
-            "Pass num_classes=... to Classifier."
-        )
-    return int(linears[-1].out_features)
 
 
 def batch_weights(batch: Any) -> Tensor | None:
@@ -39,24 +30,6 @@ def batch_weights(batch: Any) -> Tensor | None:
     return None
 
 
-def _inputs_and_targets(batch: Any, need_targets: bool = True) -> tuple[Any, Tensor | None]:
-    """Inputs and targets of an evaluation batch: ``(x, y, ...)`` tuples or dicts; no index needed."""
-    if isinstance(batch, Mapping):
-        input_key = next((k for k in INPUT_KEYS if k in batch), None)
-        target_key = next((k for k in TARGET_KEYS if k in batch), None)
-        if input_key is None or (need_targets and target_key is None):
-            raise ValueError(
-                f"dict batch needs an input key (one of {list(INPUT_KEYS)}) and a target key (one of "
-                f"{list(TARGET_KEYS)}); got keys {sorted(batch)}."
-            )
-        return batch[input_key], batch[target_key] if target_key is not None else None
-    if isinstance(batch, (tuple, list)) and len(batch) >= (2 if need_targets else 1):
-        return batch[0], batch[1] if len(batch) > 1 else None
-    if isinstance(batch, Tensor) and not need_targets:
-        return batch, None
-    raise ValueError(f"Expected an (x, y, ...) tuple or a dict batch, got {type(batch).__name__}.")
-
-
 class Classifier(pl.LightningModule):
     """Image classification with any backbone, as the pruning papers train it.
 
@@ -66,8 +39,8 @@ class Classifier(pl.LightningModule):
 
     Per-sample weights, when the batch has them, give the loss
     ``sum_i w_i * CE_i / sum_i w_i`` (``weighted_loss="normalized"``, a weighted mean; a batch whose
-    weights are all zero contributes no gradient) or ``mean_i(w_i * CE_i)`` (``"mean"``, which like
-    TDDS's official Eq. 13 code also scales the loss by the batch's mean weight).
+    weights are all zero contributes no gradient) or ``mean_i(w_i * CE_i)`` (``"mean"``, which also
+    scales each batch's loss by its mean weight, so batches of low-weight samples take smaller steps).
 
     Optimiser: SGD with ``momentum`` and ``weight_decay``; ``scheduler="cosine"``
     anneals the learning rate to 0 over the whole run, stepped per optimiser step
@@ -103,7 +76,7 @@ class Classifier(pl.LightningModule):
             raise ValueError(f"Need lr > 0, momentum >= 0, weight_decay >= 0; got {lr}, {momentum}, {weight_decay}.")
         self.save_hyperparameters(ignore=["backbone"])
         self.backbone = backbone
-        self.num_classes = int(num_classes) if num_classes is not None else _infer_num_classes(backbone)
+        self.num_classes = int(num_classes) if num_classes is not None else find_last_linear(backbone, purpose="Classifier (to infer the number of classes; else pass num_classes=...)")[1].out_features
         self.val_acc = MulticlassAccuracy(num_classes=self.num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes=self.num_classes, average="micro")
 
@@ -127,7 +100,7 @@ class Classifier(pl.LightningModule):
         return {"loss": loss, "logits": logits}
 
     def _evaluate(self, batch: Any, stage: str, metric: MulticlassAccuracy) -> Tensor:
-        x, y = _inputs_and_targets(batch)
+        x, y, _ = split_batch(batch, need_indices=False)
         logits = self(x)
         loss = F.cross_entropy(logits, y)
         metric.update(logits, y)
@@ -142,7 +115,7 @@ class Classifier(pl.LightningModule):
         return self._evaluate(batch, "test", self.test_acc)
 
     def predict_step(self, batch: Any, batch_idx: int) -> Tensor:
-        return self(_inputs_and_targets(batch, need_targets=False)[0])
+        return self(split_batch(batch, need_indices=False, need_targets=False)[0])
 
     def configure_optimizers(self) -> Any:
         hp = self.hparams
