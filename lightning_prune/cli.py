@@ -21,7 +21,8 @@ import lightning.pytorch as pl
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from lightning_prune.pipeline.runner import MethodSpec, PruningRun, RunDirectoryBusy
+from lightning_prune.pipeline.run_dir import RunDirectoryBusy
+from lightning_prune.pipeline.runner import MethodSpec, PruningRun
 
 PIPELINE_COMMANDS = {
     "run": "score -> select -> train on every coreset -> report (table, report.json, plots)",

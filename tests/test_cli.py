@@ -181,7 +181,7 @@ def test_resuming_with_changed_method_settings_is_refused(tmp_path, tiny_config,
 
 
 def test_close_ratios_get_distinct_files_and_report_keys():
-    from lightning_prune.pipeline.runner import ratio_label, ratio_tag
+    from lightning_prune.pipeline.names import ratio_label, ratio_tag
 
     assert ratio_tag(0.5) == "r0.50" and ratio_tag(0.99) == "r0.99" and ratio_tag(0.995) == "r0.995"
     assert len({ratio_label(r) for r in (0.3, 0.99, 0.995, 0.999)}) == 4

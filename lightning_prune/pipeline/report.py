@@ -1,87 +1,151 @@
-"""The report of a run: a table in the terminal, ``report.json`` and PNG plots."""
+"""The report of a run: a table in the terminal, ``report.json`` and PNG plots.
+
+It reads plain data (:class:`RunResults`), not the runner, so that it can be rebuilt from the
+files of a finished run and tested without training anything.
+"""
 
 from __future__ import annotations
 
 import json
 import statistics
 from collections import defaultdict
-from typing import TYPE_CHECKING, Any, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
-from lightning_prune.pipeline.runner import FULL, RANDOM, ratio_label, scores_for_report
+from lightning_prune.pipeline.names import FULL, RANDOM, ratio_label
 from lightning_prune.selection.files import write_text_atomic
 
-if TYPE_CHECKING:
-    from lightning_prune.pipeline.runner import PruningRun
+REACHED_NOTE_TOLERANCE = 0.005
+"""A method whose mean reached pruning ratio is further than this from its target gets a note under the table."""
+
+Summary = dict[str, dict[str, dict[str, Any]]]
 
 
-def summarise(results: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
-    """``{method: {ratio: {"mean", "std", "runs"}}}`` of test accuracy over seeds."""
-    grouped: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
+@dataclass
+class RunResults:
+    """What a report is made of.
+
+    Attributes:
+        run_dir: where ``report.json`` and ``plots/`` go.
+        description: what defines the run (data, model, epochs...), copied into ``report.json``.
+        methods: the methods' report keys, in the run's order.
+        prune_ratios: every ratio of the run (the table's columns).
+        seeds: the coreset-training seeds.
+        cells: one result per finished training (``method``, ``prune_ratio``, ``seed``, ``test_acc``...).
+        scores: each score-based method's per-sample scores, for the histograms.
+    """
+
+    run_dir: Path
+    description: dict[str, Any]
+    methods: list[str]
+    prune_ratios: list[float]
+    seeds: list[int]
+    cells: list[dict[str, Any]]
+    scores: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def summarise(results: list[dict[str, Any]]) -> Summary:
+    """``{method: {ratio: {"mean", "std", "runs", "prune_ratio_reached"}}}`` of test accuracy over seeds.
+
+    ``std`` is the population standard deviation over seeds (0 for one seed); ``prune_ratio_reached``
+    is the mean fraction actually removed (a learned selection may end away from its target).
+    """
+    grouped: dict[str, dict[float, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     for result in results:
-        grouped[result["method"]][float(result["prune_ratio"])].append(result["test_acc"])
-    return {
-        method: {
-            ratio_label(ratio): {
+        grouped[result["method"]][float(result["prune_ratio"])].append(result)
+    summary: Summary = {}
+    for method, by_ratio in grouped.items():
+        summary[method] = {}
+        for ratio, cells in sorted(by_ratio.items()):
+            accs = [cell["test_acc"] for cell in cells]
+            summary[method][ratio_label(ratio)] = {
                 "mean": statistics.fmean(accs),
                 "std": statistics.pstdev(accs) if len(accs) > 1 else 0.0,
                 "runs": accs,
+                "prune_ratio_reached": statistics.fmean(float(cell.get("prune_ratio_reached", ratio)) for cell in cells),
             }
-            for ratio, accs in sorted(by_ratio.items())
-        }
-        for method, by_ratio in grouped.items()
-    }
+    return summary
 
 
-def format_table(summary: dict[str, dict[str, dict[str, Any]]], ratios: list[float]) -> str:
-    """Test accuracy (mean ± std over seeds, in %) per method and pruning ratio."""
+def format_accuracy(entry: dict[str, Any]) -> str:
+    """``"98.52 ± 0.90"`` over several seeds; the value alone for one seed (it has no spread)."""
+    mean = f"{100 * entry['mean']:.2f}"
+    return f"{mean} ± {100 * entry['std']:.2f}" if len(entry["runs"]) > 1 else mean
+
+
+def format_table(summary: Summary, ratios: list[float]) -> str:
+    """Test accuracy (in %; mean ± std over seeds where there are several) per method and pruning ratio."""
     header = ["method"] + [f"prune {r:.0%}" for r in ratios]
     rows = []
     if FULL in summary:
         full = next(iter(summary[FULL].values()))
-        rows.append([f"{FULL} data"] + [f"{100 * full['mean']:.2f} ± {100 * full['std']:.2f}"] * len(ratios))
+        rows.append([f"{FULL} data"] + [format_accuracy(full)] * len(ratios))
     for method in [m for m in summary if m != FULL]:
-        cells = []
-        for ratio in ratios:
-            entry = summary[method].get(ratio_label(ratio))
-            cells.append(f"{100 * entry['mean']:.2f} ± {100 * entry['std']:.2f}" if entry else "-")
-        rows.append([method] + cells)
+        entries = [summary[method].get(ratio_label(ratio)) for ratio in ratios]
+        rows.append([method] + [format_accuracy(entry) if entry else "-" for entry in entries])
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(str(cell).rjust(width) if i else str(cell).ljust(width) for i, (cell, width) in
-                       enumerate(zip(row, widths))) for row in [header, *rows]]
+    lines = [
+        "  ".join(str(cell).rjust(width) if i else str(cell).ljust(width) for i, (cell, width) in enumerate(zip(row, widths)))
+        for row in [header, *rows]
+    ]
     lines.insert(1, "  ".join("-" * width for width in widths))
-    return "\n".join(lines)
+    return "\n".join(lines + reached_notes(summary))
 
 
-def _plot_accuracy(summary: dict[str, dict[str, dict[str, Any]]], path, title: str) -> None:
+def reached_notes(summary: Summary) -> list[str]:
+    """One line per (method, ratio) whose selections removed another fraction than the target."""
+    notes = []
+    for method, by_ratio in summary.items():
+        for label, entry in by_ratio.items():
+            reached = entry["prune_ratio_reached"]
+            if method != FULL and abs(reached - float(label)) > REACHED_NOTE_TOLERANCE:
+                notes.append(f"  note: {method} at prune {float(label):.0%} removed {reached:.1%} of the samples")
+    return notes
+
+
+def _plot_accuracy(summary: Summary, path: Path, title: str, num_seeds: int) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axis = plt.subplots(figsize=(6.4, 4.4))
+    figure, axis = plt.subplots(figsize=(8.0, 4.4))
     for method, by_ratio in summary.items():
         if method == FULL:
             full = next(iter(by_ratio.values()))
             axis.axhline(100 * full["mean"], color="black", linestyle=":", label="full data")
             continue
-        ratios = [float(r) for r in by_ratio]
+        ratios = [100 * float(r) for r in by_ratio]
         means = np.array([100 * v["mean"] for v in by_ratio.values()])
         stds = np.array([100 * v["std"] for v in by_ratio.values()])
-        style = {"linestyle": "--", "color": "gray"} if method == RANDOM else {"marker": "o"}
-        axis.errorbar([100 * r for r in ratios], means, yerr=stds, capsize=3, label=method, **style)
+        style: dict[str, Any] = {"linestyle": "--", "color": "gray"} if method == RANDOM else {"marker": "o"}
+        axis.errorbar(ratios, means, yerr=stds if num_seeds > 1 else None, capsize=3, label=method, **style)
     axis.set_xlabel("pruning ratio (% of training samples removed)")
     axis.set_ylabel("test accuracy (%)")
-    axis.set_title(title)
+    spread = f"mean ± 1 std over {num_seeds} seeds" if num_seeds > 1 else "one seed"
+    axis.set_title(f"{title}\n({spread})", fontsize=10)
     axis.grid(alpha=0.3)
-    axis.legend()
+    # outside the axes: a legend inside covers the curves at the ratios where they differ most
+    axis.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize=9)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
 
 
-def _plot_histograms(scores: dict[str, np.ndarray], path) -> None:
+def histogram_bins(values: np.ndarray, max_bins: int = 50) -> Any:
+    """50 equal bins, or one bin per integer for integer-valued scores (forgetting counts) with few values."""
+    finite = values[np.isfinite(values)]
+    if finite.size and np.all(finite == np.round(finite)):
+        low, high = int(finite.min()), int(finite.max())
+        if high - low < max_bins:
+            return np.arange(low - 0.5, high + 1.5)
+    return max_bins
+
+
+def _plot_histograms(scores: dict[str, np.ndarray], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -91,36 +155,37 @@ def _plot_histograms(scores: dict[str, np.ndarray], path) -> None:
     rows = -(-len(scores) // columns)
     figure, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3 * rows), squeeze=False)
     for axis, (method, values) in zip(axes.flat, scores.items()):
-        axis.hist(values, bins=50, color="tab:blue")
+        axis.hist(values, bins=histogram_bins(values), color="tab:blue")
         axis.set_title(method)
         axis.set_xlabel("score (higher = keep)")
         axis.set_ylabel("samples")
-    for axis in list(axes.flat)[len(scores):]:
+    for axis in list(axes.flat)[len(scores) :]:
         axis.set_visible(False)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
 
 
-def write_report(run: "PruningRun", log: Callable[[str], None] = print) -> dict[str, Any]:
-    summary = summarise(run.results())
+def write_report(results: RunResults, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Write ``report.json`` and the plots into the run directory, print the table; return the report."""
+    summary = summarise(results.cells)
     report = {
-        "run_dir": str(run.run_dir),
-        "description": run.description,
-        "methods": [spec.key for spec in run.methods],
-        "prune_ratios": run.all_ratios,
-        "seeds": run.seeds,
+        "run_dir": str(results.run_dir),
+        "description": results.description,
+        "methods": results.methods,
+        "prune_ratios": results.prune_ratios,
+        "seeds": results.seeds,
         "test_accuracy": summary,
-        "cells": run.results(),
+        "cells": results.cells,
     }
-    write_text_atomic(run.run_dir / "report.json", json.dumps(report, indent=2, default=str))
-    plots = run.run_dir / "plots"
+    write_text_atomic(results.run_dir / "report.json", json.dumps(report, indent=2, default=str))
+    plots = results.run_dir / "plots"
     plots.mkdir(parents=True, exist_ok=True)
-    _plot_accuracy(summary, plots / "accuracy_vs_prune_ratio.png", title=f"{run.run_dir.name}: coreset accuracy")
-    scores = scores_for_report(run)
-    if scores:
-        _plot_histograms(scores, plots / "score_histograms.png")
-    table = format_table(summary, run.all_ratios)
-    log("\nTest accuracy (%, mean ± std over seeds " + ", ".join(map(str, run.seeds)) + "):\n" + table)
-    log(f"\nReport: {run.run_dir / 'report.json'}; plots: {plots}")
+    title = f"{results.run_dir.name}: coreset accuracy"
+    _plot_accuracy(summary, plots / "accuracy_vs_prune_ratio.png", title, len(results.seeds))
+    if results.scores:
+        _plot_histograms(results.scores, plots / "score_histograms.png")
+    spread = "mean ± std over seeds " if len(results.seeds) > 1 else "seed "
+    log(f"\nTest accuracy (%, {spread}" + ", ".join(map(str, results.seeds)) + "):\n" + format_table(summary, results.prune_ratios))
+    log(f"\nReport: {results.run_dir / 'report.json'}; plots: {plots}")
     return report

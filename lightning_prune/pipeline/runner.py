@@ -16,19 +16,14 @@ re-running the same command resumes where the last one stopped.
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import hashlib
-import importlib
 import json
 import os
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import lightning.pytorch as pl
-import numpy as np
 from lightning.pytorch.utilities import rank_zero_only
 
 from lightning_prune.collectors.registry import COLLECTORS, make_collector
@@ -38,15 +33,12 @@ from lightning_prune.selection.files import to_jsonable, write_text_atomic
 from lightning_prune.selection.scores import Scores
 from lightning_prune.selection.selection import Selection
 from lightning_prune.selection.strategies import STRATEGIES, check_prune_ratio, check_seed, random_selection, select
+from lightning_prune.pipeline.names import FULL, RANDOM, ratio_tag
+from lightning_prune.pipeline.report import RunResults, write_report
+from lightning_prune.pipeline.run_dir import check_identity, locked, read_json
+from lightning_prune.pipeline.trainer_settings import INSTANTIATED_TRAINER_ARGS, identity_trainer_args, instantiate
 
-FULL = "full"
-RANDOM = "random"
 LEARNED_METHODS = ("adapruner", "influence")  # produce a Selection per ratio rather than Scores
-DISPLAY_ONLY_TRAINER_ARGS = frozenset(
-    {"enable_progress_bar", "enable_model_summary", "logger", "log_every_n_steps", "default_root_dir", "profiler"}
-)
-"""Trainer settings that change what is shown or logged, not what is trained: not part of a run's identity."""
-INSTANTIATED_TRAINER_ARGS = ("callbacks", "logger", "plugins", "profiler")
 ADAPRUNER_RATIO_TOLERANCE = 0.05
 """How far a learned selection's pruning ratio may end from the target before the run warns."""
 
@@ -75,60 +67,6 @@ class MethodSpec:
     @property
     def key(self) -> str:
         return self.label or self.name
-
-
-def instantiate(value: Any) -> Any:
-    """Build ``{"class_path": ..., "init_args": {...}}`` specs (recursively, in lists too) into objects.
-
-    Lets a run YAML give Trainer callbacks, loggers and plugins the way LightningCLI takes them.
-    """
-    if hasattr(value, "as_dict"):  # jsonargparse parses nested class_path dicts into Namespaces
-        value = value.as_dict()
-    if isinstance(value, list):
-        return [instantiate(item) for item in value]
-    if isinstance(value, dict) and "class_path" in value:
-        module_name, _, class_name = str(value["class_path"]).rpartition(".")
-        try:
-            cls = getattr(importlib.import_module(module_name), class_name)
-        except (ImportError, AttributeError, ValueError) as error:
-            raise ValueError(f"class_path {value['class_path']!r} names no importable class ({error}).") from None
-        return cls(**{key: instantiate(arg) for key, arg in (value.get("init_args") or {}).items()})
-    return value
-
-
-def differences(old: Any, new: Any, prefix: str = "") -> list[str]:
-    """``["key.sub: old -> new", ...]`` for every leaf setting that differs between two descriptions."""
-    if isinstance(old, dict) and isinstance(new, dict):
-        found: list[str] = []
-        for key in sorted(set(old) | set(new), key=str):
-            found += differences(old.get(key, "<unset>"), new.get(key, "<unset>"), f"{prefix}{key}.")
-        return found
-    if json.dumps(old, sort_keys=True, default=str) == json.dumps(new, sort_keys=True, default=str):
-        return []
-    return [f"{prefix.rstrip('.')}: {json.dumps(old, default=str)} -> {json.dumps(new, default=str)}"]
-
-
-def read_json(path: Path) -> dict[str, Any] | None:
-    """The JSON object in ``path``, or ``None`` when it is missing, truncated or not an object."""
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    return value if isinstance(value, dict) else None
-
-
-class RunDirectoryBusy(RuntimeError):
-    """Another process holds the run directory's lock."""
-
-
-def ratio_label(ratio: float) -> str:
-    """``0.5 -> "0.50"``, ``0.995 -> "0.995"``: two decimals unless the ratio needs more, so no two
-    ratios share a file name or a report key."""
-    return f"{ratio:.2f}" if round(ratio, 2) == ratio else f"{ratio:g}"
-
-
-def ratio_tag(ratio: float) -> str:
-    return f"r{ratio_label(ratio)}"
 
 
 class PruningRun:
@@ -209,7 +147,7 @@ class PruningRun:
             **(description or {}),
             "score_epochs": score_epochs,
             "train_epochs": train_epochs,
-            "trainer": {k: v for k, v in self.trainer_args.items() if k not in DISPLAY_ONLY_TRAINER_ARGS},
+            "trainer": identity_trainer_args(self.trainer_args),
             "weighted": weighted,
             "score_seed": self.score_seed,
         }
@@ -240,71 +178,27 @@ class PruningRun:
     # ------------------------------------------------------------------ steps
     def run(self) -> dict[str, Any]:
         """Every step, resuming; returns the report."""
-        from lightning_prune.pipeline.report import write_report
-
         with self.locked():
             self.check_run_dir()
             self.score()
             self.select()
             self.train()
-            return write_report(self, log=self.log)
+            return write_report(self.results_for_report(), log=self.log)
 
-    @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
-        """Hold the run directory exclusively (one ``lightning-prune`` process at a time), and clean the
-        temporary files a killed process left behind. Under DDP only rank 0 takes the lock: the other
-        ranks are its own processes, re-running the same command."""
-        if rank_zero_only.rank != 0:
-            yield
-            return
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.run_dir / ".lock", "a+") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise RunDirectoryBusy(
-                    f"{self.run_dir} is in use by another lightning-prune process. Wait for it to finish (re-running "
-                    "then resumes), or choose another output_dir."
-                ) from None
-            for stale in self.run_dir.rglob(".*.tmp"):  # atomic writes of a killed process
-                stale.unlink(missing_ok=True)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+    def results_for_report(self) -> RunResults:
+        """What the report step reads: the finished cells and the score files, as plain data."""
+        scores = {spec.key: Scores.load(self.score_path(spec)).values for spec in self.score_methods()
+                  if self.score_path(spec).exists()}
+        return RunResults(run_dir=self.run_dir, description=self.description, methods=[m.key for m in self.methods],
+                          prune_ratios=self.all_ratios, seeds=self.seeds, cells=self.results(), scores=scores)
 
-    def _has_artefacts(self) -> bool:
-        return any(any((self.run_dir / part).glob("*")) for part in ("scores", "selections", "cells"))
+    def locked(self) -> contextlib.AbstractContextManager[None]:
+        """Hold the run directory exclusively while the steps run (see :func:`run_dir.locked`)."""
+        return locked(self.run_dir)
 
     def check_run_dir(self) -> None:
         """Record what the run is in run.json, or check that a re-run is the same run (and say what differs)."""
-        marker = self.run_dir / "run.json"
-        fingerprint = hashlib.sha256(json.dumps(self.description, sort_keys=True, default=str).encode()).hexdigest()[:16]
-        record = json.dumps({"fingerprint": fingerprint, "description": self.description}, indent=2, sort_keys=True,
-                            default=str)
-        if not marker.exists():
-            write_text_atomic(marker, record)
-            return
-        previous = read_json(marker)
-        if previous is None:
-            raise ValueError(
-                f"{marker} is unreadable (damaged or not JSON). Delete it to resume with the present settings "
-                "(score and selection files made with other method settings are still refused), or choose another "
-                "output_dir."
-            )
-        if previous.get("fingerprint") == fingerprint:
-            self.log(f"Resuming the run in {self.run_dir}: finished steps are skipped.")
-            return
-        changed = differences(previous.get("description", {}), json.loads(json.dumps(self.description, default=str)))
-        if not self._has_artefacts():  # an earlier attempt failed before it produced anything
-            self.log(f"{self.run_dir} holds no results yet; starting with the present settings.")
-            write_text_atomic(marker, record)
-            return
-        raise ValueError(
-            f"{self.run_dir} holds a run with other settings ({'; '.join(changed) or 'see ' + str(marker)}). "
-            "Resuming would mix results of two set-ups: choose another output_dir, or delete that directory to "
-            "start over."
-        )
+        check_identity(self.run_dir, self.description, self.log)
 
     def _trainer(self, max_epochs: int, callbacks: list[pl.Callback] | None = None, **overrides: Any) -> pl.Trainer:
         """A fresh Trainer with the run's settings; callbacks/loggers given by class_path are built anew each time."""
@@ -520,8 +414,3 @@ class PruningRun:
 
     def results(self) -> list[dict[str, Any]]:
         return [result for cell in self.cells() if (result := self._read_cell(*cell)) is not None]
-
-
-def scores_for_report(run: PruningRun) -> dict[str, np.ndarray]:
-    return {spec.key: Scores.load(run.score_path(spec)).values for spec in run.score_methods()
-            if run.score_path(spec).exists()}

@@ -1,0 +1,66 @@
+"""The report step on plain data: table formatting, reached ratios, plots."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from lightning_prune.cli import main
+from lightning_prune.pipeline.report import RunResults, format_table, histogram_bins, summarise, write_report
+from test_cli import TINY
+
+
+def _cell(method, ratio, seed, acc, reached=None):
+    cell = {"method": method, "prune_ratio": ratio, "seed": seed, "test_acc": acc}
+    if reached is not None:
+        cell["prune_ratio_reached"] = reached
+    return cell
+
+
+def test_one_seed_prints_the_value_alone_and_several_print_the_spread():
+    one = format_table(summarise([_cell("full", 0.0, 0, 0.99), _cell("tdds", 0.5, 0, 0.95)]), [0.5])
+    assert "95.00" in one and "±" not in one
+    two = format_table(summarise([_cell("tdds", 0.5, 0, 0.95), _cell("tdds", 0.5, 1, 0.93)]), [0.5])
+    assert "94.00 ± 1.00" in two
+
+
+def test_a_selection_that_missed_its_ratio_gets_a_note_with_the_ratio_reached():
+    cells = [_cell("adapruner", 0.5, 0, 0.9, reached=0.002), _cell("random", 0.5, 0, 0.9, reached=0.5)]
+    summary = summarise(cells)
+    assert summary["adapruner"]["0.50"]["prune_ratio_reached"] == 0.002
+    table = format_table(summary, [0.5])
+    assert "adapruner at prune 50% removed 0.2% of the samples" in table
+    assert "random at prune" not in table
+
+
+def test_integer_scores_get_one_bin_per_value():
+    counts = np.array([0, 1, 1, 2, 5, 5, 5], dtype=np.float64)
+    assert np.array_equal(histogram_bins(counts), np.arange(-0.5, 6.0))
+    assert histogram_bins(np.linspace(0, 1, 100)) == 50
+    assert histogram_bins(np.arange(1000, dtype=np.float64)) == 50  # too many distinct counts: equal bins
+
+
+def test_write_report_from_plain_data(tmp_path):
+    cells = [_cell("full", 0.0, 0, 0.99), _cell("tdds", 0.5, 0, 0.95), _cell("random", 0.5, 0, 0.94)]
+    printed: list[str] = []
+    report = write_report(RunResults(tmp_path, {"data": "x"}, ["tdds"], [0.5], [0], cells,
+                                     {"tdds": np.arange(10.0)}), log=printed.append)
+    assert json.loads((tmp_path / "report.json").read_text())["test_accuracy"] == report["test_accuracy"]
+    assert (tmp_path / "plots" / "accuracy_vs_prune_ratio.png").stat().st_size > 1000
+    assert (tmp_path / "plots" / "score_histograms.png").exists()
+    assert "seed 0" in printed[0] and "±" not in printed[0]
+
+
+def test_a_learned_selection_far_from_its_target_is_warned_and_reported(tmp_path, capsys):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY)
+    out = tmp_path / "run"
+    # one epoch of AdaPruner with no warm-up cannot move the mask from keeping everything to keeping half
+    main(["run", "--config", str(config), "--output_dir", str(out),
+          "--methods", "[{name: adapruner, args: {epochs: 1, warmup_epochs: 0, mask_lr: 0.0}}]"])
+    printed = capsys.readouterr().out
+    assert "WARNING: adapruner at prune ratio 0.50 removed" in printed
+    cell = json.loads((out / "cells" / "adapruner-r0.50-s0.json").read_text())
+    assert abs(cell["prune_ratio_reached"] - 0.5) > 0.05
+    assert "note: adapruner at prune 50% removed" in printed
