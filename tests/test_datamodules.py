@@ -1,13 +1,11 @@
 """Built-in data modules: digits splits and items; CIFAR read from files in the real on-disk format."""
 
-import hashlib
-import pickle
-
 import numpy as np
 import pytest
 import torch
 import torchvision
 
+from fake_cifar import write_cifar10, write_cifar100
 from lightning_prune.data import CIFAR10DataModule, CIFAR100DataModule, DigitsDataModule, IndexedDataset, dataset_targets
 
 
@@ -45,50 +43,11 @@ def test_digits_items_shapes_and_normalisation():
         DigitsDataModule(val_fraction=0.5, test_fraction=0.5)
 
 
-def _write_batch(path, data, labels, label_key, extra=None):
-    entry = {"batch_label": b"testing batch", label_key: labels, "data": data, "filenames": [b"x.png"] * len(labels)}
-    entry.update(extra or {})
-    with open(path, "wb") as handle:
-        pickle.dump(entry, handle, protocol=2)
-
-
-def _md5(path):
-    return hashlib.md5(path.read_bytes()).hexdigest()
-
-
-def _images(rng, n):
-    # CIFAR's python batches store each image as 3072 uint8: 1024 red, then green, then blue, row-major.
-    return rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
-
-
 @pytest.fixture
 def tiny_cifar10(tmp_path, monkeypatch):
-    """A 20-image training set (5 batches of 4) and an 8-image test set in CIFAR-10's real format.
-
-    torchvision compares every file with the official md5 sums; the test points the class at the
-    md5 sums of the files it wrote (the loader itself is torchvision's, unchanged).
-    """
-    folder = tmp_path / "cifar-10-batches-py"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    train_data, train_labels = [], []
-    for b in range(1, 6):
-        data, labels = _images(rng, 4), [(4 * (b - 1) + i) % 10 for i in range(4)]
-        _write_batch(folder / f"data_batch_{b}", data, labels, "labels")
-        train_data.append(data)
-        train_labels += labels
-    test_data = _images(rng, 8)
-    _write_batch(folder / "test_batch", test_data, list(range(8)), "labels")
-    with open(folder / "batches.meta", "wb") as handle:
-        pickle.dump({"label_names": [f"class{i}" for i in range(10)], "num_cases_per_batch": 4, "num_vis": 3072},
-                    handle, protocol=2)
-    real = (torchvision.datasets.CIFAR10.train_list, torchvision.datasets.CIFAR10.test_list)
-    monkeypatch.setattr(torchvision.datasets.CIFAR10, "train_list",
-                        [[name, _md5(folder / name)] for name, _ in real[0]])
-    monkeypatch.setattr(torchvision.datasets.CIFAR10, "test_list", [["test_batch", _md5(folder / "test_batch")]])
-    monkeypatch.setattr(torchvision.datasets.CIFAR10, "meta",
-                        {"filename": "batches.meta", "key": "label_names", "md5": _md5(folder / "batches.meta")})
-    return tmp_path, np.concatenate(train_data), np.array(train_labels), test_data
+    """A 20-image training set (5 batches of 4) and an 8-image test set in CIFAR-10's real format."""
+    train_data, train_labels, test_data = write_cifar10(tmp_path, monkeypatch)
+    return tmp_path, train_data, train_labels, test_data
 
 
 def test_cifar10_loads_the_real_format_with_paper_transforms(tiny_cifar10):
@@ -138,19 +97,7 @@ def test_cifar_missing_or_altered_files_fail_naming_root_and_flag(tmp_path, tiny
 
 
 def test_cifar100_reads_fine_labels(tmp_path, monkeypatch):
-    folder = tmp_path / "cifar-100-python"
-    folder.mkdir()
-    rng = np.random.default_rng(1)
-    fine = [(7 * i) % 100 for i in range(12)]
-    _write_batch(folder / "train", _images(rng, 12), fine, "fine_labels", {"coarse_labels": [i % 20 for i in fine]})
-    _write_batch(folder / "test", _images(rng, 5), [1, 2, 3, 4, 5], "fine_labels", {"coarse_labels": [0] * 5})
-    with open(folder / "meta", "wb") as handle:
-        pickle.dump({"fine_label_names": [f"f{i}" for i in range(100)], "coarse_label_names": [f"c{i}" for i in range(20)]},
-                    handle, protocol=2)
-    monkeypatch.setattr(torchvision.datasets.CIFAR100, "train_list", [["train", _md5(folder / "train")]])
-    monkeypatch.setattr(torchvision.datasets.CIFAR100, "test_list", [["test", _md5(folder / "test")]])
-    monkeypatch.setattr(torchvision.datasets.CIFAR100, "meta",
-                        {"filename": "meta", "key": "fine_label_names", "md5": _md5(folder / "meta")})
+    fine = write_cifar100(tmp_path, monkeypatch)
     dm = CIFAR100DataModule(root=str(tmp_path), num_workers=0)
     assert dm.num_classes == 100 and dm.mean != CIFAR10DataModule.mean
     np.testing.assert_array_equal(dm.targets, fine)

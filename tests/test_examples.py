@@ -1,0 +1,87 @@
+"""Every file in examples/ starts as shipped: run configs on tiny data in the real on-disk format,
+the LightningCLI config and the Python scripts."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import lightning.pytorch as pl
+import lightning_prune as lp
+from fake_cifar import write_cifar10, write_cifar100
+from lightning_prune.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "examples"
+RUN_CONFIGS = sorted(p.name for p in EXAMPLES.glob("*.yaml") if p.name != "fit.yaml")
+
+
+class Started(Exception):
+    """Raised once the scoring run has trained on its first batches with every collector attached."""
+
+
+class StopAfterFirstBatches(pl.Callback):
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if batch_idx >= 1 or trainer.num_training_batches <= 1:
+            raise Started()
+
+
+def test_every_example_is_covered():
+    shipped = {p.name for p in EXAMPLES.iterdir() if p.suffix in (".yaml", ".py")}
+    assert shipped == {*RUN_CONFIGS, "fit.yaml", "prune_digits.py", "influence_theory_check.py"}, (
+        "a new example needs a start test here")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", RUN_CONFIGS)
+def test_run_config_starts_as_shipped(name, tmp_path, monkeypatch):
+    """The scoring run of each config builds its data, model and every collector and trains its first batches."""
+    text = (EXAMPLES / name).read_text()
+    if "CIFAR10DataModule" in text:
+        write_cifar10(tmp_path / "data", monkeypatch, per_batch=60)
+    elif "CIFAR100DataModule" in text:
+        write_cifar100(tmp_path / "data", monkeypatch, num_train=300)
+    config = tmp_path / name
+    config.write_text(text.replace("root: ./data", f"root: {tmp_path / 'data'}"))
+    import lightning_prune.pipeline.runner as runner
+
+    original = runner.PruningRun._trainer
+    monkeypatch.setattr(runner.PruningRun, "_trainer",
+                        lambda self, epochs, callbacks=None, **kw: original(self, epochs, [*(callbacks or []),
+                                                                            StopAfterFirstBatches()], **kw))
+    with pytest.raises(Started):
+        main(["run", "--debug", "--config", str(config), "--output_dir", str(tmp_path / "run")])
+
+
+@pytest.mark.slow
+def test_fit_config_writes_scores(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    main(["fit", "--config", str(EXAMPLES / "fit.yaml"), "--trainer.enable_progress_bar", "false"])
+    tdds = lp.Scores.load(tmp_path / "prune_runs" / "fit" / "tdds.npz")
+    assert tdds.method == "tdds" and tdds.num_samples == len(lp.DigitsDataModule().train_dataset)
+    assert lp.Scores.load(tmp_path / "prune_runs" / "fit" / "forgetting.npz").method == "forgetting"
+
+
+def _run_script(args: list[str], cwd: Path) -> str:
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    result = subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+@pytest.mark.slow
+def test_prune_digits_script_runs(tmp_path):
+    printed = _run_script([str(EXAMPLES / "prune_digits.py")], tmp_path)
+    for line in ("full data (1078 samples): test accuracy", "TDDS top-50% (539 samples): test accuracy",
+                 "random 50% (539 samples): test accuracy", "TDDS and forgetting keep"):
+        assert line in printed, printed
+
+
+@pytest.mark.slow
+def test_influence_theory_check_runs(tmp_path):
+    printed = _run_script([str(EXAMPLES / "influence_theory_check.py"), "--sets-per-size", "1"], tmp_path)
+    assert "influence vectors: S" in printed and "pearson" in printed.lower(), printed
