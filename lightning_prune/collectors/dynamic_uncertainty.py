@@ -14,12 +14,19 @@ Streaming: a ring of the last J values of ``p_y`` and a running sum of window de
 ``(J + 1)`` float32 values per sample; nothing else is kept.
 
 Where ``p_y`` comes from: by default the training forward pass (train mode, augmented, before the
-optimiser step), like every other collector here. The official code instead runs a separate
-no-grad pass in eval mode over the non-augmented training set after every epoch:
-``source="eval_pass"`` does that (see :mod:`lightning_prune.collectors.eval_pass`): pass
+optimiser step), like every other collector here. ``source="eval_pass"`` reads it from a separate
+no-grad pass in eval mode after every epoch (see :mod:`lightning_prune.collectors.eval_pass`): pass
 ``dataloader=`` an unshuffled loader of the training set with the test-time transform, or leave it
 out to reuse the train dataloader in eval mode. Under DDP each rank runs its shard and the rows are
 exchanged like training rows.
+
+Differences from the official code, documented rather than copied: (1) the official code runs its
+no-grad forward on every training batch's non-augmented inputs just *before* that batch's optimiser
+step, so each sample's ``p_y`` comes from the model part-way through the epoch; ``eval_pass`` here
+uses the model as it stands at the epoch's end, the same model for every sample. (2) The official
+code averages the windows ``k = 0 .. T-J-1``, leaving out the window that ends at the last epoch;
+this collector includes it (``T - J + 1`` windows). Both change scores by a small amount and keep the
+definition of the paper (a window's standard deviation, averaged over windows).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Herding (Welling, ICML 2009; as used for coresets by iCaRL and DeepCore), per class.
+"""Herding (Welling, ICML 2009), per class, as iCaRL defines it for exemplar sets.
 
 Within each class, greedy kernel herding with a linear kernel orders the samples so that the mean
 of the first t picked features stays as close as possible to the class mean: at step t it picks
@@ -16,6 +16,10 @@ Scores: sample i at herding position ``r_i`` (0 = first pick) in a class of ``n_
   to its size: each class keeps about its share of the data.
 
 ``scores.extras["herding_rank"]`` holds ``r_i``.
+
+DeepCore's ``Herding`` is not this: its code picks, at each step, the sample *farthest* from the
+running target (an argmax where the definition above has an argmin), so its selections differ.
+This collector follows the definition (Welling; iCaRL), not DeepCore's code.
 """
 
 from __future__ import annotations
