@@ -64,3 +64,11 @@ def test_a_learned_selection_far_from_its_target_is_warned_and_reported(tmp_path
     cell = json.loads((out / "cells" / "adapruner-r0.50-s0.json").read_text())
     assert abs(cell["prune_ratio_reached"] - 0.5) > 0.05
     assert "note: adapruner at prune 50% removed" in printed
+
+
+def test_long_trainings_print_epoch_progress_with_an_eta(tmp_path, capsys):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY)
+    main(["score", "--config", str(config), "--output_dir", str(tmp_path / "run")])
+    printed = capsys.readouterr().out
+    assert "[score] epoch 1/3 (" in printed and "ETA" in printed

@@ -34,6 +34,7 @@ from lightning_prune.selection.scores import Scores
 from lightning_prune.selection.selection import Selection
 from lightning_prune.selection.strategies import STRATEGIES, check_prune_ratio, check_seed, random_selection, select
 from lightning_prune.pipeline.names import FULL, RANDOM, ratio_tag
+from lightning_prune.pipeline.progress import EpochProgress
 from lightning_prune.pipeline.report import RunResults, write_report
 from lightning_prune.pipeline.run_dir import check_identity, locked, read_json
 from lightning_prune.pipeline.trainer_settings import INSTANTIATED_TRAINER_ARGS, identity_trainer_args, instantiate
@@ -200,8 +201,11 @@ class PruningRun:
         """Record what the run is in run.json, or check that a re-run is the same run (and say what differs)."""
         check_identity(self.run_dir, self.description, self.log)
 
-    def _trainer(self, max_epochs: int, callbacks: list[pl.Callback] | None = None, **overrides: Any) -> pl.Trainer:
-        """A fresh Trainer with the run's settings; callbacks/loggers given by class_path are built anew each time."""
+    def _trainer(
+        self, max_epochs: int, callbacks: list[pl.Callback] | None = None, progress: str | None = None, **overrides: Any
+    ) -> pl.Trainer:
+        """A fresh Trainer with the run's settings; callbacks/loggers given by class_path are built anew each time.
+        ``progress`` prefixes the epoch progress lines of a long training."""
         user = {key: instantiate(value) if key in INSTANTIATED_TRAINER_ARGS else value
                 for key, value in self.trainer_args.items()}
         user_callbacks = user.pop("callbacks", None) or []
@@ -215,6 +219,8 @@ class PruningRun:
             **overrides,
         }
         all_callbacks = [*(callbacks or []), *(user_callbacks if isinstance(user_callbacks, list) else [user_callbacks])]
+        if progress is not None:
+            all_callbacks.append(EpochProgress(progress, self.log))
         return pl.Trainer(max_epochs=max_epochs, callbacks=all_callbacks, **args)
 
     def score_methods(self) -> list[MethodSpec]:
@@ -240,7 +246,7 @@ class PruningRun:
             pl.seed_everything(self.score_seed, verbose=False)
             model, data = self.make_model(), self.make_data()
             start = time.perf_counter()
-            self._trainer(self.score_epochs, list(collectors.values())).fit(model, datamodule=data)
+            self._trainer(self.score_epochs, list(collectors.values()), progress="[score]").fit(model, datamodule=data)
             self._trained_scoring_model = model
             for key, collector in collectors.items():
                 path = collector.scores.save(self.run_dir / "scores" / f"{key}.npz")
@@ -340,7 +346,7 @@ class PruningRun:
         num_samples = len(data.train_dataloader().dataset)
         self.log(f"[select] adapruner: learning a mask keeping {1 - ratio:.2f} for {epochs} epochs")
         pruner = AdaPruner(backbone, num_samples=num_samples, keep_ratio=1.0 - ratio, **args)
-        self._trainer(epochs).fit(pruner, datamodule=data)
+        self._trainer(epochs, progress=f"[select] {spec.key} r{ratio:.2f}").fit(pruner, datamodule=data)
         return pruner.selection()
 
     def _influence_selection(self, spec: MethodSpec, ratio: float) -> Selection:
@@ -378,7 +384,7 @@ class PruningRun:
                 # learned methods (adapruner, influence) and random pruning produce no importance weights
                 weighted = self.weighted and selection.weights is not None
                 data = PrunedDataModule(data, selection, weighted=weighted, seed=seed)
-            trainer = self._trainer(self.train_epochs)
+            trainer = self._trainer(self.train_epochs, progress=f"[train {number}/{len(todo)}] {key} r{ratio:.2f} s{seed}")
             trainer.fit(model, datamodule=data)
             metrics = trainer.test(model, datamodule=data, verbose=False)[0]
             if "test_acc" not in metrics:
