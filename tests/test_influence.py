@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import lightning.pytorch as L
 import numpy as np
 import pytest
@@ -228,6 +227,29 @@ def test_sketch_screened_greedy_equals_textbook_greedy_with_an_exact_sketch() ->
         textbook, _ = solvers._greedy(S, sq, m=m, limit_sq=limit, deadline=float("inf"), sketch=None)
         screened, _ = solvers._greedy(S, sq, m=m, limit_sq=limit, deadline=float("inf"), sketch=sketch)
         np.testing.assert_array_equal(screened, textbook)
+
+
+def test_default_verbosity_prints_nothing(capfd: pytest.CaptureFixture[str]) -> None:
+    # capfd captures file descriptors 1 and 2, so it also sees what the native OR-Tools libraries
+    # (SCIP, PDLP, absl logging) write around Python's sys.stdout / sys.stderr.
+    rng = np.random.default_rng(21)
+    small = _random_S(rng, 14, 10)
+    exact = solve_cardinality(small, 5)
+    exact_eps = solve_epsilon(small, 0.5 * exact.objective + 1e-12)
+    assert exact.method == exact_eps.method == "exact(gscip)"
+    large = _random_S(rng, 200, 30, rank=6)
+    relaxed = solve_cardinality(large, 80, method="relaxation", rank=8, time_limit=10)
+    relaxed_eps = solve_epsilon(large, relaxed.objective, method="relaxation", rank=8, time_limit=10, max_relaxations=2)
+    assert relaxed.method.startswith("svd(k=8)+pdlp") and relaxed_eps.method.startswith("svd(k=8)+pdlp")
+    captured = capfd.readouterr()
+    assert captured.out == "" and captured.err == ""
+
+
+def test_verbose_shows_the_exact_solver_log(capfd: pytest.CaptureFixture[str]) -> None:
+    S = _random_S(np.random.default_rng(22), 12, 8)
+    solve_cardinality(S, 4, method="exact", verbose=True)
+    captured = capfd.readouterr()
+    assert "SCIP" in captured.out + captured.err
 
 
 def test_epsilon_too_small_prunes_nothing_with_a_warning() -> None:

@@ -15,12 +15,12 @@ from lightning_prune.influence.vectors import (
     InfluenceVectors,
     LastLayerInputs,
     collect_last_layer_inputs,
-    find_last_linear,
     hessian_vector_product,
     influence_from_inputs,
     influence_vectors,
     last_layer_hessian,
 )
+from lightning_prune.models.layers import find_last_linear  # re-exported: its public home before 0.2
 
 __all__ = [
     "InfluencePruner",

@@ -10,7 +10,8 @@ Example::
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any, TypedDict
 
 import numpy as np
 import torch
@@ -48,6 +49,31 @@ def _training_loader(data: Any, batch_size: int) -> Iterable:
         f"InfluencePruner needs the training data as a DataLoader, a LightningDataModule or an "
         f"IndexedDataset; got {type(data).__name__}."
     )
+
+
+class _SolverOptions(TypedDict):
+    """The keyword arguments both solvers take from the pruner's settings."""
+
+    method: str
+    time_limit: float
+    rank: int
+    exact_max_n: int
+    seed: int
+
+
+def _check_one_target(prune_ratio: float | None, epsilon: float | None) -> None:
+    if (prune_ratio is None) == (epsilon is None):
+        raise ValueError(
+            "give exactly one of prune_ratio= (prune that fraction, minimising ||W^T S||) or epsilon= "
+            "(prune as many as possible with ||W^T S|| <= epsilon)."
+        )
+
+
+def _pruned_count(prune_ratio: Any, n: int) -> int:
+    """``m = round(prune_ratio n)`` for a ratio strictly between 0 and 1."""
+    if isinstance(prune_ratio, bool) or not isinstance(prune_ratio, (int, float)) or not 0 < prune_ratio < 1:
+        raise ValueError(f"prune_ratio must lie strictly between 0 and 1, got {prune_ratio!r}.")
+    return int(round(prune_ratio * n))
 
 
 class InfluencePruner:
@@ -155,26 +181,19 @@ class InfluencePruner:
     ) -> PruningSolution:
         """Solve the selection problem for given influence vectors (exactly one of the two targets)."""
         matrix = S.S if isinstance(S, InfluenceVectors) else np.asarray(S)
-        if (prune_ratio is None) == (epsilon is None):
-            raise ValueError(
-                "give exactly one of prune_ratio= (prune that fraction, minimising ||W^T S||) or epsilon= "
-                "(prune as many as possible with ||W^T S|| <= epsilon)."
-            )
-        if prune_ratio is not None:
-            if isinstance(prune_ratio, bool) or not isinstance(prune_ratio, (int, float)) or not 0 < prune_ratio < 1:
-                raise ValueError(f"prune_ratio must lie strictly between 0 and 1, got {prune_ratio!r}.")
-            m = int(round(prune_ratio * matrix.shape[0]))
-            solution = solve_cardinality(
-                matrix, m, method=self.solver, time_limit=self.time_limit, rank=self.rank,
-                exact_max_n=self.exact_max_n, seed=self.seed,
-            )
+        _check_one_target(prune_ratio, epsilon)
+        if epsilon is not None:
+            solution = solve_epsilon(matrix, epsilon, **self._solver_options())
         else:
-            solution = solve_epsilon(
-                matrix, epsilon, method=self.solver, time_limit=self.time_limit, rank=self.rank,
-                exact_max_n=self.exact_max_n, seed=self.seed,
-            )
+            m = _pruned_count(prune_ratio, matrix.shape[0])
+            solution = solve_cardinality(matrix, m, **self._solver_options())
         self.last_solution = solution
         return solution
+
+    def _solver_options(self) -> _SolverOptions:
+        return _SolverOptions(
+            method=self.solver, time_limit=self.time_limit, rank=self.rank, exact_max_n=self.exact_max_n, seed=self.seed
+        )
 
     def select_from(
         self, vectors: InfluenceVectors, prune_ratio: float | None = None, epsilon: float | None = None
@@ -216,10 +235,6 @@ class InfluencePruner:
             prune_ratio: fraction of samples to prune (cardinality-guaranteed problem), or
             epsilon: budget on ``||W^T S||_2`` (generalisation-guaranteed problem). Exactly one.
         """
-        if (prune_ratio is None) == (epsilon is None):
-            raise ValueError(
-                "give exactly one of prune_ratio= (prune that fraction, minimising ||W^T S||) or epsilon= "
-                "(prune as many as possible with ||W^T S|| <= epsilon)."
-            )
+        _check_one_target(prune_ratio, epsilon)  # before the model runs, which takes a while
         vectors = self.influence(model, data)
         return self.select_from(vectors, prune_ratio=prune_ratio, epsilon=epsilon)

@@ -23,20 +23,22 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Union
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from lightning_prune.data.indexed import unpack_batch
+from lightning_prune.models.layers import find_last_linear
 
 GatherFn = Callable[[Tensor], Tensor]
 """``gather(tensor) -> Tensor[world_size, *tensor.shape]``, the contract of Lightning's
 ``Strategy.all_gather``: every rank passes a tensor of the same shape and gets all of them back."""
 
-GatherSpec = Union[str, GatherFn, Any, None]
+GatherSpec = str | GatherFn | Any | None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -125,30 +127,8 @@ class InfluenceVectors:
 # ----------------------------------------------------------------------------------------------
 
 
-def find_last_linear(model: nn.Module, layer: str | None = None) -> tuple[str, nn.Linear]:
-    """The final ``nn.Linear`` of ``model`` and its name: the one named by ``layer``, or else the
-    last ``nn.Linear`` in ``model.modules()`` order (registration order)."""
-    if layer is not None:
-        try:
-            module = model.get_submodule(layer)
-        except AttributeError as error:
-            names = [name for name, mod in model.named_modules() if isinstance(mod, nn.Linear)]
-            raise ValueError(
-                f"layer={layer!r} names no submodule of {type(model).__name__}; its nn.Linear layers are {names}."
-            ) from error
-        if not isinstance(module, nn.Linear):
-            raise TypeError(
-                f"layer={layer!r} is a {type(module).__name__}, not an nn.Linear; last-layer influence needs "
-                "the final fully-connected layer that maps penultimate features to class logits."
-            )
-        return layer, module
-    found = [(name, mod) for name, mod in model.named_modules() if isinstance(mod, nn.Linear)]
-    if not found:
-        raise ValueError(
-            f"{type(model).__name__} has no nn.Linear layer; last-layer influence needs a final fully-connected "
-            "classifier layer. Name it with layer='path.to.layer' if it is wrapped in another module."
-        )
-    return found[-1]
+def _last_layer(model: nn.Module, layer: str | None) -> tuple[str, nn.Linear]:
+    return find_last_linear(model, layer, purpose="last-layer influence")
 
 
 def _move_to(data: Any, device: torch.device) -> Any:
@@ -178,6 +158,77 @@ def _num_samples_of(loader: Iterable) -> int | None:
         return None
 
 
+def _forward_pass(
+    model: nn.Module, loader: Iterable, linear: nn.Linear, name: str
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """This rank's rows of :func:`collect_last_layer_inputs`, in loader order: the final layer's
+    input (seen through a forward hook), its softmax output (float64), the labels and the indices.
+    The model's train/eval mode is restored afterwards."""
+    device = _model_device(model)
+    captured: list[tuple[Tensor, Tensor]] = []
+
+    def hook(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
+        captured.append((inputs[0].detach(), output.detach()))
+
+    handle = linear.register_forward_hook(hook)
+    was_training = model.training
+    model.eval()
+    features: list[Tensor] = []
+    probs: list[Tensor] = []
+    labels: list[Tensor] = []
+    indices: list[Tensor] = []
+    try:
+        with torch.no_grad():
+            for batch in loader:
+                inputs, targets, index = unpack_batch(batch)
+                captured.clear()
+                model(_move_to(inputs, device))
+                h, logits, targets = _checked_batch(name, captured, index, targets)
+                features.append(h.cpu())
+                probs.append(torch.softmax(logits.to(torch.float64), dim=1).cpu())
+                labels.append(targets)
+                indices.append(index.to(torch.int64).cpu())
+    finally:
+        handle.remove()
+        model.train(was_training)
+    if not indices:
+        raise ValueError("the data loader yielded no batches; pass the (unshuffled, unaugmented) training loader.")
+    return torch.cat(features), torch.cat(probs), torch.cat(labels), torch.cat(indices)
+
+
+def _checked_batch(
+    name: str, captured: list[tuple[Tensor, Tensor]], index: Tensor, targets: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The final layer's input and output for one batch, and its labels as CPU int64, after the
+    checks that catch the wrong layer, a broken model and labels outside the classes."""
+    if len(captured) != 1:
+        raise RuntimeError(
+            f"the final linear layer {name!r} ran {len(captured)} times in one forward pass; "
+            "last-layer influence needs it to run exactly once per batch. Name the classifier "
+            "layer with layer='...'."
+        )
+    h, logits = captured[0]
+    if h.dim() != 2 or logits.dim() != 2 or h.shape[0] != index.numel():
+        raise ValueError(
+            f"the final linear layer {name!r} saw input {tuple(h.shape)} and produced "
+            f"{tuple(logits.shape)} for a batch of {index.numel()} samples; last-layer influence "
+            "needs [batch, features] -> [batch, classes]. Name the classifier layer with layer='...'."
+        )
+    if not torch.isfinite(logits).all():
+        raise ValueError(
+            "the model produced NaN or infinite logits; influence vectors need a trained model "
+            "with finite outputs. Check the checkpoint and the input normalisation."
+        )
+    targets = targets.to(torch.int64).cpu()
+    num_classes = logits.shape[1]
+    if targets.numel() and (targets.min() < 0 or targets.max() >= num_classes):
+        raise ValueError(
+            f"labels must lie in [0, {num_classes}) for a {num_classes}-class final layer, got "
+            f"[{int(targets.min())}, {int(targets.max())}]."
+        )
+    return h, logits, targets
+
+
 def collect_last_layer_inputs(
     model: nn.Module,
     loader: Iterable,
@@ -193,61 +244,8 @@ def collect_last_layer_inputs(
     order. ``num_samples`` defaults to ``len(loader.dataset)``; every index in ``[0, num_samples)``
     must be visited (on some rank). See :func:`influence_vectors` for ``gather``.
     """
-    name, linear = find_last_linear(model, layer)
-    device = _model_device(model)
-    captured: list[tuple[Tensor, Tensor]] = []
-
-    def hook(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
-        captured.append((inputs[0].detach(), output.detach()))
-
-    handle = linear.register_forward_hook(hook)
-    was_training = model.training
-    model.eval()
-    features, probs, labels, indices = [], [], [], []
-    try:
-        with torch.no_grad():
-            for batch in loader:
-                inputs, targets, index = unpack_batch(batch)
-                captured.clear()
-                model(_move_to(inputs, device))
-                if len(captured) != 1:
-                    raise RuntimeError(
-                        f"the final linear layer {name!r} ran {len(captured)} times in one forward pass; "
-                        "last-layer influence needs it to run exactly once per batch. Name the classifier "
-                        "layer with layer='...'."
-                    )
-                h, logits = captured[0]
-                if h.dim() != 2 or logits.dim() != 2 or h.shape[0] != index.numel():
-                    raise ValueError(
-                        f"the final linear layer {name!r} saw input {tuple(h.shape)} and produced "
-                        f"{tuple(logits.shape)} for a batch of {index.numel()} samples; last-layer influence "
-                        "needs [batch, features] -> [batch, classes]. Name the classifier layer with layer='...'."
-                    )
-                if not torch.isfinite(logits).all():
-                    raise ValueError(
-                        "the model produced NaN or infinite logits; influence vectors need a trained model "
-                        "with finite outputs. Check the checkpoint and the input normalisation."
-                    )
-                targets = targets.to(torch.int64).cpu()
-                num_classes = logits.shape[1]
-                if targets.numel() and (targets.min() < 0 or targets.max() >= num_classes):
-                    raise ValueError(
-                        f"labels must lie in [0, {num_classes}) for a {num_classes}-class final layer, got "
-                        f"[{int(targets.min())}, {int(targets.max())}]."
-                    )
-                features.append(h.cpu())
-                probs.append(torch.softmax(logits.to(torch.float64), dim=1).cpu())
-                labels.append(targets)
-                indices.append(index.to(torch.int64).cpu())
-    finally:
-        handle.remove()
-        model.train(was_training)
-    if not indices:
-        raise ValueError("the data loader yielded no batches; pass the (unshuffled, unaugmented) training loader.")
-    h_all = torch.cat(features)
-    p_all = torch.cat(probs)
-    y_all = torch.cat(labels)
-    i_all = torch.cat(indices)
+    name, linear = _last_layer(model, layer)
+    h_all, p_all, y_all, i_all = _forward_pass(model, loader, linear, name)
     gather_fn = resolve_gather(gather)
     if gather_fn is not None:
         h_all, p_all, y_all, i_all = _gather_rows(gather_fn, i_all, h_all, p_all, y_all)
@@ -509,66 +507,109 @@ def influence_from_inputs(
             "without it. Use the weight decay the model was trained with, e.g. damping=5e-4."
         )
     device = torch.device(device) if device is not None else torch.device("cpu")
-    features, probs, labels = inputs.features, inputs.probs, inputs.labels
     n = inputs.num_samples
     d = inputs.dim
     S = np.empty((n, d), dtype=dtype)
-    info: dict[str, Any] = {"num_classes": inputs.num_classes, "feature_dim": int(features.shape[1]), "dim": d}
+    info: dict[str, Any] = {"num_classes": inputs.num_classes, "feature_dim": int(inputs.features.shape[1]), "dim": d}
     started = time.perf_counter()
     if d <= exact_max_dim:
-        H = last_layer_hessian(features, probs, damping, chunk_size=max(256, chunk_size), device=device)
-        info["hessian_s"] = time.perf_counter() - started
-        L, failure = torch.linalg.cholesky_ex(H)
-        if int(failure) != 0:
-            raise ValueError(
-                f"the damped last-layer Hessian is not positive definite (damping={damping}); increase damping."
-            )
-        del H
-        for start in range(0, n, chunk_size):
-            stop = min(n, start + chunk_size)
-            G = _gradients(
-                features[start:stop].to(device=device, dtype=torch.float64),
-                probs[start:stop].to(device=device, dtype=torch.float64),
-                labels[start:stop].to(device),
-            )
-            S[start:stop] = (torch.cholesky_solve(G.T, L).T / n).cpu().numpy()
+        _cholesky_influence(inputs, S, damping, device=device, chunk_size=chunk_size, info=info)
         solver = "cholesky"
     else:
-        X_all = features.to(device=device)
-        P_all = probs.to(device=device, dtype=torch.float64)
-        preconditioner = _KroneckerPreconditioner(X_all, P_all, damping, device, chunk_size)
-        worst, max_iters = 0.0, 0
-        for start in range(0, n, cg_block):
-            stop = min(n, start + cg_block)
-            G = _gradients(X_all[start:stop].to(torch.float64), P_all[start:stop], labels[start:stop].to(device))
-            X, iters, residual = _block_pcg(
-                lambda V: hessian_vector_product(X_all, P_all, V, damping, chunk_size=chunk_size),
-                preconditioner,
-                G,
-                rtol=cg_tol,
-                max_iter=cg_max_iter,
-            )
-            S[start:stop] = (X / n).cpu().numpy()
-            worst, max_iters = max(worst, residual), max(max_iters, iters)
-        info.update(cg_max_iterations=max_iters, cg_worst_relative_residual=worst)
-        if worst > max(cg_tol * 100, 1e-6):
-            warnings.warn(
-                f"conjugate gradients stopped at relative residual {worst:.2e} after {cg_max_iter} iterations "
-                f"(tolerance {cg_tol:.0e}); the influence vectors are approximate. Raise cg_max_iter or damping.",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+        cg = _CGSettings(tol=cg_tol, max_iter=cg_max_iter, block=cg_block)
+        _cg_influence(inputs, S, damping, device=device, chunk_size=chunk_size, cg=cg, info=info)
         solver = "cg"
     info["solve_s"] = time.perf_counter() - started
     return InfluenceVectors(
         S=S,
-        labels=labels.numpy().astype(np.int64),
+        labels=inputs.labels.numpy().astype(np.int64),
         damping=float(damping),
         solver=solver,
         layer=inputs.layer,
         has_bias=inputs.has_bias,
         info=info,
     )
+
+
+@dataclass(frozen=True)
+class _CGSettings:
+    """Conjugate gradients: relative tolerance, iteration cap and ``block``, the number of samples
+    whose right-hand sides are solved together."""
+
+    tol: float
+    max_iter: int
+    block: int
+
+
+def _cholesky_influence(
+    inputs: LastLayerInputs,
+    S: np.ndarray,
+    damping: float,
+    *,
+    device: torch.device,
+    chunk_size: int,
+    info: dict[str, Any],
+) -> None:
+    """Fill ``S`` on the exact path: form ``H`` in float64 and solve with its Cholesky factor."""
+    features, probs, labels = inputs.features, inputs.probs, inputs.labels
+    n = inputs.num_samples
+    started = time.perf_counter()
+    H = last_layer_hessian(features, probs, damping, chunk_size=max(256, chunk_size), device=device)
+    info["hessian_s"] = time.perf_counter() - started
+    L, failure = torch.linalg.cholesky_ex(H)
+    if int(failure) != 0:
+        raise ValueError(
+            f"the damped last-layer Hessian is not positive definite (damping={damping}); increase damping."
+        )
+    del H  # d x d float64: free it before the gradient chunks are allocated
+    for start in range(0, n, chunk_size):
+        stop = min(n, start + chunk_size)
+        G = _gradients(
+            features[start:stop].to(device=device, dtype=torch.float64),
+            probs[start:stop].to(device=device, dtype=torch.float64),
+            labels[start:stop].to(device),
+        )
+        S[start:stop] = (torch.cholesky_solve(G.T, L).T / n).cpu().numpy()
+
+
+def _cg_influence(
+    inputs: LastLayerInputs,
+    S: np.ndarray,
+    damping: float,
+    *,
+    device: torch.device,
+    chunk_size: int,
+    cg: _CGSettings,
+    info: dict[str, Any],
+) -> None:
+    """Fill ``S`` with preconditioned block conjugate gradients; warns when they stop short of the
+    tolerance."""
+    n = inputs.num_samples
+    X_all = inputs.features.to(device=device)
+    P_all = inputs.probs.to(device=device, dtype=torch.float64)
+    labels = inputs.labels
+    preconditioner = _KroneckerPreconditioner(X_all, P_all, damping, device, chunk_size)
+    worst, max_iters = 0.0, 0
+    for start in range(0, n, cg.block):
+        stop = min(n, start + cg.block)
+        G = _gradients(X_all[start:stop].to(torch.float64), P_all[start:stop], labels[start:stop].to(device))
+        X, iters, residual = _block_pcg(
+            lambda V: hessian_vector_product(X_all, P_all, V, damping, chunk_size=chunk_size),
+            preconditioner,
+            G,
+            rtol=cg.tol,
+            max_iter=cg.max_iter,
+        )
+        S[start:stop] = (X / n).cpu().numpy()
+        worst, max_iters = max(worst, residual), max(max_iters, iters)
+    info.update(cg_max_iterations=max_iters, cg_worst_relative_residual=worst)
+    if worst > max(cg.tol * 100, 1e-6):
+        warnings.warn(
+            f"conjugate gradients stopped at relative residual {worst:.2e} after {cg.max_iter} iterations "
+            f"(tolerance {cg.tol:.0e}); the influence vectors are approximate. Raise cg_max_iter or damping.",
+            RuntimeWarning,
+            stacklevel=3,  # the caller of influence_from_inputs
+        )
 
 
 def influence_vectors(
