@@ -240,6 +240,24 @@ def class_prototype_reference(t: Trajectory, metric: str) -> np.ndarray:
     return distance
 
 
+def readme_collector_class() -> type:
+    """The collector of the README's "Write your own collector" section, executed as written."""
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("### Write your own collector", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    return namespace["MeanLoss"]
+
+
+def mean_loss_reference(t: Trajectory, epochs: int) -> np.ndarray:
+    target = np.take_along_axis(t.probs[:epochs], t.labels[None, :, None], axis=2)[..., 0]
+    return (-np.log(target)).mean(axis=0)
+
+
 @dataclass
 class Case:
     make: Callable[[], lp.ScoreCollector]
@@ -254,6 +272,8 @@ class Case:
 
 
 CASES: dict[str, Case] = {
+    "readme_mean_loss": Case(make=lambda: readme_collector_class()(epochs=5),
+                             reference=lambda t: mean_loss_reference(t, 5), rtol=1e-5, atol=1e-6),
     "tdds": Case(
         make=lambda: lp.TDDS(trajectory=EPOCHS, window=4, decay=0.9, precision="float32"),
         reference=lambda t: tdds_reference(t.probs, EPOCHS, 4, 0.9),

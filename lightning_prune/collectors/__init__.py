@@ -13,6 +13,7 @@ from lightning_prune.collectors.kmeans import KMeansResult, kmeans
 from lightning_prune.collectors.moderate import Moderate
 from lightning_prune.collectors.prototypicality import Prototypicality
 from lightning_prune.collectors.registry import COLLECTORS, make_collector
+from lightning_prune.collectors.state import PerSample
 from lightning_prune.collectors.tdds import TDDS
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "Herding",
     "KMeansResult",
     "Moderate",
+    "PerSample",
     "Prototypicality",
     "ScoreCollector",
     "default_adapter",

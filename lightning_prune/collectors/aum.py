@@ -14,6 +14,7 @@ harder = keep. ``select(..., strategy="ccs")`` reads the accumulated margin to c
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -63,5 +64,5 @@ class AUM(EpochAverageCollector):
     def _orient(self, mean: Tensor) -> Tensor:
         return -mean
 
-    def _extras(self) -> dict[str, Tensor]:
-        return {"accumulated_margin": self._buffers["total"].clone()}
+    def extras(self, state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        return {"accumulated_margin": state["total"].clone()}

@@ -1,12 +1,14 @@
 """Collectors that average a per-sample quantity over a range of training epochs (EL2N, GraNd, AUM).
 
-Each epoch in the range, the quantity of every sample is written to an N-vector (first presentation
-wins, like every collector) and, once the epoch is exchanged across ranks, added to a running sum.
-The score is ``sum / epochs seen``: two float32 values per sample, whatever the number of epochs.
+They use the public collector contract: one state, ``total``, with ``reduce="sum"``; each epoch in
+the range the quantity of every sample is written to an epoch row (first presentation wins) and,
+once exchanged across ranks, added to ``total``. The score is ``total / epochs seen``: two float32
+values per sample, whatever the number of epochs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Tuple, Union
 
 import lightning.pytorch as pl
@@ -15,6 +17,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
 from lightning_prune.collectors.base import BatchView, ScoreCollector
+from lightning_prune.collectors.state import PerSample
 
 Epochs = Union[int, Tuple[int, int], None]
 """``n`` (the first n epochs), ``(start, stop)`` (epochs start..stop-1) or ``None`` (all, where allowed)."""
@@ -90,36 +93,23 @@ class EpochAverageCollector(ScoreCollector):
     def _describe_need(self) -> str:
         return f"one full epoch in the range starting at epoch {self.start}"
 
-    def _allocate(self, num_samples: int, num_classes: int, device: torch.device) -> dict[str, Tensor]:
-        return {
-            "current": torch.zeros(num_samples, dtype=torch.float32, device=device),
-            "total": torch.zeros(num_samples, dtype=torch.float32, device=device),
-        }
+    def state_spec(self) -> dict[str, PerSample]:
+        return {"total": PerSample(reduce="sum")}
 
-    def _collects(self, epoch: int) -> bool:
+    def collects(self, epoch: int) -> bool:
         return self.start <= epoch and (self.stop is None or epoch < self.stop)
 
-    def _collect(self, epoch: int, view: BatchView, fresh: Tensor) -> None:
-        self._write(self._buffers["current"], view.indices, self._per_sample(view), fresh)
+    def batch_values(self, view: BatchView) -> dict[str, Tensor]:
+        return {"total": self._per_sample(view)}
 
-    def _epoch_rows(self, epoch: int) -> list[Tensor]:
-        return [self._buffers["current"]]
-
-    def _fold(self, epoch: int, seen: Tensor) -> None:
-        current = self._buffers["current"]
-        self._buffers["total"] += torch.where(seen, current, torch.zeros_like(current))
-
-    def _mean(self) -> Tensor:
-        # per-sample count: a sample missing from a partial epoch is averaged over the epochs it was in
-        return self._buffers["total"] / self._buffers["times_seen"].clamp_min(1).to(torch.float32)
-
-    def _compute(self) -> Tensor:
+    def score(self, state: Mapping[str, Tensor]) -> Tensor:
         if self.stop is not None and self._epochs_collected < self.stop - self.start:
             rank_zero_warn(
                 f"{type(self).__name__} scores average {self._epochs_collected} of the {self.stop - self.start} "
                 f"epochs in ({self.start}, {self.stop}) (the run ended early)."
             )
-        return self._orient(self._mean())
+        # per-sample count: a sample missing from a partial epoch is averaged over the epochs it was in
+        return self._orient(state["total"] / state["times_seen"].clamp_min(1).to(torch.float32))
 
 
 def target_probabilities(view: BatchView) -> Tensor:

@@ -16,7 +16,11 @@ What the base class owns, so that each method only writes its arithmetic:
 * **Checkpoints.** All state is in ``state_dict()``; a run resumed from an end-of-epoch checkpoint
   gives the same scores as an uninterrupted one.
 
-Subclasses implement ``_allocate``, ``_collect``, ``_epoch_rows``, ``_fold`` and ``_compute``.
+A method declares its per-sample state (:meth:`ScoreCollector.state_spec`, see
+:mod:`lightning_prune.collectors.state`) and writes its formula (:meth:`~ScoreCollector.batch_values`,
+:meth:`~ScoreCollector.score`, optionally :meth:`~ScoreCollector.fold`); methods that need more
+control override the engine hooks ``_allocate``, ``_collect``, ``_epoch_rows``, ``_fold`` and
+``_compute`` instead.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
+from lightning_prune.collectors.state import PerSample, allocate_declared, epoch_row, merge_epoch
 from lightning_prune.data.indexed import unpack_batch
 from lightning_prune.models.layers import find_last_linear
 from lightning_prune.selection.scores import Scores
@@ -141,18 +146,64 @@ class ScoreCollector(pl.Callback):
         self.name = name
         self._reset()
 
-    # ------------------------------------------------------------------ method interface
+    # ------------------------------------------------------------------ the public contract
     def hparams(self) -> dict[str, Any]:
         """The method's hyper-parameters (recorded in score files and in the state key)."""
         return {}
 
+    def state_spec(self) -> Mapping[str, PerSample]:
+        """The per-sample state the method keeps, by name (see :class:`~lightning_prune.PerSample`).
+
+        Each state with a ``reduce`` receives, every collected epoch, the values :meth:`batch_values`
+        returns under its name; the base writes, exchanges and merges them.
+        """
+        return {}
+
+    def collects(self, epoch: int) -> bool:
+        """Whether the batches of ``epoch`` (counted from 0) are recorded; all epochs by default."""
+        return True
+
+    def batch_values(self, view: BatchView) -> Mapping[str, Tensor]:
+        """One batch's values ``{name: Tensor[B, *shape]}`` for every state of :meth:`state_spec` that has a ``reduce``."""
+        raise NotImplementedError(
+            f"{type(self).__name__} declares state {sorted(self.state_spec())} but does not implement batch_values(view)."
+        )
+
+    def fold(self, epoch: int, values: Mapping[str, Tensor], state: dict[str, Tensor], seen: Tensor) -> None:
+        """Optional: update state of your own once ``epoch`` has ended (identical on every rank).
+
+        ``values`` are the epoch's rows of the reduced states (valid where ``seen``), ``state`` every
+        declared tensor (already merged) plus ``labels`` and ``times_seen``. Write in place.
+        """
+
+    def score(self, state: Mapping[str, Tensor]) -> Tensor:
+        """The final scores, one per sample, higher = keep, from the declared ``state`` (plus
+        ``state["labels"]`` and ``state["times_seen"]``, the number of epochs each sample was seen in)."""
+        raise NotImplementedError(f"{type(self).__name__} declares state but does not implement score(state).")
+
+    def extras(self, state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Optional per-sample arrays stored next to the scores (``Scores.extras``)."""
+        return {}
+
+    # ------------------------------------------------------------------ engine hooks
+    # The declarative contract above is implemented by these; a method that needs more control (a
+    # ring of epochs, an eval pass) may override them instead.
+    def _declared_state(self) -> dict[str, Tensor]:
+        names = [*self.state_spec(), "labels", "times_seen"]
+        return {name: self._buffers[name] for name in names}
+
     def _allocate(self, num_samples: int, num_classes: int, device: torch.device) -> dict[str, Tensor]:
         """Create the method's per-sample state."""
-        raise NotImplementedError
+        spec = self.state_spec()
+        if not spec:
+            raise NotImplementedError(
+                f"{type(self).__name__} keeps no state: declare it with state_spec() (see lightning_prune.PerSample)."
+            )
+        return allocate_declared(spec, num_samples, num_classes, device)
 
     def _collects(self, epoch: int) -> bool:
         """Whether this epoch's batches are recorded (epochs outside return before any work)."""
-        return True
+        return self.collects(epoch)
 
     def _records_during(self, epoch: int) -> bool:
         """Whether state is written while ``epoch`` runs (a checkpoint after it holds that state)."""
@@ -160,22 +211,34 @@ class ScoreCollector(pl.Callback):
 
     def _collect(self, epoch: int, view: BatchView, fresh: Tensor) -> None:
         """Record one batch; write rows with :meth:`_write` so repeated samples keep their first value."""
-        raise NotImplementedError
+        spec = self.state_spec()
+        values = self.batch_values(view)
+        for name in self._reduced_names():
+            if name not in values:
+                raise KeyError(f"{type(self).__name__}.batch_values() returned {sorted(values)}; it must return {name!r}.")
+            self._write(epoch_row(spec, self._buffers, name), view.indices, values[name], fresh)
+
+    def _reduced_names(self) -> list[str]:
+        return [name for name, declared in self.state_spec().items() if declared.reduce is not None]
 
     def _epoch_rows(self, epoch: int) -> list[Tensor]:
         """The per-sample tensors (first dimension N) that :meth:`_collect` wrote this epoch."""
-        raise NotImplementedError
+        spec = self.state_spec()
+        return [epoch_row(spec, self._buffers, name) for name in self._reduced_names()]
 
     def _fold(self, epoch: int, seen: Tensor) -> None:
         """Fold a finished epoch (identical on every rank) into the running state."""
-        raise NotImplementedError
+        spec = self.state_spec()
+        merge_epoch(spec, self._buffers, seen, first_time=seen & (self._buffers["times_seen"] == 1))
+        values = {name: epoch_row(spec, self._buffers, name) for name in self._reduced_names()}
+        self.fold(epoch, values, self._declared_state(), seen)
 
     def _compute(self) -> Tensor:
         """The final scores, length N, higher = keep."""
-        raise NotImplementedError
+        return self.score(self._declared_state())
 
     def _extras(self) -> dict[str, Tensor]:
-        return {}
+        return self.extras(self._declared_state()) if self.state_spec() else {}
 
     def _min_epochs(self) -> int:
         """Epochs that must be collected before scores exist."""
@@ -270,12 +333,31 @@ class ScoreCollector(pl.Callback):
                 f"{state_dict.get('method')}({state_dict.get('hparams')}): create the collector with the "
                 "checkpoint's settings to resume it."
             )
+        self._check_buffer_layout(state_dict)
         self._buffers = {key: value.clone() for key, value in state_dict["buffers"].items()}
         self._num_samples_seen = state_dict["num_samples"]
         self._num_classes = state_dict["num_classes"]
         self._epochs_collected = state_dict["epochs_collected"]
         self._pending_epoch = state_dict["pending_epoch"]
         self._loaded_this_fit = True
+
+    def _check_buffer_layout(self, state_dict: Mapping[str, Any]) -> None:
+        """Refuse checkpointed buffers this version would lay out differently (names, shapes, dtypes),
+        e.g. a checkpoint written by another lightning-prune version: resuming would fail later or
+        mix layouts."""
+        n, c = int(state_dict["num_samples"]), int(state_dict["num_classes"])
+        base = {"labels": torch.int64, "seen": torch.bool, "times_seen": torch.int32}
+        expected = {name: (torch.Size([n]), dtype) for name, dtype in base.items()}
+        expected.update({name: (t.shape, t.dtype) for name, t in self._allocate(n, c, torch.device("meta")).items()})
+        found = {name: (t.shape, t.dtype) for name, t in state_dict["buffers"].items()}
+        if found != expected:
+            differing = sorted(name for name in set(found) | set(expected) if found.get(name) != expected.get(name))
+            raise ValueError(
+                f"Cannot resume {type(self).__name__}: the checkpoint's state {differing} does not match what this "
+                f"version of lightning-prune keeps (checkpoint: {[found.get(k) for k in differing]}; expected: "
+                f"{[expected.get(k) for k in differing]}). Resume with the version that wrote the checkpoint, or start "
+                "the fit from scratch."
+            )
 
     # ------------------------------------------------------------------ Lightning hooks
     def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
