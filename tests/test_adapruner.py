@@ -18,7 +18,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from sklearn.datasets import load_digits
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Sampler, TensorDataset
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, TensorDataset
 
 from lightning_prune.adapruner import AdaPruner
 from lightning_prune.data import IndexedDataset
@@ -458,6 +458,60 @@ class ShiftedIndices(Dataset):
         return x, y, i + 14
 
 
+# ---------------------------------------------------------------------- indices the data never reaches
+class IndexedStream(IterableDataset):
+    """``small_problem`` as a stream without a length, so no size check can see how many samples it has."""
+
+    def __init__(self, data: IndexedDataset) -> None:
+        self.data = data
+
+    def __iter__(self):
+        return (self.data[i] for i in range(len(self.data)))
+
+
+def test_num_samples_beyond_the_data_set_is_refused_at_fit_start():
+    # The reported bug: 64 samples, a mask for 128; it selected the 64 indices no batch ever held.
+    pruner = AdaPruner(nn.Linear(4, 2), num_samples=128, keep_ratio=0.5)
+    refused = r"num_samples=128\).*training set has 64 samples.*num_samples=len\(train_set\)"
+    with pytest.raises(ValueError, match=refused):
+        trainer(3).fit(pruner, DataLoader(small_problem(), batch_size=16))
+    assert int(pruner._mask_steps) == 0  # refused before the first step
+
+
+def test_indices_never_seen_in_the_first_epoch_are_refused_at_its_end():
+    # A stream has no length to check up front: the indices seen in epoch 0 tell instead.
+    pruner = AdaPruner(nn.Linear(4, 2), num_samples=128, keep_ratio=0.5)
+    fit_trainer = trainer(3, max_steps=100)
+    refused = r"num_samples=128\).*only 64 of the 128.*never seen: 64\.\.127.*num_samples=len"
+    with pytest.raises(ValueError, match=refused):
+        fit_trainer.fit(pruner, DataLoader(IndexedStream(small_problem()), batch_size=16))
+    assert fit_trainer.current_epoch == 0  # raised at the end of the first epoch, not later
+
+
+def test_partial_epochs_are_refused_with_a_full_epoch_hint():
+    pruner = AdaPruner(nn.Linear(4, 2), num_samples=64, keep_ratio=0.5)
+    with pytest.raises(ValueError, match=r"only 32 of the 64.*2 of the loader's 4 batches.*train on full epochs"):
+        trainer(3, limit_train_batches=0.5).fit(pruner, DataLoader(small_problem(), batch_size=16))
+
+
+def test_selection_never_returns_an_index_no_batch_held():
+    # drop_last without shuffling never shows the last 6 samples; the first epoch cannot tell that
+    # from shuffled drop_last (whose dropped samples come back later), so selection() refuses.
+    data = IndexedDataset(TensorDataset(torch.randn(70, 4), torch.randint(0, 2, (70,))))
+    pruner = AdaPruner(nn.Linear(4, 2), num_samples=70, keep_ratio=0.5, mask_lr=5.0)
+    trainer(2).fit(pruner, DataLoader(data, batch_size=16, drop_last=True))
+    with pytest.raises(RuntimeError, match=r"6 of the 70 indices.*never appeared in a training batch.*64\.\.69"):
+        pruner.selection()
+    # What was (not) seen travels with the checkpoint.
+    checkpoint: dict = {}
+    pruner.on_save_checkpoint(checkpoint)
+    restored = AdaPruner(nn.Linear(4, 2), num_samples=70, keep_ratio=0.5)
+    restored.load_state_dict(pruner.state_dict())
+    restored.on_load_checkpoint(checkpoint)
+    with pytest.raises(RuntimeError, match="never appeared in a training batch"):
+        restored.selection()
+
+
 # ---------------------------------------------------------------------- DDP and resume
 def test_two_process_ddp_keeps_masks_identical(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
@@ -479,6 +533,24 @@ def test_two_process_ddp_keeps_masks_identical(tmp_path):
     assert float(rank0["alpha"]) == float(rank1["alpha"]) and bool(rank0["frozen"]) == bool(rank1["frozen"])
     # Labels recorded on each rank are merged, so both know the full training set's fingerprint.
     assert str(rank0["fingerprint"]) == str(rank1["fingerprint"]) == str(rank0["expected_fingerprint"])
+
+
+def test_two_process_ddp_refuses_unseen_indices_on_every_rank(tmp_path):
+    # Each rank streams its own 200 of 400 samples to a mask for 500: only the merged view knows that
+    # 100 indices were never seen, and a rank that raised alone would leave the other one hanging.
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    result = subprocess.run(
+        [sys.executable, str(REPO / "tests" / "ddp_adapruner_worker.py"), str(tmp_path), "unseen"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    messages = [(tmp_path / f"rank{rank}_error.txt").read_text() for rank in (0, 1)]
+    assert messages[0] == messages[1]
+    assert "only 400 of the 500" in messages[0] and "never seen: 400..499" in messages[0]
 
 
 class Interrupt(L.Callback):
@@ -519,9 +591,31 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(digits, tmp_path):
     assert torch.equal(resumed.mask, reference.mask)
     for name, buffer in reference.named_buffers():
         assert torch.equal(dict(resumed.named_buffers())[name], buffer), name
-    for (name, a), (_, b) in zip(reference.backbone.named_parameters(), resumed.backbone.named_parameters()):
+    pairs = zip(reference.backbone.named_parameters(), resumed.backbone.named_parameters(), strict=True)
+    for (name, a), (_, b) in pairs:
         assert torch.equal(a, b), name
     assert np.array_equal(resumed.selection().indices, reference.selection().indices)
     assert resumed.selection().label_fingerprint == reference.selection().label_fingerprint is not None
     assert resumed.selection("best").hparams["best_epoch"] == reference.selection("best").hparams["best_epoch"]
     assert math.isfinite(resumed.selection("best").hparams["best_value"])
+
+
+class CrashMidFirstEpoch(L.Callback):
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.current_epoch == 0 and batch_idx == 3:  # the step-2 checkpoint is on disk by now
+            raise KeyError("simulated crash")
+
+
+def test_resume_in_the_middle_of_the_first_epoch_does_not_refuse_seen_indices(tmp_path):
+    # Resumed at batch 2 of epoch 0, the loader starts over and only its first two batches run: those
+    # are the indices the checkpoint already holds. The resumed epoch is partial, so the check waits
+    # for the next full epoch instead of refusing the samples the lost half of epoch 0 would have shown.
+    # The same pruner object resumes, so nothing left from the crashed fit may count either.
+    L.seed_everything(0, verbose=False)
+    pruner = AdaPruner(nn.Linear(4, 2), num_samples=64, keep_ratio=0.5, mask_lr=5.0)
+    loader = DataLoader(small_problem(), batch_size=16, sampler=EpochShuffle(64))
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=2, save_top_k=-1)
+    with pytest.raises(KeyError, match="simulated crash"):
+        trainer(3, callbacks=[checkpoint, CrashMidFirstEpoch()], enable_checkpointing=True).fit(pruner, loader)
+    trainer(3).fit(pruner, loader, ckpt_path=tmp_path / "epoch=0-step=2.ckpt")
+    assert pruner.trainer.current_epoch == 3 and len(pruner.selection().indices) > 0

@@ -76,8 +76,8 @@ def _run_script(args: list[str], cwd: Path) -> str:
 @pytest.mark.slow
 def test_prune_digits_script_runs(tmp_path):
     printed = _run_script([str(EXAMPLES / "prune_digits.py")], tmp_path)
-    for line in ("full data (1078 samples): test accuracy", "TDDS top-50% (539 samples): test accuracy",
-                 "random 50% (539 samples): test accuracy", "TDDS and forgetting keep"):
+    for line in ("full data (1348 samples): test accuracy", "TDDS top-50% (674 samples): test accuracy",
+                 "random 50% (674 samples): test accuracy", "TDDS and forgetting keep"):
         assert line in printed, printed
 
 
