@@ -19,7 +19,7 @@ import argparse
 import statistics
 import time
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 import lightning as L
 import torch
@@ -177,8 +177,10 @@ def main() -> None:
         device = f"cpu ({torch.get_num_threads()} threads)"
     print()
     print(f"data={args.data} N={num_samples} batch={args.batch_size} steps/epoch={steps} device={device}")
-    print(f"median time per epoch  plain: {plain:.3f}s  adapruner: {ada:.3f}s  "
-          f"(over {len(times['plain'])} and {len(times['adapruner'])} epochs)")
+    print(
+        f"median time per epoch  plain: {plain:.3f}s  adapruner: {ada:.3f}s  "
+        f"(over {len(times['plain'])} and {len(times['adapruner'])} epochs)"
+    )
     print(f"ratio adapruner / plain: {ada / plain:.3f}  ({(ada - plain) / steps * 1000:+.2f} ms per step)")
 
 

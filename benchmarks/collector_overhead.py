@@ -52,8 +52,16 @@ class _ResNetTask(pl.LightningModule):
 
 
 def _trainer(callbacks: list[pl.Callback], epochs: int) -> pl.Trainer:
-    return pl.Trainer(accelerator="cpu", devices=1, max_epochs=epochs, callbacks=callbacks, logger=False,
-                      enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
+    return pl.Trainer(
+        accelerator="cpu",
+        devices=1,
+        max_epochs=epochs,
+        callbacks=callbacks,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
 
 
 def _time_hooks(collector: pl.Callback, spent: list[float]) -> None:
@@ -72,8 +80,9 @@ def _time_hooks(collector: pl.Callback, spent: list[float]) -> None:
 def overhead(batches: int, batch_size: int, repeats: int) -> float:
     n = batches * batch_size
     generator = torch.Generator().manual_seed(0)
-    data = lp.IndexedDataset(TensorDataset(torch.randn(n, 3, 32, 32, generator=generator),
-                                           torch.randint(0, 10, (n,), generator=generator)))
+    data = lp.IndexedDataset(
+        TensorDataset(torch.randn(n, 3, 32, 32, generator=generator), torch.randint(0, 10, (n,), generator=generator))
+    )
     loader = DataLoader(data, batch_size=batch_size, shuffle=True)
     plain, collected, in_hooks = [], [], []
     for repeat in range(repeats):
@@ -92,10 +101,14 @@ def overhead(batches: int, batch_size: int, repeats: int) -> float:
     hook_share = statistics.median(in_hooks) / statistics.median(collected)
     print(f"ResNet-18, {batches} batches of {batch_size} CIFAR-shaped images per epoch, {repeats} alternating repeats")
     print(f"  median epoch without collectors: {statistics.median(plain):.2f} s   {sorted(round(t, 2) for t in plain)}")
-    print(f"  median epoch with TDDS + Forgetting: {statistics.median(collected):.2f} s   {sorted(round(t, 2) for t in collected)}")
+    print(
+        f"  median epoch with TDDS + Forgetting: {statistics.median(collected):.2f} s   {sorted(round(t, 2) for t in collected)}"
+    )
     print(f"  overhead ratio (with / without): {ratio:.3f}")
-    print(f"  time inside the collectors' hooks: {1000 * statistics.median(in_hooks):.1f} ms per epoch, "
-          f"{100 * hook_share:.3f}% of an epoch (ratio bound from the hooks alone: {1 + hook_share:.4f})")
+    print(
+        f"  time inside the collectors' hooks: {1000 * statistics.median(in_hooks):.1f} ms per epoch, "
+        f"{100 * hook_share:.3f}% of an epoch (ratio bound from the hooks alone: {1 + hook_share:.4f})"
+    )
     return ratio
 
 
@@ -145,9 +158,13 @@ def imagenet_shape(num_samples: int, num_classes: int, batch_size: int, epochs: 
     elapsed = time.perf_counter() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(f"TDDS at ImageNet's shape: N={num_samples:,}, C={num_classes}, batch {batch_size}, {epochs} epochs")
-    print(f"  time: {elapsed:.1f} s in all, epochs {[round(t, 1) for t in timer.times]} s "
-          "(includes generating the synthetic logits)")
-    print(f"  peak RSS: {peak:.2f} GiB (before the run: {before:.2f} GiB); scores finite: {bool((scores.values >= 0).all())}")
+    print(
+        f"  time: {elapsed:.1f} s in all, epochs {[round(t, 1) for t in timer.times]} s "
+        "(includes generating the synthetic logits)"
+    )
+    print(
+        f"  peak RSS: {peak:.2f} GiB (before the run: {before:.2f} GiB); scores finite: {bool((scores.values >= 0).all())}"
+    )
 
 
 def main() -> None:

@@ -57,8 +57,9 @@ def influence_source(n: int, width: int, classes: int, damping: float, seed: int
     head = nn.Linear(width, classes)
     nn.init.zeros_(head.weight)
     nn.init.zeros_(head.bias)
-    optimiser = torch.optim.LBFGS(head.parameters(), lr=1, max_iter=300, tolerance_grad=1e-7, history_size=20,
-                                  line_search_fn="strong_wolfe")
+    optimiser = torch.optim.LBFGS(
+        head.parameters(), lr=1, max_iter=300, tolerance_grad=1e-7, history_size=20, line_search_fn="strong_wolfe"
+    )
 
     def closure() -> torch.Tensor:
         optimiser.zero_grad()
@@ -104,8 +105,10 @@ def lowrank_source(n: int, d: int, seed: int) -> tuple[np.ndarray, dict]:
 def row(name: str, solution, reference: float | None = None) -> str:
     bound = "-" if solution.bound is None else f"{solution.bound:.3e}"
     vs = "" if reference is None else f"{reference / solution.objective:8.1f}x"
-    return (f"  {name:<34} {solution.objective:11.4e} {bound:>11} {solution.time_s:8.1f} s  "
-            f"{solution.status:<10} {vs:>9}  {solution.method}")
+    return (
+        f"  {name:<34} {solution.objective:11.4e} {bound:>11} {solution.time_s:8.1f} s  "
+        f"{solution.status:<10} {vs:>9}  {solution.method}"
+    )
 
 
 def main() -> None:
@@ -117,7 +120,9 @@ def main() -> None:
     parser.add_argument("--damping", type=float, default=5e-4)
     parser.add_argument("--prune-ratio", type=float, default=0.4)
     parser.add_argument("--time-limit", type=float, default=90.0, help="seconds per scalable cardinality solve")
-    parser.add_argument("--epsilon-time-limit", type=float, default=150.0, help="seconds for the scalable epsilon solve")
+    parser.add_argument(
+        "--epsilon-time-limit", type=float, default=150.0, help="seconds for the scalable epsilon solve"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache", default=None, help="a .npy file to save S to, or load it from if it exists")
     args = parser.parse_args()
@@ -130,13 +135,17 @@ def main() -> None:
         print(f"S loaded from {args.cache}: {S.shape} {S.dtype}")
     elif args.source == "influence":
         S, info = influence_source(args.n, args.width, args.classes, args.damping, args.seed)
-        print(f"S from the influence code path: {S.shape} {S.dtype} ({S.nbytes / 2**30:.2f} GiB); last layer trained "
-              f"in {info['train_s']:.1f} s (train accuracy {info['train_accuracy']:.3f}, "
-              f"{info['confident_fraction']:.0%} of samples with max p > 0.9); influence vectors in "
-              f"{info['influence_s']:.1f} s (Hessian {info['hessian_s']:.1f} s)")
+        print(
+            f"S from the influence code path: {S.shape} {S.dtype} ({S.nbytes / 2**30:.2f} GiB); last layer trained "
+            f"in {info['train_s']:.1f} s (train accuracy {info['train_accuracy']:.3f}, "
+            f"{info['confident_fraction']:.0%} of samples with max p > 0.9); influence vectors in "
+            f"{info['influence_s']:.1f} s (Hessian {info['hessian_s']:.1f} s)"
+        )
     else:
         S, info = lowrank_source(args.n, d, args.seed)
-        print(f"S from the rank-64 + noise model: {S.shape} {S.dtype} ({S.nbytes / 2**30:.2f} GiB) in {info['generate_s']:.1f} s")
+        print(
+            f"S from the rank-64 + noise model: {S.shape} {S.dtype} ({S.nbytes / 2**30:.2f} GiB) in {info['generate_s']:.1f} s"
+        )
     if args.cache and not os.path.exists(args.cache):
         np.save(args.cache, S)
     n = S.shape[0]
@@ -154,13 +163,17 @@ def main() -> None:
     alone = solve_cardinality(S, m, method="relaxation", time_limit=args.time_limit, warm_start_greedy=False)
     print(row("svd+pdlp+rounding+local search", alone, random_norm), flush=True)
     details = alone.details
-    print(f"    stages: svd {details['svd_s']:.1f} s, pdlp {details['pdlp_s']:.1f} s ({details['pdlp_iterations']} iterations, "
-          f"{details['pdlp_termination']}), bound solve {details.get('bound_s', 0):.1f} s, rounded objective "
-          f"{details['rounded_objective']:.4e}, local search {details['local_search_s']:.1f} s ({details['swaps']} swaps)")
+    print(
+        f"    stages: svd {details['svd_s']:.1f} s, pdlp {details['pdlp_s']:.1f} s ({details['pdlp_iterations']} iterations, "
+        f"{details['pdlp_termination']}), bound solve {details.get('bound_s', 0):.1f} s, rounded objective "
+        f"{details['rounded_objective']:.4e}, local search {details['local_search_s']:.1f} s ({details['swaps']} swaps)"
+    )
     full = solve_cardinality(S, m, method="relaxation", time_limit=args.time_limit)
     print(row("default scalable path (auto)", full, random_norm), flush=True)
-    print(f"    start: {full.details['start']}, local search {full.details['local_search_s']:.1f} s "
-          f"({full.details['swaps']} swaps)")
+    print(
+        f"    start: {full.details['start']}, local search {full.details['local_search_s']:.1f} s "
+        f"({full.details['swaps']} swaps)"
+    )
 
     sub = np.sort(rng.choice(n, 40, replace=False))
     S_sub = np.asarray(S[sub], dtype=np.float64)
@@ -170,24 +183,37 @@ def main() -> None:
     print(f"  {'random subsets (mean of 100)':<34} {sub_random:11.4e}")
     sub_exact = solve_cardinality(S_sub, m_sub, method="exact", time_limit=120)
     print(row("exact (MathOpt + SCIP)", sub_exact, sub_random))
-    print(f"    SCIP: {sub_exact.details['termination']}, {sub_exact.details['nodes']} nodes, rank {sub_exact.details['rank']}")
+    print(
+        f"    SCIP: {sub_exact.details['termination']}, {sub_exact.details['nodes']} nodes, rank {sub_exact.details['rank']}"
+    )
     print(row("greedy", greedy_cardinality(S_sub, m_sub), sub_random))
-    print(row("svd+pdlp+rounding+local search", solve_cardinality(S_sub, m_sub, method="relaxation", rank=16,
-                                                                   time_limit=30), sub_random))
+    print(
+        row(
+            "svd+pdlp+rounding+local search",
+            solve_cardinality(S_sub, m_sub, method="relaxation", rank=16, time_limit=30),
+            sub_random,
+        )
+    )
 
     epsilon = full.objective
     print(f"\nepsilon problem, epsilon = the norm the default path reached at m = {m}: {epsilon:.4e}")
     print(f"  {'method':<34} {'pruned':>11} {'||W^T S||':>11} {'time':>10}  path")
     greedy_eps = greedy_epsilon(S, epsilon)
-    print(f"  {'greedy':<34} {greedy_eps.num_pruned:11d} {greedy_eps.objective:11.4e} {greedy_eps.time_s:8.1f} s  {greedy_eps.method}")
+    print(
+        f"  {'greedy':<34} {greedy_eps.num_pruned:11d} {greedy_eps.objective:11.4e} {greedy_eps.time_s:8.1f} s  {greedy_eps.method}"
+    )
     eps_solution = solve_epsilon(S, epsilon, method="relaxation", time_limit=args.epsilon_time_limit, max_relaxations=6)
-    print(f"  {'default scalable path (auto)':<34} {eps_solution.num_pruned:11d} {eps_solution.objective:11.4e} "
-          f"{eps_solution.time_s:8.1f} s  {eps_solution.method}")
+    print(
+        f"  {'default scalable path (auto)':<34} {eps_solution.num_pruned:11d} {eps_solution.objective:11.4e} "
+        f"{eps_solution.time_s:8.1f} s  {eps_solution.method}"
+    )
     details = eps_solution.details
-    print(f"    stages: {details.get('pdlp_solves', 0)} pdlp solves {details.get('pdlp_s', 0):.1f} s (relaxed count "
-          f"{details.get('relaxed_count')}), rounding {details['rounded_pruned']}, greedy {details.get('greedy_pruned')}, "
-          f"local search {details['local_search_s']:.1f} s: {details['local_added']} added, {details['local_swaps']} "
-          f"swaps, {details['local_grown']} grown in {details['local_probes']} probes")
+    print(
+        f"    stages: {details.get('pdlp_solves', 0)} pdlp solves {details.get('pdlp_s', 0):.1f} s (relaxed count "
+        f"{details.get('relaxed_count')}), rounding {details['rounded_pruned']}, greedy {details.get('greedy_pruned')}, "
+        f"local search {details['local_search_s']:.1f} s: {details['local_added']} added, {details['local_swaps']} "
+        f"swaps, {details['local_grown']} grown in {details['local_probes']} probes"
+    )
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
     print(f"\ntotal wall time {time.perf_counter() - total_started:.1f} s, peak memory {peak:.1f} GiB")
 

@@ -30,7 +30,13 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from lightning_prune.data.indexed import IndexedDataset
-from lightning_prune.influence import greedy_cardinality, influence_vectors, solve_cardinality, solve_epsilon, subset_norm
+from lightning_prune.influence import (
+    greedy_cardinality,
+    influence_vectors,
+    solve_cardinality,
+    solve_epsilon,
+    subset_norm,
+)
 
 
 def _flat(model: nn.Linear) -> torch.Tensor:
@@ -38,12 +44,16 @@ def _flat(model: nn.Linear) -> torch.Tensor:
     return torch.cat([model.weight, model.bias[:, None]], dim=1).reshape(-1)
 
 
-def _objective(model: nn.Linear, X: torch.Tensor, y: torch.Tensor, keep: torch.Tensor, n: int, damping: float) -> torch.Tensor:
+def _objective(
+    model: nn.Linear, X: torch.Tensor, y: torch.Tensor, keep: torch.Tensor, n: int, damping: float
+) -> torch.Tensor:
     losses = nn.functional.cross_entropy(model(X), y, reduction="none")
     return (losses * keep).sum() / n + 0.5 * damping * (_flat(model) ** 2).sum()
 
 
-def fit(X: torch.Tensor, y: torch.Tensor, damping: float, keep: torch.Tensor | None = None, start: nn.Linear | None = None) -> nn.Linear:
+def fit(
+    X: torch.Tensor, y: torch.Tensor, damping: float, keep: torch.Tensor | None = None, start: nn.Linear | None = None
+) -> nn.Linear:
     """Minimise the (weighted) regularised objective to high precision with L-BFGS."""
     n = X.shape[0]
     keep = torch.ones(n, dtype=X.dtype) if keep is None else keep
@@ -54,8 +64,13 @@ def fit(X: torch.Tensor, y: torch.Tensor, damping: float, keep: torch.Tensor | N
         nn.init.zeros_(model.weight)
         nn.init.zeros_(model.bias)
     optimiser = torch.optim.LBFGS(
-        model.parameters(), lr=1, max_iter=5000, tolerance_grad=1e-12, tolerance_change=1e-15,
-        history_size=50, line_search_fn="strong_wolfe",
+        model.parameters(),
+        lr=1,
+        max_iter=5000,
+        tolerance_grad=1e-12,
+        tolerance_change=1e-15,
+        history_size=50,
+        line_search_fn="strong_wolfe",
     )
 
     def closure() -> torch.Tensor:
@@ -105,10 +120,14 @@ def check(damping: float, sets_per_size: int, seed: int) -> None:
     model = fit(X, y, damping)
     with torch.no_grad():
         accuracy = float((model(X_test).argmax(1) == y_test).double().mean())
-    grad_norm = torch.autograd.grad(_objective(model, X, y, torch.ones(n, dtype=X.dtype), n, damping), list(model.parameters()))
+    grad_norm = torch.autograd.grad(
+        _objective(model, X, y, torch.ones(n, dtype=X.dtype), n, damping), list(model.parameters())
+    )
     grad_norm = float(torch.sqrt(sum((g**2).sum() for g in grad_norm)))
     print(f"digits: n_train={n}, n_test={len(y_test)}, d={10 * 65} last-layer parameters, damping={damping}")
-    print(f"trained to optimum: gradient norm {grad_norm:.1e}, test accuracy {accuracy:.3f}, test loss {test_loss(model, X_test, y_test):.4f}")
+    print(
+        f"trained to optimum: gradient norm {grad_norm:.1e}, test accuracy {accuracy:.3f}, test loss {test_loss(model, X_test, y_test):.4f}"
+    )
 
     loader = DataLoader(IndexedDataset(TensorDataset(X, y)), batch_size=128, shuffle=True)
     vectors = influence_vectors(model, loader, damping=damping, dtype=np.float64)
@@ -142,16 +161,22 @@ def check(damping: float, sets_per_size: int, seed: int) -> None:
     print(f"\nrandom removals: {len(sizes)} sets of sizes {sorted(set(sizes))}")
     print(f"  parameter change, Pearson over all (set, coordinate) pairs: {pearson(predicted, measured):.4f}")
     print(f"  parameter change, per-set Pearson: median {np.median(per_set_r):.4f}, min {np.min(per_set_r):.4f}")
-    print(f"  ||predicted|| vs ||measured|| across sets, Pearson: {pearson(np.linalg.norm(predicted, axis=1), np.linalg.norm(measured, axis=1)):.4f}")
+    print(
+        f"  ||predicted|| vs ||measured|| across sets, Pearson: {pearson(np.linalg.norm(predicted, axis=1), np.linalg.norm(measured, axis=1)):.4f}"
+    )
     for size in sorted(set(sizes)):
         chosen = np.array(sizes) == size
-        print(f"    |P|={size:4d}: median relative error ||pred - meas|| / ||meas|| = {np.median(rel_error[chosen]):.3f}")
+        print(
+            f"    |P|={size:4d}: median relative error ||pred - meas|| / ||meas|| = {np.median(rel_error[chosen]):.3f}"
+        )
     print(f"  test-loss change, Pearson (predicted grad.dtheta vs measured): {pearson(pred_loss, meas_loss):.4f}")
 
     # 3: the pruning objective of selected vs random vs greedy subsets, and their measured effect
     print("\nselection (cardinality problem), ||W^T S||; 'random' is the mean of 20 random subsets:")
-    print(f"  {'ratio':>5} {'solver':>10} {'greedy':>10} {'random':>10} {'random/solver':>13} {'solver path':<48} "
-          f"{'meas. dL_test solver':>20} {'random':>10}")
+    print(
+        f"  {'ratio':>5} {'solver':>10} {'greedy':>10} {'random':>10} {'random/solver':>13} {'solver path':<48} "
+        f"{'meas. dL_test solver':>20} {'random':>10}"
+    )
     for ratio in (0.1, 0.2, 0.3, 0.4, 0.5):
         m = int(round(ratio * n))
         solution = solve_cardinality(S, m, time_limit=30)
@@ -163,14 +188,18 @@ def check(damping: float, sets_per_size: int, seed: int) -> None:
             keep = torch.ones(n, dtype=torch.float64)
             keep[torch.as_tensor(P)] = 0
             effects.append(test_loss(fit(X, y, damping, keep=keep, start=model), X_test, y_test) - base_loss)
-        print(f"  {ratio:5.1f} {solution.objective:10.3e} {greedy.objective:10.3e} {random_norm:10.3e} "
-              f"{random_norm / solution.objective:13.1f} {solution.method:<48} {effects[0]:+20.5f} {effects[1]:+10.5f}")
+        print(
+            f"  {ratio:5.1f} {solution.objective:10.3e} {greedy.objective:10.3e} {random_norm:10.3e} "
+            f"{random_norm / solution.objective:13.1f} {solution.method:<48} {effects[0]:+20.5f} {effects[1]:+10.5f}"
+        )
 
     epsilon = float(np.mean([subset_norm(S, rng.choice(n, int(0.1 * n), replace=False)) for _ in range(20)]))
     budget = solve_epsilon(S, epsilon, time_limit=30)
-    print(f"\nepsilon problem: with epsilon = the mean ||W^T S|| of random 10% subsets ({epsilon:.3e}), the solver "
-          f"prunes {budget.num_pruned} of {n} ({budget.num_pruned / n:.0%}) at ||W^T S|| = {budget.objective:.3e} "
-          f"[{budget.method}]")
+    print(
+        f"\nepsilon problem: with epsilon = the mean ||W^T S|| of random 10% subsets ({epsilon:.3e}), the solver "
+        f"prunes {budget.num_pruned} of {n} ({budget.num_pruned / n:.0%}) at ||W^T S|| = {budget.objective:.3e} "
+        f"[{budget.method}]"
+    )
     print(f"total time {time.perf_counter() - started:.1f} s")
 
 

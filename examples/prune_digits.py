@@ -40,8 +40,15 @@ class DigitsNet(L.LightningModule):
 
 
 def trainer(epochs: int, callbacks=()) -> L.Trainer:
-    return L.Trainer(max_epochs=epochs, callbacks=list(callbacks), accelerator="cpu", logger=False,
-                     enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
+    return L.Trainer(
+        max_epochs=epochs,
+        callbacks=list(callbacks),
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
 
 
 def main() -> None:

@@ -13,9 +13,9 @@ from __future__ import annotations
 import signal
 import sys
 from importlib import resources
-from types import FrameType
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from types import FrameType
+from typing import Any
 
 import lightning.pytorch as pl
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
@@ -44,27 +44,60 @@ def build_pipeline_parser(command: str = "run") -> ArgumentParser:
     )
     parser.add_argument("--config", action=ActionConfigFile, help="YAML file with the settings below.")
     parser.add_argument("--name", type=str, default="study", help="Name of the run (and of its directory).")
-    parser.add_argument("--output_dir", type=Optional[str], default=None,
-                        help="Run directory (default: ./prune_runs/NAME). Re-running resumes in it.")
-    parser.add_subclass_arguments(pl.LightningDataModule, "data", required=True,
-                                  help="The full data set, e.g. lightning_prune.data.DigitsDataModule.")
-    parser.add_subclass_arguments(pl.LightningModule, "model", required=True,
-                                  help="A fresh model per training, e.g. lightning_prune.models.Classifier.")
-    parser.add_argument("--methods", type=List[MethodSpec], required=True,
-                        help="Methods to compare: collector names (tdds, forgetting, el2n, ...), adapruner, influence.")
-    parser.add_argument("--prune_ratios", type=List[float], default=[0.3, 0.5, 0.7],
-                        help="Fractions of the training set to remove.")
+    parser.add_argument(
+        "--output_dir",
+        type=str | None,
+        default=None,
+        help="Run directory (default: ./prune_runs/NAME). Re-running resumes in it.",
+    )
+    parser.add_subclass_arguments(
+        pl.LightningDataModule,
+        "data",
+        required=True,
+        help="The full data set, e.g. lightning_prune.data.DigitsDataModule.",
+    )
+    parser.add_subclass_arguments(
+        pl.LightningModule,
+        "model",
+        required=True,
+        help="A fresh model per training, e.g. lightning_prune.models.Classifier.",
+    )
+    parser.add_argument(
+        "--methods",
+        type=list[MethodSpec],
+        required=True,
+        help="Methods to compare: collector names (tdds, forgetting, el2n, ...), adapruner, influence.",
+    )
+    parser.add_argument(
+        "--prune_ratios", type=list[float], default=[0.3, 0.5, 0.7], help="Fractions of the training set to remove."
+    )
     parser.add_argument("--strategy", type=str, default="topk", help="topk, random, class_balanced or ccs.")
-    parser.add_argument("--seeds", type=List[int], default=[0],
-                        help="One coreset training (and random baseline) per seed; adding seeds later resumes.")
-    parser.add_argument("--score_seed", type=int, default=0,
-                        help="Seed of the scoring run and of every method's selection (independent of --seeds).")
+    parser.add_argument(
+        "--seeds",
+        type=list[int],
+        default=[0],
+        help="One coreset training (and random baseline) per seed; adding seeds later resumes.",
+    )
+    parser.add_argument(
+        "--score_seed",
+        type=int,
+        default=0,
+        help="Seed of the scoring run and of every method's selection (independent of --seeds).",
+    )
     parser.add_argument("--score_epochs", type=int, default=20, help="Epochs of the full-data scoring run.")
     parser.add_argument("--train_epochs", type=int, default=20, help="Epochs of every coreset training.")
-    parser.add_argument("--weighted", type=bool, default=False,
-                        help="Train coresets with importance weights (TDDS Eq. 13 min-max normalised scores).")
-    parser.add_argument("--trainer", type=Dict[str, Any], default={},
-                        help="Keyword arguments of every Trainer (accelerator, devices, precision, ...).")
+    parser.add_argument(
+        "--weighted",
+        type=bool,
+        default=False,
+        help="Train coresets with importance weights (TDDS Eq. 13 min-max normalised scores).",
+    )
+    parser.add_argument(
+        "--trainer",
+        type=dict[str, Any],
+        default={},
+        help="Keyword arguments of every Trainer (accelerator, devices, precision, ...).",
+    )
     return parser
 
 
@@ -144,9 +177,14 @@ def _usage() -> str:
     lines = ["usage: lightning-prune COMMAND [--config FILE] [options]", "", "Pruning pipeline:"]
     lines += [f"  {name:<9} {text}" for name, text in PIPELINE_COMMANDS.items()]
     lines += ["", "Lightning (LightningCLI; add collectors under trainer.callbacks):"]
-    lines += [f"  {name:<9} Trainer.{name} with a model and datamodule given by class path" for name in LIGHTNING_COMMANDS]
-    lines += ["", "`lightning-prune COMMAND --help` lists a command's options. `lightning-prune run` alone runs "
-              "the built-in digits study. Errors print one line; add --debug for the traceback."]
+    lines += [
+        f"  {name:<9} Trainer.{name} with a model and datamodule given by class path" for name in LIGHTNING_COMMANDS
+    ]
+    lines += [
+        "",
+        "`lightning-prune COMMAND --help` lists a command's options. `lightning-prune run` alone runs "
+        "the built-in digits study. Errors print one line; add --debug for the traceback.",
+    ]
     return "\n".join(lines)
 
 
@@ -182,8 +220,12 @@ def main(argv: list[str] | None = None) -> None:
         try:
             _run_command(command, rest, argv)
         except (Terminated, SIGTERMException):
-            print(f"lightning-prune {command}: stopped by SIGTERM. Every finished step is saved; re-run the same "
-                  "command to resume where it stopped.", file=sys.stderr, flush=True)
+            print(
+                f"lightning-prune {command}: stopped by SIGTERM. Every finished step is saved; re-run the same "
+                "command to resume where it stopped.",
+                file=sys.stderr,
+                flush=True,
+            )
             raise SystemExit(128 + signal.SIGTERM) from None
         except USER_ERRORS as error:
             if debug:
@@ -195,8 +237,10 @@ def main(argv: list[str] | None = None) -> None:
             signal.signal(signal.SIGTERM, previous)
         return None
     print(_usage(), file=sys.stderr)
-    raise SystemExit(f"lightning-prune: unknown command {command!r}; choose one of "
-                     f"{', '.join([*PIPELINE_COMMANDS, *LIGHTNING_COMMANDS])}.")
+    raise SystemExit(
+        f"lightning-prune: unknown command {command!r}; choose one of "
+        f"{', '.join([*PIPELINE_COMMANDS, *LIGHTNING_COMMANDS])}."
+    )
 
 
 if __name__ == "__main__":

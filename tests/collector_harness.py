@@ -16,8 +16,8 @@ the stacked per-epoch :class:`Trajectory`; the exactness, DDP and resume tests a
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import lightning.pytorch as pl
 import numpy as np
@@ -66,11 +66,13 @@ class KnownLogitsModel(pl.LightningModule):
         # labels leak into the features so that some samples are learned, some forgotten
         labels = make_labels(seed)
         table = torch.randn(epochs, NUM_SAMPLES, HIDDEN, generator=generator)
-        table[:, :, : NUM_CLASSES] += 1.5 * nn.functional.one_hot(labels, NUM_CLASSES).float()
+        table[:, :, :NUM_CLASSES] += 1.5 * nn.functional.one_hot(labels, NUM_CLASSES).float()
         self.register_buffer("features", table)
         self.head = nn.Linear(HIDDEN, NUM_CLASSES)
         with torch.no_grad():
-            self.head.weight.copy_(torch.eye(NUM_CLASSES, HIDDEN) + 0.1 * torch.randn(NUM_CLASSES, HIDDEN, generator=generator))
+            self.head.weight.copy_(
+                torch.eye(NUM_CLASSES, HIDDEN) + 0.1 * torch.randn(NUM_CLASSES, HIDDEN, generator=generator)
+            )
             self.head.bias.copy_(0.1 * torch.randn(NUM_CLASSES, generator=generator))
         self.head.requires_grad_(False)
         self.dummy = nn.Parameter(torch.ones(1))
@@ -109,7 +111,7 @@ class KnownLogitsModel(pl.LightningModule):
         """[epochs, N, H] float64 inputs of the final linear layer (what the feature hook captures)."""
         return self.features.double().numpy()
 
-    def trajectory(self) -> "Trajectory":
+    def trajectory(self) -> Trajectory:
         return Trajectory(
             probs=self.expected_probs(),
             logits=self.expected_logits(),
@@ -128,7 +130,9 @@ class Trajectory:
     labels: np.ndarray  # [N]
 
 
-def tdds_reference(probs: np.ndarray, trajectory: int, window: int, decay: float, dispersion: str = "norm") -> np.ndarray:
+def tdds_reference(
+    probs: np.ndarray, trajectory: int, window: int, decay: float, dispersion: str = "norm"
+) -> np.ndarray:
     probs = probs[:trajectory]
     log_probs = np.log(probs + 1e-8)
     differences = np.abs(probs[1:] * (log_probs[1:] - log_probs[:-1])).sum(axis=2)  # [T-1, N]
@@ -272,8 +276,12 @@ class Case:
 
 
 CASES: dict[str, Case] = {
-    "readme_mean_loss": Case(make=lambda: readme_collector_class()(epochs=5),
-                             reference=lambda t: mean_loss_reference(t, 5), rtol=1e-5, atol=1e-6),
+    "readme_mean_loss": Case(
+        make=lambda: readme_collector_class()(epochs=5),
+        reference=lambda t: mean_loss_reference(t, 5),
+        rtol=1e-5,
+        atol=1e-6,
+    ),
     "tdds": Case(
         make=lambda: lp.TDDS(trajectory=EPOCHS, window=4, decay=0.9, precision="float32"),
         reference=lambda t: tdds_reference(t.probs, EPOCHS, 4, 0.9),
@@ -282,32 +290,53 @@ CASES: dict[str, Case] = {
         make=lambda: lp.TDDS(trajectory=6, window=3, decay=0.5, dispersion="variance", precision="float32"),
         reference=lambda t: tdds_reference(t.probs, 6, 3, 0.5, "variance"),
     ),
-    "forgetting": Case(make=lambda: lp.Forgetting(), reference=lambda t: forgetting_reference(t.probs, t.labels),
-                       rtol=0, atol=0),
-    "el2n": Case(make=lambda: EL2N(epochs=(2, 7)), reference=lambda t: el2n_reference(t, (2, 7)),
-                 epochs_before_crash=3),
+    "forgetting": Case(
+        make=lambda: lp.Forgetting(), reference=lambda t: forgetting_reference(t.probs, t.labels), rtol=0, atol=0
+    ),
+    "el2n": Case(
+        make=lambda: EL2N(epochs=(2, 7)), reference=lambda t: el2n_reference(t, (2, 7)), epochs_before_crash=3
+    ),
     "grand": Case(make=lambda: GraNd(epochs=4), reference=lambda t: grand_reference(t, (0, 4))),
     "aum": Case(make=lambda: AUM(), reference=aum_reference, atol=1e-6),
-    "aum_logits_range": Case(make=lambda: AUM(epochs=(1, 6), margin="logits"),
-                             reference=lambda t: aum_reference(t, (1, 6), "logits"), atol=1e-6, epochs_before_crash=4),
-    "dynamic_uncertainty": Case(make=lambda: DynamicUncertainty(window=3),
-                                reference=lambda t: dynamic_uncertainty_reference(t, 3), atol=1e-6),
-    "dynamic_uncertainty_eval_pass": Case(make=lambda: DynamicUncertainty(window=4, source="eval_pass"),
-                                          reference=lambda t: dynamic_uncertainty_reference(t, 4), atol=1e-6),
+    "aum_logits_range": Case(
+        make=lambda: AUM(epochs=(1, 6), margin="logits"),
+        reference=lambda t: aum_reference(t, (1, 6), "logits"),
+        atol=1e-6,
+        epochs_before_crash=4,
+    ),
+    "dynamic_uncertainty": Case(
+        make=lambda: DynamicUncertainty(window=3), reference=lambda t: dynamic_uncertainty_reference(t, 3), atol=1e-6
+    ),
+    "dynamic_uncertainty_eval_pass": Case(
+        make=lambda: DynamicUncertainty(window=4, source="eval_pass"),
+        reference=lambda t: dynamic_uncertainty_reference(t, 4),
+        atol=1e-6,
+    ),
     "entropy": Case(make=lambda: Entropy(), reference=entropy_reference, atol=1e-6),
     "entropy_epoch": Case(make=lambda: Entropy(epoch=3), reference=lambda t: entropy_reference(t, 3), atol=1e-6),
     # a loader of its own: under DDP it is re-sharded with a DistributedSampler
-    "entropy_eval_pass": Case(make=lambda: Entropy(source="eval_pass", dataloader=make_loader(shuffle=False)),
-                              reference=entropy_reference, atol=1e-6, epochs_before_crash=0),
+    "entropy_eval_pass": Case(
+        make=lambda: Entropy(source="eval_pass", dataloader=make_loader(shuffle=False)),
+        reference=entropy_reference,
+        atol=1e-6,
+        epochs_before_crash=0,
+    ),
     "herding": Case(make=lambda: Herding(), reference=herding_reference, rtol=0, atol=1e-12, epochs_before_crash=0),
-    "herding_train": Case(make=lambda: Herding(source="train"), reference=herding_reference, rtol=0, atol=1e-12,
-                          epochs_before_crash=0),
+    "herding_train": Case(
+        make=lambda: Herding(source="train"), reference=herding_reference, rtol=0, atol=1e-12, epochs_before_crash=0
+    ),
     "moderate": Case(make=lambda: Moderate(), reference=moderate_reference, atol=1e-5, epochs_before_crash=0),
-    "prototypicality": Case(make=lambda: Prototypicality(), reference=lambda t: class_prototype_reference(t, "cosine"),
-                            atol=1e-6, epochs_before_crash=0),
+    "prototypicality": Case(
+        make=lambda: Prototypicality(),
+        reference=lambda t: class_prototype_reference(t, "cosine"),
+        atol=1e-6,
+        epochs_before_crash=0,
+    ),
     "prototypicality_euclidean_easy": Case(
         make=lambda: Prototypicality(metric="euclidean", keep="easy"),
-        reference=lambda t: -class_prototype_reference(t, "euclidean"), atol=1e-5, epochs_before_crash=0,
+        reference=lambda t: -class_prototype_reference(t, "euclidean"),
+        atol=1e-5,
+        epochs_before_crash=0,
     ),
 }
 

@@ -13,7 +13,6 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import lightning.pytorch as pl  # noqa: E402
-
 from collector_harness import CASES, EPOCHS, KnownLogitsModel, make_loader  # noqa: E402
 
 

@@ -52,7 +52,9 @@ def write_cifar10(root: Path, monkeypatch, per_batch: int = 4, num_test: int = 8
     cls = torchvision.datasets.CIFAR10
     monkeypatch.setattr(cls, "train_list", [[name, md5(folder / name)] for name, _ in cls.train_list])
     monkeypatch.setattr(cls, "test_list", [["test_batch", md5(folder / "test_batch")]])
-    monkeypatch.setattr(cls, "meta", {"filename": "batches.meta", "key": "label_names", "md5": md5(folder / "batches.meta")})
+    monkeypatch.setattr(
+        cls, "meta", {"filename": "batches.meta", "key": "label_names", "md5": md5(folder / "batches.meta")}
+    )
     return np.concatenate(train_data), np.array(train_labels), test_data
 
 
@@ -62,7 +64,9 @@ def write_cifar100(root: Path, monkeypatch, num_train: int = 12, num_test: int =
     folder.mkdir(parents=True)
     rng = np.random.default_rng(seed)
     fine = [(7 * i) % 100 for i in range(num_train)]
-    write_batch(folder / "train", images(rng, num_train), fine, "fine_labels", {"coarse_labels": [i % 20 for i in fine]})
+    write_batch(
+        folder / "train", images(rng, num_train), fine, "fine_labels", {"coarse_labels": [i % 20 for i in fine]}
+    )
     test_fine = [(i + 1) % 100 for i in range(num_test)]
     write_batch(folder / "test", images(rng, num_test), test_fine, "fine_labels", {"coarse_labels": [0] * num_test})
     with open(folder / "meta", "wb") as handle:

@@ -135,8 +135,17 @@ def test_reaches_target_on_digits_and_selects_on_validation(digits, caplog, tmp_
     assert loaded.hparams["keep_ratio_reached"] == pytest.approx(selection.keep_ratio)
 
     metrics = fit_trainer.callback_metrics
-    for key in ("val_loss", "val_acc", "kept_fraction_epoch", "loss_classification_epoch",
-                "loss_selection_epoch", "loss_compression_epoch", "alpha_epoch", "lambda_epoch", "converged"):
+    for key in (
+        "val_loss",
+        "val_acc",
+        "kept_fraction_epoch",
+        "loss_classification_epoch",
+        "loss_selection_epoch",
+        "loss_compression_epoch",
+        "alpha_epoch",
+        "lambda_epoch",
+        "converged",
+    ):
         assert key in metrics, key
     assert float(metrics["val_acc"]) > 0.85  # the backbone learned while the mask trained
     # training_step hands its logits to callbacks, so lightning-prune collectors can be attached too.
@@ -275,8 +284,16 @@ def small_problem(size: int = 64, seed: int = 0):
 def test_alpha_rises_linearly_per_step_and_per_epoch():
     data = small_problem()
     for schedule in ("step", "epoch"):
-        pruner = AdaPruner(nn.Linear(4, 2), num_samples=64, keep_ratio=0.5, alpha=(0.5, 4.0), alpha_schedule=schedule,
-                           pause_alpha_below_target=False, stop_at_target=False, warmup_epochs=1)
+        pruner = AdaPruner(
+            nn.Linear(4, 2),
+            num_samples=64,
+            keep_ratio=0.5,
+            alpha=(0.5, 4.0),
+            alpha_schedule=schedule,
+            pause_alpha_below_target=False,
+            stop_at_target=False,
+            warmup_epochs=1,
+        )
         record = Record()
         trainer(4, callbacks=[record]).fit(pruner, DataLoader(data, batch_size=16))
         alphas = np.array(record.alphas)
@@ -294,8 +311,9 @@ def test_alpha_rises_linearly_per_step_and_per_epoch():
 
 @pytest.mark.parametrize("start_kept, expect_rise", [(0.25, False), (1.0, True)])
 def test_alpha_pauses_while_kept_fraction_is_below_target(start_kept, expect_rise):
-    pruner = AdaPruner(nn.Linear(4, 2), num_samples=64, keep_ratio=0.5, alpha=(0.5, 4.0), mask_lr=0.0,
-                       stop_at_target=False)
+    pruner = AdaPruner(
+        nn.Linear(4, 2), num_samples=64, keep_ratio=0.5, alpha=(0.5, 4.0), mask_lr=0.0, stop_at_target=False
+    )
     with torch.no_grad():
         pruner.mask[: int(64 * (1 - start_kept))] = -1.0  # mask_lr=0 keeps this kept fraction all run
     record = Record()
@@ -368,8 +386,17 @@ def test_regression_with_a_squared_error_per_sample_loss(tmp_path):
     assert "val_loss" in fit_trainer.callback_metrics and "val_acc" not in fit_trainer.callback_metrics
     with open(next(tmp_path.rglob("metrics.csv"))) as handle:
         columns = set(handle.readline().strip().split(","))
-    assert columns >= {"train_loss_step", "loss_selection_step", "kept_fraction_step", "alpha_step", "lambda_step",
-                       "loss_selection_epoch", "kept_fraction_epoch", "alpha_epoch", "val_loss"}
+    assert columns >= {
+        "train_loss_step",
+        "loss_selection_step",
+        "kept_fraction_step",
+        "alpha_step",
+        "lambda_step",
+        "loss_selection_epoch",
+        "kept_fraction_epoch",
+        "alpha_epoch",
+        "val_loss",
+    }
     selection = pruner.selection()
     assert selection.label_fingerprint is None  # float targets are not class labels
     assert abs(selection.keep_ratio - 0.7) <= 0.02
@@ -425,13 +452,15 @@ def test_bad_arguments_are_rejected(kwargs, message):
 def test_bad_batches_and_losses_fail_clearly():
     data = small_problem()
     with pytest.raises(ValueError, match=r"index 63, outside the mask's range \[0, 50\).*num_samples"):
-        trainer(1).fit(AdaPruner(nn.Linear(4, 2), num_samples=50, keep_ratio=0.5),
-                       DataLoader(ShiftedIndices(data), batch_size=64))
+        trainer(1).fit(
+            AdaPruner(nn.Linear(4, 2), num_samples=50, keep_ratio=0.5), DataLoader(ShiftedIndices(data), batch_size=64)
+        )
     with pytest.raises(ValueError, match="training set has 64 samples.*num_samples=len"):
         trainer(1).fit(AdaPruner(nn.Linear(4, 2), num_samples=50, keep_ratio=0.5), DataLoader(data, batch_size=16))
     with pytest.raises(ValueError, match="must carry sample indices.*IndexedDataset"):
-        trainer(1).fit(AdaPruner(nn.Linear(4, 2), num_samples=64, keep_ratio=0.5),
-                       DataLoader(data.dataset, batch_size=16))
+        trainer(1).fit(
+            AdaPruner(nn.Linear(4, 2), num_samples=64, keep_ratio=0.5), DataLoader(data.dataset, batch_size=16)
+        )
     with pytest.raises(ValueError, match=r"returned shape \(16, 2\).*one loss per sample"):
         trainer(1).fit(
             AdaPruner(nn.Linear(4, 2), num_samples=64, keep_ratio=0.5, per_sample_loss=lambda out, y: out),

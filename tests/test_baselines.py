@@ -13,10 +13,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
-
-import lightning_prune as lp
 from collector_harness import (
     EPOCHS,
     HIDDEN,
@@ -30,6 +26,10 @@ from collector_harness import (
     make_loader,
     margins,
 )
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import lightning_prune as lp
 from lightning_prune.collectors import (
     AUM,
     COLLECTORS,
@@ -48,8 +48,14 @@ from lightning_prune.selection import select
 
 
 def _trainer(**kwargs) -> pl.Trainer:
-    return pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
-                      enable_checkpointing=False, **kwargs)
+    return pl.Trainer(
+        accelerator="cpu",
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        **kwargs,
+    )
 
 
 def _bytes_per_sample(collector: lp.ScoreCollector) -> int:
@@ -254,8 +260,9 @@ def test_eval_pass_reads_the_given_dataloader():
 def test_eval_pass_shards_a_given_dataloader_across_ddp_ranks():
     loader = make_loader(shuffle=False)
     entropy = Entropy(source="eval_pass", dataloader=loader)
-    shards = [entropy._eval_loader(SimpleNamespace(world_size=2, global_rank=rank, train_dataloader=None))
-              for rank in (0, 1)]
+    shards = [
+        entropy._eval_loader(SimpleNamespace(world_size=2, global_rank=rank, train_dataloader=None)) for rank in (0, 1)
+    ]
     indices = [torch.cat([batch[2] for batch in shard]) for shard in shards]
     assert [len(part) for part in indices] == [19, 19]  # DistributedSampler pads 37 to 38
     assert set(torch.cat(indices).tolist()) == set(range(NUM_SAMPLES))
@@ -417,7 +424,7 @@ def test_kmeans_recovers_separated_blobs_and_is_a_lloyd_fixed_point(metric):
     result = kmeans(points, 3, seed=1, metric=metric)
     assert result.converged
     # the same partition as the truth, up to renaming the clusters
-    assert len({(int(a), int(b)) for a, b in zip(result.assignment, truth)}) == 3
+    assert len({(int(a), int(b)) for a, b in zip(result.assignment, truth, strict=True)}) == 3
     data = F.normalize(points, dim=1) if metric == "cosine" else points
     for cluster in range(3):
         centre = data[result.assignment == cluster].mean(dim=0)
@@ -459,8 +466,18 @@ def test_kmeans_refuses_bad_arguments(args, kwargs, match):
 
 
 def test_registry_names_every_collector_by_its_method():
-    assert set(COLLECTORS) == {"tdds", "forgetting", "el2n", "grand", "aum", "dynamic_uncertainty", "entropy",
-                               "herding", "moderate", "prototypicality"}
+    assert set(COLLECTORS) == {
+        "tdds",
+        "forgetting",
+        "el2n",
+        "grand",
+        "aum",
+        "dynamic_uncertainty",
+        "entropy",
+        "herding",
+        "moderate",
+        "prototypicality",
+    }
     for name, cls in COLLECTORS.items():
         assert cls.method == name
         assert isinstance(make_collector(name), cls)

@@ -73,7 +73,10 @@ def test_rerun_with_other_settings_in_the_same_directory_is_refused(tmp_path, ti
     out = tmp_path / "run"
     main(["select", "--config", str(tiny_config), "--output_dir", str(out)])
     assert sorted(p.name for p in (out / "selections").iterdir()) == [
-        "forgetting-r0.50.npz", "random-r0.50-s0.npz", "tdds-r0.50.npz"]
+        "forgetting-r0.50.npz",
+        "random-r0.50-s0.npz",
+        "tdds-r0.50.npz",
+    ]
     assert not (out / "cells").exists()
     with pytest.raises(ValueError, match="other settings"):
         main(["run", "--debug", "--config", str(tiny_config), "--output_dir", str(out), "--score_epochs", "4"])
@@ -111,7 +114,7 @@ trainer:
   enable_checkpointing: false
   callbacks:
     - class_path: lightning_prune.TDDS
-      init_args: {{trajectory: 3, window: 3, save_path: {tmp_path / 'tdds.npz'}}}
+      init_args: {{trajectory: 3, window: 3, save_path: {tmp_path / "tdds.npz"}}}
 model:
   class_path: lightning_prune.models.Classifier
   init_args:
@@ -138,8 +141,9 @@ def test_example_configs_build_a_valid_run(name, tmp_path):
     from lightning_prune.cli import make_run
 
     parser = build_pipeline_parser()
-    config = parser.parse_args(["--config", str(Path(__file__).resolve().parents[1] / "examples" / name),
-                                "--output_dir", str(tmp_path)])
+    config = parser.parse_args(
+        ["--config", str(Path(__file__).resolve().parents[1] / "examples" / name), "--output_dir", str(tmp_path)]
+    )
     run = make_run(parser, config, log=lambda line: None)  # validates methods, strategies and ratios
     assert run.cells() and all(0 < r < 1 for r in run.all_ratios)
     if name == "cifar100.yaml":  # per-ratio TDDS settings run at their own ratio only
@@ -148,8 +152,17 @@ def test_example_configs_build_a_valid_run(name, tmp_path):
 
 def test_adapruner_is_a_method_of_the_pipeline(tmp_path, tiny_config):
     out = tmp_path / "run"
-    main(["select", "--config", str(tiny_config), "--output_dir", str(out),
-          "--methods", "[{name: adapruner, args: {epochs: 3, alpha: [0.1, 5.0]}}]"])
+    main(
+        [
+            "select",
+            "--config",
+            str(tiny_config),
+            "--output_dir",
+            str(out),
+            "--methods",
+            "[{name: adapruner, args: {epochs: 3, alpha: [0.1, 5.0]}}]",
+        ]
+    )
     selection = lp.Selection.load(out / "selections" / "adapruner-r0.50.npz")
     assert selection.method == "adapruner" and selection.num_samples == 1078
     assert selection.hparams["keep_ratio"] == pytest.approx(0.5)
@@ -157,8 +170,19 @@ def test_adapruner_is_a_method_of_the_pipeline(tmp_path, tiny_config):
 
 def test_influence_is_a_method_of_the_pipeline(tmp_path, tiny_config, capsys):
     out = tmp_path / "run"
-    main(["select", "--config", str(tiny_config), "--output_dir", str(out), "--prune_ratios", "[0.3, 0.5]",
-          "--methods", "[{name: influence, args: {damping: 0.001, time_limit: 20}}]"])
+    main(
+        [
+            "select",
+            "--config",
+            str(tiny_config),
+            "--output_dir",
+            str(out),
+            "--prune_ratios",
+            "[0.3, 0.5]",
+            "--methods",
+            "[{name: influence, args: {damping: 0.001, time_limit: 20}}]",
+        ]
+    )
     printed = capsys.readouterr().out
     assert printed.count("last-layer influence of every training sample") == 1  # once for both ratios
     for ratio, kept in ((0.3, 1078 - round(0.3 * 1078)), (0.5, 539)):
@@ -169,8 +193,10 @@ def test_influence_is_a_method_of_the_pipeline(tmp_path, tiny_config, capsys):
 
 @pytest.mark.parametrize(
     "override",
-    [["--methods", "[{name: tdds, args: {trajectory: 3, window: 3, decay: 0.5}}]"],
-     ["--methods", "[{name: tdds, args: {trajectory: 3, window: 3}, strategy: random}]"]],
+    [
+        ["--methods", "[{name: tdds, args: {trajectory: 3, window: 3, decay: 0.5}}]"],
+        ["--methods", "[{name: tdds, args: {trajectory: 3, window: 3}, strategy: random}]"],
+    ],
     ids=["collector-args", "strategy"],
 )
 def test_resuming_with_changed_method_settings_is_refused(tmp_path, tiny_config, override):
@@ -189,8 +215,19 @@ def test_close_ratios_get_distinct_files_and_report_keys():
 
 def test_weighted_run_trains_learned_selections_unweighted(tmp_path, tiny_config):
     out = tmp_path / "run"
-    main(["run", "--config", str(tiny_config), "--output_dir", str(out), "--weighted", "true",
-          "--methods", "[{name: tdds, args: {trajectory: 3, window: 3}}, {name: influence, args: {damping: 0.001}}]"])
+    main(
+        [
+            "run",
+            "--config",
+            str(tiny_config),
+            "--output_dir",
+            str(out),
+            "--weighted",
+            "true",
+            "--methods",
+            "[{name: tdds, args: {trajectory: 3, window: 3}}, {name: influence, args: {damping: 0.001}}]",
+        ]
+    )
     assert lp.Selection.load(out / "selections" / "tdds-r0.50.npz").weights is not None
     assert lp.Selection.load(out / "selections" / "influence-r0.50.npz").weights is None
     report = json.loads((out / "report.json").read_text())

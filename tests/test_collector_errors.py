@@ -5,15 +5,22 @@ from __future__ import annotations
 import lightning.pytorch as pl
 import pytest
 import torch
+from collector_harness import KnownLogitsModel, fit, make_labels
 from torch.utils.data import DataLoader, TensorDataset
 
 import lightning_prune as lp
-from collector_harness import KnownLogitsModel, fit, make_labels
 
 
 def _fit_model(model: pl.LightningModule, loader: DataLoader, collectors, epochs: int = 2) -> None:
-    trainer = pl.Trainer(accelerator="cpu", max_epochs=epochs, callbacks=collectors, logger=False,
-                         enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
+    trainer = pl.Trainer(
+        accelerator="cpu",
+        max_epochs=epochs,
+        callbacks=collectors,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+    )
     trainer.fit(model, train_dataloaders=loader)
 
 
@@ -203,8 +210,9 @@ def _checkpoint_after_two_epochs(tmp_path, collectors):
 def test_resume_with_changed_collector_settings_fails_naming_both(tmp_path, changed):
     ckpt = _checkpoint_after_two_epochs(tmp_path, [lp.TDDS(trajectory=4, window=3, precision="float32")])
     collector = changed()
-    with pytest.raises(ValueError, match=r"(?s)checkpoint holds state of.*TDDS.*no collector of this fit claims.*"
-                                         + "TDDS"):
+    with pytest.raises(
+        ValueError, match=r"(?s)checkpoint holds state of.*TDDS.*no collector of this fit claims.*" + "TDDS"
+    ):
         fit([collector], epochs=4, ckpt_path=ckpt, default_root_dir=tmp_path)
 
 

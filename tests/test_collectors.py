@@ -10,10 +10,10 @@ import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
+from collector_harness import CASES, CRASH_EPOCH, EPOCHS, fit, make_labels, make_loader, tdds_reference
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 import lightning_prune as lp
-from collector_harness import CASES, CRASH_EPOCH, EPOCHS, fit, make_labels, make_loader, tdds_reference
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -49,7 +49,10 @@ def two_process_scores(tmp_path_factory) -> dict[int, dict[str, np.ndarray]]:
     env = {**os.environ, "PYTHONPATH": HERE + os.pathsep + os.environ.get("PYTHONPATH", "")}
     result = subprocess.run(
         [sys.executable, os.path.join(HERE, "ddp_collectors_worker.py"), str(out), "2"],
-        env=env, capture_output=True, text=True, timeout=300,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return {rank: dict(np.load(out / f"rank{rank}.npz")) for rank in (0, 1)}
@@ -78,15 +81,24 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(tmp_path, with_validati
     first = {name: case.make() for name, case in CASES.items()}
     checkpoint = ModelCheckpoint(dirpath=tmp_path, save_last=True, save_top_k=-1)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        fit(list(first.values()), extra_callbacks=[checkpoint, _CrashAfterEpoch(crash_epoch)],
-            default_root_dir=tmp_path, with_validation=with_validation)
+        fit(
+            list(first.values()),
+            extra_callbacks=[checkpoint, _CrashAfterEpoch(crash_epoch)],
+            default_root_dir=tmp_path,
+            with_validation=with_validation,
+        )
     assert {n: c.epochs_collected for n, c in first.items()} == {
         n: CASES[n].collected_before_crash(single_process_scores[f"{n}:epochs"]) for n in first
     }
 
     resumed = {name: case.make() for name, case in CASES.items()}
-    fit(list(resumed.values()), extra_callbacks=[ModelCheckpoint(dirpath=tmp_path / "again")],
-        ckpt_path=str(tmp_path / "last.ckpt"), default_root_dir=tmp_path, with_validation=with_validation)
+    fit(
+        list(resumed.values()),
+        extra_callbacks=[ModelCheckpoint(dirpath=tmp_path / "again")],
+        ckpt_path=str(tmp_path / "last.ckpt"),
+        default_root_dir=tmp_path,
+        with_validation=with_validation,
+    )
     for name, collector in resumed.items():
         assert collector.epochs_collected == single_process_scores[f"{name}:epochs"]
         case = CASES[name]  # float32 rounding differs with batch composition, hence the case's tolerance

@@ -3,10 +3,15 @@
 import numpy as np
 import pytest
 import torch
-import torchvision
-
 from fake_cifar import write_cifar10, write_cifar100
-from lightning_prune.data import CIFAR10DataModule, CIFAR100DataModule, DigitsDataModule, IndexedDataset, dataset_targets
+
+from lightning_prune.data import (
+    CIFAR10DataModule,
+    CIFAR100DataModule,
+    DigitsDataModule,
+    IndexedDataset,
+    dataset_targets,
+)
 
 
 def test_digits_splits_are_disjoint_stratified_and_fixed_by_seed():
@@ -62,7 +67,9 @@ def test_cifar10_loads_the_real_format_with_paper_transforms(tiny_cifar10):
     mean, std = torch.tensor(dm.mean).view(3, 1, 1), torch.tensor(dm.std).view(3, 1, 1)
     torch.testing.assert_close(x, (expected - mean) / std)
     xt, yt = dm.test_dataset[3]
-    torch.testing.assert_close(xt, (torch.as_tensor(test_data[3].reshape(3, 32, 32), dtype=torch.float32) / 255 - mean) / std)
+    torch.testing.assert_close(
+        xt, (torch.as_tensor(test_data[3].reshape(3, 32, 32), dtype=torch.float32) / 255 - mean) / std
+    )
     assert yt == 3
     names = [type(t).__name__ for t in CIFAR10DataModule(root=str(root)).train_transform.transforms]
     assert names == ["RandomCrop", "RandomHorizontalFlip", "ToTensor", "Normalize"]

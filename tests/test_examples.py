@@ -8,11 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 import lightning.pytorch as pl
-import lightning_prune as lp
+import pytest
 from fake_cifar import write_cifar10, write_cifar100
+
+import lightning_prune as lp
 from lightning_prune.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,7 +33,8 @@ class StopAfterFirstBatches(pl.Callback):
 def test_every_example_is_covered():
     shipped = {p.name for p in EXAMPLES.iterdir() if p.suffix in (".yaml", ".py")}
     assert shipped == {*RUN_CONFIGS, "fit.yaml", "prune_digits.py", "influence_theory_check.py"}, (
-        "a new example needs a start test here")
+        "a new example needs a start test here"
+    )
 
 
 @pytest.mark.slow
@@ -50,9 +51,13 @@ def test_run_config_starts_as_shipped(name, tmp_path, monkeypatch):
     import lightning_prune.pipeline.runner as runner
 
     original = runner.PruningRun._trainer
-    monkeypatch.setattr(runner.PruningRun, "_trainer",
-                        lambda self, epochs, callbacks=None, **kw: original(self, epochs, [*(callbacks or []),
-                                                                            StopAfterFirstBatches()], **kw))
+    monkeypatch.setattr(
+        runner.PruningRun,
+        "_trainer",
+        lambda self, epochs, callbacks=None, **kw: original(
+            self, epochs, [*(callbacks or []), StopAfterFirstBatches()], **kw
+        ),
+    )
     with pytest.raises(Started):
         main(["run", "--debug", "--config", str(config), "--output_dir", str(tmp_path / "run")])
 
@@ -76,8 +81,12 @@ def _run_script(args: list[str], cwd: Path) -> str:
 @pytest.mark.slow
 def test_prune_digits_script_runs(tmp_path):
     printed = _run_script([str(EXAMPLES / "prune_digits.py")], tmp_path)
-    for line in ("full data (1348 samples): test accuracy", "TDDS top-50% (674 samples): test accuracy",
-                 "random 50% (674 samples): test accuracy", "TDDS and forgetting keep"):
+    for line in (
+        "full data (1348 samples): test accuracy",
+        "TDDS top-50% (674 samples): test accuracy",
+        "random 50% (674 samples): test accuracy",
+        "TDDS and forgetting keep",
+    ):
         assert line in printed, printed
 
 

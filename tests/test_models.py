@@ -12,8 +12,14 @@ from lightning_prune.selection import Scores, select
 
 
 def trainer(**kwargs) -> pl.Trainer:
-    settings = dict(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-                    enable_checkpointing=False, enable_model_summary=False)
+    settings = dict(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_progress_bar=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+    )
     settings.update(kwargs)
     return pl.Trainer(**settings)
 
@@ -34,8 +40,9 @@ def test_training_step_loss_is_the_hand_computed_weighted_mean():
     assert set(out) == {"loss", "logits"} and out["logits"].shape == (6, 3)
     torch.testing.assert_close(out["loss"], (w * ce).sum() / w.sum())
     torch.testing.assert_close(model.training_step((x, y, index), 0)["loss"], ce.mean())
-    torch.testing.assert_close(model.training_step({"x": x, "y": y, "index": index, "weight": w}, 0)["loss"],
-                               (w * ce).sum() / w.sum())
+    torch.testing.assert_close(
+        model.training_step({"x": x, "y": y, "index": index, "weight": w}, 0)["loss"], (w * ce).sum() / w.sum()
+    )
     mean_variant = Classifier(model.backbone, weighted_loss="mean")
     torch.testing.assert_close(mean_variant.training_step((x, y, index, w), 0)["loss"], (w * ce).mean())
     zero = model.training_step((x, y, index, torch.zeros(6)), 0)["loss"]
@@ -61,7 +68,8 @@ def test_selection_weights_reach_the_loss_through_the_trainer():
     selection = select(scores, 0.8, strategy="ccs", weights="importance")
     check = CheckLoss()
     trainer(max_steps=4, callbacks=[check], limit_val_batches=0).fit(
-        Classifier(nn.Sequential(nn.Flatten(), nn.Linear(64, 10))), datamodule=PrunedDataModule(dm, selection, weighted=True)
+        Classifier(nn.Sequential(nn.Flatten(), nn.Linear(64, 10))),
+        datamodule=PrunedDataModule(dm, selection, weighted=True),
     )
     assert check.checked == 4
 
@@ -113,15 +121,27 @@ def test_lightning_cli_builds_the_pruned_run_from_class_paths(tmp_path, monkeypa
     monkeypatch.setattr("sys.argv", ["lightning-prune"])
     dm = DigitsDataModule()
     path = select(Scores(np.arange(len(dm.train_dataset), dtype=float), "toy", labels=dm.targets), 0.5).save(
-        tmp_path / "sel.npz")
+        tmp_path / "sel.npz"
+    )
     cli = LightningCLI(
-        pl.LightningModule, pl.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True, run=False,
+        pl.LightningModule,
+        pl.LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        run=False,
         save_config_kwargs={"overwrite": True},
-        args=["--model=lightning_prune.models.Classifier", "--model.backbone=lightning_prune.models.SmallCNN",
-              "--model.lr=0.02", "--data=lightning_prune.data.PrunedDataModule",
-              "--data.datamodule=lightning_prune.data.DigitsDataModule", "--data.datamodule.batch_size=32",
-              f"--data.selection={path}", "--data.weighted=false", "--trainer.logger=false",
-              f"--trainer.default_root_dir={tmp_path}"],
+        args=[
+            "--model=lightning_prune.models.Classifier",
+            "--model.backbone=lightning_prune.models.SmallCNN",
+            "--model.lr=0.02",
+            "--data=lightning_prune.data.PrunedDataModule",
+            "--data.datamodule=lightning_prune.data.DigitsDataModule",
+            "--data.datamodule.batch_size=32",
+            f"--data.selection={path}",
+            "--data.weighted=false",
+            "--trainer.logger=false",
+            f"--trainer.default_root_dir={tmp_path}",
+        ],
     )
     assert isinstance(cli.datamodule, PrunedDataModule) and len(cli.datamodule.selection) == 539
     assert cli.datamodule.datamodule.batch_size == 32 and cli.model.hparams.lr == 0.02

@@ -11,10 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_cli import TINY
 
 import lightning_prune as lp
 from lightning_prune.cli import main
-from test_cli import TINY
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -37,8 +37,17 @@ def _fails(capsys, argv: list[str], message: str) -> str:
 
 def test_one_collector_twice_under_two_labels_gets_two_state_keys(tmp_path, tiny_config):
     out = tmp_path / "run"
-    main(["score", "--config", str(tiny_config), "--output_dir", str(out), "--methods",
-          "[{name: el2n, args: {epochs: 2}}, {name: el2n, label: el2n-ccs, args: {epochs: 2}, strategy: ccs}]"])
+    main(
+        [
+            "score",
+            "--config",
+            str(tiny_config),
+            "--output_dir",
+            str(out),
+            "--methods",
+            "[{name: el2n, args: {epochs: 2}}, {name: el2n, label: el2n-ccs, args: {epochs: 2}, strategy: ccs}]",
+        ]
+    )
     assert {p.name for p in (out / "scores").iterdir()} == {"el2n.npz", "el2n-ccs.npz"}
 
 
@@ -72,16 +81,18 @@ def test_a_second_run_on_the_same_directory_is_refused_while_the_first_holds_it(
 
 def test_sigterm_exits_143_and_says_how_to_resume(tmp_path, tiny_config):
     out = tmp_path / "run"
-    script = ("import os, signal, sys\n"
-              "from lightning_prune.cli import main\n"
-              "import lightning.pytorch as pl\n"
-              "class Term(pl.Callback):\n"
-              "    def on_train_epoch_start(self, trainer, pl_module):\n"
-              "        os.kill(os.getpid(), signal.SIGTERM)\n"
-              "import lightning_prune.pipeline.runner as runner\n"
-              "original = runner.PruningRun._trainer\n"
-              "runner.PruningRun._trainer = lambda self, e, callbacks=None, **kw: original(self, e, [*(callbacks or []), Term()], **kw)\n"
-              f"main(['run', '--config', {str(tiny_config)!r}, '--output_dir', {str(out)!r}])\n")
+    script = (
+        "import os, signal, sys\n"
+        "from lightning_prune.cli import main\n"
+        "import lightning.pytorch as pl\n"
+        "class Term(pl.Callback):\n"
+        "    def on_train_epoch_start(self, trainer, pl_module):\n"
+        "        os.kill(os.getpid(), signal.SIGTERM)\n"
+        "import lightning_prune.pipeline.runner as runner\n"
+        "original = runner.PruningRun._trainer\n"
+        "runner.PruningRun._trainer = lambda self, e, callbacks=None, **kw: original(self, e, [*(callbacks or []), Term()], **kw)\n"
+        f"main(['run', '--config', {str(tiny_config)!r}, '--output_dir', {str(out)!r}])\n"
+    )
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 128 + signal.SIGTERM, result.stderr[-2000:]
@@ -91,22 +102,44 @@ def test_sigterm_exits_143_and_says_how_to_resume(tmp_path, tiny_config):
 def test_display_only_trainer_settings_do_not_block_a_resume(tmp_path, tiny_config, capsys):
     out = tmp_path / "run"
     main(["select", "--config", str(tiny_config), "--output_dir", str(out)])
-    main(["select", "--config", str(tiny_config), "--output_dir", str(out),
-          "--trainer", "{enable_progress_bar: true, enable_model_summary: true, log_every_n_steps: 5}"])
+    main(
+        [
+            "select",
+            "--config",
+            str(tiny_config),
+            "--output_dir",
+            str(out),
+            "--trainer",
+            "{enable_progress_bar: true, enable_model_summary: true, log_every_n_steps: 5}",
+        ]
+    )
     assert "Resuming" in capsys.readouterr().out
 
 
 def test_a_refused_resume_names_the_setting_and_both_values(tmp_path, tiny_config, capsys):
     out = tmp_path / "run"
     main(["select", "--config", str(tiny_config), "--output_dir", str(out)])
-    _fails(capsys, ["run", "--config", str(tiny_config), "--output_dir", str(out), "--score_epochs", "4"],
-           "score_epochs: 3 -> 4")
+    _fails(
+        capsys,
+        ["run", "--config", str(tiny_config), "--output_dir", str(out), "--score_epochs", "4"],
+        "score_epochs: 3 -> 4",
+    )
 
 
 def test_a_run_that_crashed_on_a_bad_setting_does_not_lock_its_directory(tmp_path, tiny_config, capsys):
     out = tmp_path / "run"
     with pytest.raises(SystemExit):
-        main(["select", "--config", str(tiny_config), "--output_dir", str(out), "--trainer", "{not_a_trainer_argument: 1}"])
+        main(
+            [
+                "select",
+                "--config",
+                str(tiny_config),
+                "--output_dir",
+                str(out),
+                "--trainer",
+                "{not_a_trainer_argument: 1}",
+            ]
+        )
     capsys.readouterr()
     main(["select", "--config", str(tiny_config), "--output_dir", str(out)])  # the corrected config runs
     assert (out / "selections" / "tdds-r0.50.npz").exists()
@@ -124,9 +157,10 @@ def test_adding_a_seed_in_front_keeps_every_finished_artefact(tmp_path, tiny_con
 
 def test_trainer_callbacks_and_a_logger_by_class_path_log_under_the_run_directory(tmp_path, tiny_config):
     out = tmp_path / "run"
-    trainer = ("{callbacks: [{class_path: lightning.pytorch.callbacks.LearningRateMonitor}], "
-               "logger: {class_path: lightning.pytorch.loggers.CSVLogger, init_args: {save_dir: " + str(out / "csv")
-               + "}}}")
+    trainer = (
+        "{callbacks: [{class_path: lightning.pytorch.callbacks.LearningRateMonitor}], "
+        "logger: {class_path: lightning.pytorch.loggers.CSVLogger, init_args: {save_dir: " + str(out / "csv") + "}}}"
+    )
     main(["score", "--config", str(tiny_config), "--output_dir", str(out), "--trainer", trainer])
     assert list((out / "csv").rglob("metrics.csv"))
 
@@ -140,12 +174,25 @@ def test_logger_true_writes_under_the_run_directory(tmp_path, tiny_config, monke
 
 
 def test_user_errors_end_in_one_line_and_debug_shows_the_traceback(tmp_path, tiny_config, capsys):
-    err = _fails(capsys, ["run", "--config", str(tiny_config), "--output_dir", str(tmp_path / "x"),
-                          "--prune_ratios", "[1.5]"], "strictly between 0 and 1")
+    err = _fails(
+        capsys,
+        ["run", "--config", str(tiny_config), "--output_dir", str(tmp_path / "x"), "--prune_ratios", "[1.5]"],
+        "strictly between 0 and 1",
+    )
     assert len([line for line in err.splitlines() if line.strip()]) <= 2
     with pytest.raises(ValueError, match="strictly between 0 and 1"):
-        main(["run", "--debug", "--config", str(tiny_config), "--output_dir", str(tmp_path / "x"),
-              "--prune_ratios", "[1.5]"])
+        main(
+            [
+                "run",
+                "--debug",
+                "--config",
+                str(tiny_config),
+                "--output_dir",
+                str(tmp_path / "x"),
+                "--prune_ratios",
+                "[1.5]",
+            ]
+        )
 
 
 def test_only_rank_zero_prints(tmp_path, tiny_config, capsys, monkeypatch):
@@ -157,8 +204,9 @@ def test_only_rank_zero_prints(tmp_path, tiny_config, capsys, monkeypatch):
 
 
 def test_bad_seeds_are_named(tmp_path, tiny_config, capsys):
-    _fails(capsys, ["run", "--config", str(tiny_config), "--output_dir", str(tmp_path / "x"), "--seeds", "[-1]"],
-           "seed=-1")
+    _fails(
+        capsys, ["run", "--config", str(tiny_config), "--output_dir", str(tmp_path / "x"), "--seeds", "[-1]"], "seed=-1"
+    )
 
 
 def test_temp_files_left_by_a_kill_are_cleaned(tmp_path, tiny_config):

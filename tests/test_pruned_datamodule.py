@@ -8,9 +8,9 @@ import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
+from ddp_pruned_worker import run as run_worker
 from torch.utils.data import DataLoader
 
-from ddp_pruned_worker import run as run_worker
 from lightning_prune.data import DigitsDataModule, PrunedDataModule, SelectionSampler
 from lightning_prune.selection import ScoreFileError, Scores, Selection, random_selection, select
 
@@ -61,8 +61,10 @@ def test_eval_loaders_and_attributes_are_the_wrapped_modules(digits, tmp_path):
     no_val = DigitsDataModule(val_fraction=0.0)
     from lightning.pytorch.utilities.model_helpers import is_overridden
 
-    assert is_overridden("val_dataloader", pruned) and not is_overridden("val_dataloader", PrunedDataModule(
-        no_val, random_selection(len(no_val.train_dataset), 0.5, labels=no_val.targets)))
+    assert is_overridden("val_dataloader", pruned) and not is_overridden(
+        "val_dataloader",
+        PrunedDataModule(no_val, random_selection(len(no_val.train_dataset), 0.5, labels=no_val.targets)),
+    )
 
 
 def test_sampler_splits_each_epoch_across_ranks_with_documented_padding():
@@ -82,7 +84,7 @@ def test_sampler_splits_each_epoch_across_ranks_with_documented_padding():
 def test_weighted_batches_carry_the_selection_weights(digits):
     selection = weighted_selection(digits)
     loader = PrunedDataModule(digits, selection, weighted=True).train_dataloader()
-    lookup = dict(zip(selection.indices.tolist(), selection.weights.tolist()))
+    lookup = dict(zip(selection.indices.tolist(), selection.weights.tolist(), strict=True))
     batches = list(loader)
     assert all(len(batch) == 4 and batch[3].dtype == torch.float32 for batch in batches)
     for batch in batches:
@@ -107,10 +109,13 @@ def test_two_ddp_processes_share_the_selection_disjointly(digits, tmp_path):
     epochs = 3
     result = subprocess.run(
         [sys.executable, os.path.join(TESTS, "ddp_pruned_worker.py"), str(tmp_path), str(path), "2", str(epochs), "1"],
-        capture_output=True, text=True, timeout=300, cwd=os.path.dirname(TESTS),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=os.path.dirname(TESTS),
     )
     assert result.returncode == 0, result.stderr[-4000:]
-    lookup = dict(zip(selection.indices.tolist(), selection.weights.tolist()))
+    lookup = dict(zip(selection.indices.tolist(), selection.weights.tolist(), strict=True))
     previous = None
     for epoch in range(epochs):
         ranks = [np.load(tmp_path / f"rank{rank}_epoch{epoch}.npz") for rank in range(2)]

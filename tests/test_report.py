@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import numpy as np
+from test_cli import TINY
 
 from lightning_prune.cli import main
 from lightning_prune.pipeline.report import RunResults, format_table, histogram_bins, summarise, write_report
-from test_cli import TINY
 
 
 def _cell(method, ratio, seed, acc, reached=None):
@@ -44,8 +44,9 @@ def test_integer_scores_get_one_bin_per_value():
 def test_write_report_from_plain_data(tmp_path):
     cells = [_cell("full", 0.0, 0, 0.99), _cell("tdds", 0.5, 0, 0.95), _cell("random", 0.5, 0, 0.94)]
     printed: list[str] = []
-    report = write_report(RunResults(tmp_path, {"data": "x"}, ["tdds"], [0.5], [0], cells,
-                                     {"tdds": np.arange(10.0)}), log=printed.append)
+    report = write_report(
+        RunResults(tmp_path, {"data": "x"}, ["tdds"], [0.5], [0], cells, {"tdds": np.arange(10.0)}), log=printed.append
+    )
     assert json.loads((tmp_path / "report.json").read_text())["test_accuracy"] == report["test_accuracy"]
     assert (tmp_path / "plots" / "accuracy_vs_prune_ratio.png").stat().st_size > 1000
     assert (tmp_path / "plots" / "score_histograms.png").exists()
@@ -57,8 +58,17 @@ def test_a_learned_selection_far_from_its_target_is_warned_and_reported(tmp_path
     config.write_text(TINY)
     out = tmp_path / "run"
     # one epoch of AdaPruner with no warm-up cannot move the mask from keeping everything to keeping half
-    main(["run", "--config", str(config), "--output_dir", str(out),
-          "--methods", "[{name: adapruner, args: {epochs: 1, warmup_epochs: 0, mask_lr: 0.0}}]"])
+    main(
+        [
+            "run",
+            "--config",
+            str(config),
+            "--output_dir",
+            str(out),
+            "--methods",
+            "[{name: adapruner, args: {epochs: 1, warmup_epochs: 0, mask_lr: 0.0}}]",
+        ]
+    )
     printed = capsys.readouterr().out
     assert "WARNING: adapruner at prune ratio 0.50 removed" in printed
     cell = json.loads((out / "cells" / "adapruner-r0.50-s0.json").read_text())

@@ -12,8 +12,13 @@ import lightning_prune as lp
 
 def _scores(n: int = 20) -> lp.Scores:
     rng = np.random.default_rng(0)
-    return lp.Scores(values=rng.normal(size=n), method="tdds", hparams={"trajectory": 30, "window": (10,)},
-                     labels=rng.integers(0, 3, n), extras={"margin": rng.normal(size=n)})
+    return lp.Scores(
+        values=rng.normal(size=n),
+        method="tdds",
+        hparams={"trajectory": 30, "window": (10,)},
+        labels=rng.integers(0, 3, n),
+        extras={"margin": rng.normal(size=n)},
+    )
 
 
 def test_round_trip_keeps_values_labels_extras_and_manifest(tmp_path):

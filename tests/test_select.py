@@ -9,8 +9,9 @@ from lightning_prune.selection.strategies import ccs_bin_budgets, class_quotas, 
 
 def make_scores(n: int = 200, classes: int = 4, seed: int = 0, **extras) -> Scores:
     rng = np.random.default_rng(seed)
-    return Scores(values=rng.normal(size=n), method="toy", hparams={"epochs": 3},
-                  labels=np.arange(n) % classes, extras=extras)
+    return Scores(
+        values=rng.normal(size=n), method="toy", hparams={"epochs": 3}, labels=np.arange(n) % classes, extras=extras
+    )
 
 
 @pytest.mark.parametrize("strategy", sorted(STRATEGIES))

@@ -43,8 +43,9 @@ def test_ccs_auto_hardness_cuts_the_hard_end_of_difficulty_scores():
 def test_ccs_auto_hardness_uses_the_accumulated_margin_when_present():
     values = np.arange(100, dtype=np.float64)
     margin = -values[::-1].copy()  # hardest (lowest margin) are the first indices
-    scores = lp.Scores(values=values, method="aum", labels=np.zeros(100, dtype=np.int64),
-                       extras={"accumulated_margin": margin})
+    scores = lp.Scores(
+        values=values, method="aum", labels=np.zeros(100, dtype=np.int64), extras={"accumulated_margin": margin}
+    )
     selection = lp.select(scores, prune_ratio=0.5, strategy="ccs", ccs_beta=0.2, seed=0)
     assert selection.indices.min() >= 0 and selection.hparams["ccs_hardness"] == "accumulated_margin"
     hardest = np.argsort(margin)[:20]

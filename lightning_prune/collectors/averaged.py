@@ -9,7 +9,7 @@ values per sample, whatever the number of epochs.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Tuple, Union
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
@@ -19,7 +19,7 @@ from torch import Tensor
 from lightning_prune.collectors.base import BatchView, ScoreCollector
 from lightning_prune.collectors.state import PerSample
 
-Epochs = Union[int, Tuple[int, int], None]
+Epochs = int | tuple[int, int] | None
 """``n`` (the first n epochs), ``(start, stop)`` (epochs start..stop-1) or ``None`` (all, where allowed)."""
 
 
@@ -35,8 +35,10 @@ def parse_epochs(epochs: Epochs, owner: str, *, allow_all: bool = False) -> tupl
         if epochs < 1:
             raise ValueError(f"{owner} epochs={epochs}: a count of epochs must be >= 1.")
         return 0, epochs
-    if isinstance(epochs, (tuple, list)) and len(epochs) == 2 and all(
-        isinstance(value, int) and not isinstance(value, bool) for value in epochs
+    if (
+        isinstance(epochs, (tuple, list))
+        and len(epochs) == 2
+        and all(isinstance(value, int) and not isinstance(value, bool) for value in epochs)
     ):
         start, stop = epochs
         if not 0 <= start < stop:

@@ -25,8 +25,9 @@ control override the engine hooks ``_allocate``, ``_collect``, ``_epoch_rows``, 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Mapping
+from typing import Any, ClassVar
 
 import lightning.pytorch as pl
 import torch
@@ -215,7 +216,9 @@ class ScoreCollector(pl.Callback):
         values = self.batch_values(view)
         for name in self._reduced_names():
             if name not in values:
-                raise KeyError(f"{type(self).__name__}.batch_values() returned {sorted(values)}; it must return {name!r}.")
+                raise KeyError(
+                    f"{type(self).__name__}.batch_values() returned {sorted(values)}; it must return {name!r}."
+                )
             self._write(epoch_row(spec, self._buffers, name), view.indices, values[name], fresh)
 
     def _reduced_names(self) -> list[str]:
@@ -360,7 +363,9 @@ class ScoreCollector(pl.Callback):
             )
 
     # ------------------------------------------------------------------ Lightning hooks
-    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]) -> None:
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
         """Refuse a resume that would silently lose or skip collector state.
 
         Lightning restores a callback's state only under its exact ``state_key`` and skips the rest
@@ -460,18 +465,30 @@ class ScoreCollector(pl.Callback):
         num_samples, num_classes = int(self._num_samples_seen or 0), int(self._num_classes or 0)
         good_index = (indices >= 0) & (indices < num_samples)
         good_target = (targets >= 0) & (targets < num_classes)
-        faults = torch.stack([
-            (~good_index).sum(), indices.min(), indices.max(),
-            (~good_target).sum(), targets.min(), targets.max(),
-        ]).to(torch.int64)
+        faults = torch.stack(
+            [
+                (~good_index).sum(),
+                indices.min(),
+                indices.max(),
+                (~good_target).sum(),
+                targets.min(),
+                targets.max(),
+            ]
+        ).to(torch.int64)
         if self._batch_faults is None:
             self._batch_faults = faults
         else:
             merged = torch.stack([self._batch_faults, faults])
-            self._batch_faults = torch.stack([
-                merged[:, 0].sum(), merged[:, 1].min(), merged[:, 2].max(),
-                merged[:, 3].sum(), merged[:, 4].min(), merged[:, 5].max(),
-            ])
+            self._batch_faults = torch.stack(
+                [
+                    merged[:, 0].sum(),
+                    merged[:, 1].min(),
+                    merged[:, 2].max(),
+                    merged[:, 3].sum(),
+                    merged[:, 4].min(),
+                    merged[:, 5].max(),
+                ]
+            )
         view.indices = indices.clamp(0, max(num_samples - 1, 0))
         view.targets = targets.clamp(0, max(num_classes - 1, 0))
         return good_index & good_target
@@ -538,7 +555,9 @@ class ScoreCollector(pl.Callback):
         if not torch.isfinite(logits).all():
             raise FloatingPointError(self._nonfinite_message(trainer.current_epoch))
         if logits.shape[1] != self._num_classes:
-            raise ValueError(f"{name} was collecting {self._num_classes} classes, this batch has {logits.shape[1]} logits.")
+            raise ValueError(
+                f"{name} was collecting {self._num_classes} classes, this batch has {logits.shape[1]} logits."
+            )
         low, high = int(indices.min()), int(indices.max())
         if low < 0 or high >= self._num_samples_seen:
             raise IndexError(
@@ -547,7 +566,9 @@ class ScoreCollector(pl.Callback):
                 "the full training set (or pass num_samples=N)."
             )
         if int(targets.min()) < 0 or int(targets.max()) >= self._num_classes:
-            raise ValueError(f"{name}: targets must lie in [0, {self._num_classes}), got [{int(targets.min())}, {int(targets.max())}].")
+            raise ValueError(
+                f"{name}: targets must lie in [0, {self._num_classes}), got [{int(targets.min())}, {int(targets.max())}]."
+            )
 
     def _nonfinite_message(self, epoch: int) -> str:
         return (
@@ -579,17 +600,29 @@ class ScoreCollector(pl.Callback):
         leaving the others waiting in the next collective.
         """
         device = self._buffers["seen"].device
-        faults = self._batch_faults if self._batch_faults is not None else torch.tensor(
-            [0, 0, 0, 0, 0, 0], dtype=torch.int64, device=device)
-        nonfinite = self._nonfinite if self._nonfinite is not None else torch.zeros((), dtype=torch.int64, device=device)
+        faults = (
+            self._batch_faults
+            if self._batch_faults is not None
+            else torch.tensor([0, 0, 0, 0, 0, 0], dtype=torch.int64, device=device)
+        )
+        nonfinite = (
+            self._nonfinite if self._nonfinite is not None else torch.zeros((), dtype=torch.int64, device=device)
+        )
         summary = torch.cat([nonfinite.reshape(1), faults])
         self._batch_faults = None
         if trainer.world_size > 1:
             summary = trainer.strategy.all_gather(summary).reshape(-1, summary.numel())
-            summary = torch.stack([
-                summary[:, 0].sum(), summary[:, 1].sum(), summary[:, 2].min(), summary[:, 3].max(),
-                summary[:, 4].sum(), summary[:, 5].min(), summary[:, 6].max(),
-            ])
+            summary = torch.stack(
+                [
+                    summary[:, 0].sum(),
+                    summary[:, 1].sum(),
+                    summary[:, 2].min(),
+                    summary[:, 3].max(),
+                    summary[:, 4].sum(),
+                    summary[:, 5].min(),
+                    summary[:, 6].max(),
+                ]
+            )
         nonfinite_rows, bad_indices, index_low, index_high, bad_targets, target_low, target_high = summary.tolist()
         name = type(self).__name__
         if nonfinite_rows:
@@ -634,4 +667,3 @@ class ScoreCollector(pl.Callback):
             gathered = strategy.all_gather(padded).reshape(-1, *payload.shape[1:])
             tensor[keep_index] = gathered[source].to(tensor.dtype)
         seen[keep_index] = True
-

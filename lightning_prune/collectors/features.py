@@ -76,7 +76,7 @@ def class_members(labels: Tensor) -> list[tuple[int, Tensor]]:
     order = torch.argsort(labels, stable=True)
     classes, counts = torch.unique_consecutive(labels[order], return_counts=True)
     groups = torch.split(order, counts.tolist())
-    return [(int(label), members) for label, members in zip(classes.tolist(), groups)]
+    return [(int(label), members) for label, members in zip(classes.tolist(), groups, strict=True)]
 
 
 class FeatureCollector(EvalPassMixin, ScoreCollector):
@@ -201,8 +201,11 @@ class FeatureCollector(EvalPassMixin, ScoreCollector):
             if not torch.isfinite(features).all():
                 raise FloatingPointError(
                     f"{type(self).__name__}: some recorded features are NaN or inf"
-                    + (" (larger than float16's 65504); pass precision='float32'." if self.precision == "float16"
-                       else "; check the model.")
+                    + (
+                        " (larger than float16's 65504); pass precision='float32'."
+                        if self.precision == "float16"
+                        else "; check the model."
+                    )
                 )
             self._cached = self._score_features(features, self._buffers["labels"])
         return self._cached[0]

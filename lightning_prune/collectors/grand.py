@@ -56,4 +56,3 @@ class GraNd(EpochAverageCollector):
         features = check_features(self, view)
         feature_norm_sq = features.float().pow(2).flatten(1).sum(dim=1)
         return error_norm(view) * torch.sqrt(feature_norm_sq + self._bias_term)
-

@@ -121,7 +121,7 @@ def _update(points: Tensor, assignment: Tensor, distance: Tensor, k: int, metric
     if empty:
         # stable descending sort: the farthest points first, lower index first on ties
         farthest = torch.sort(distance, descending=True, stable=True).indices[: len(empty)].tolist()
-        for cluster, point in zip(empty, farthest):
+        for cluster, point in zip(empty, farthest, strict=False):
             centroids[cluster] = _prepare(points, point, point + 1, metric)[0]
     if metric == "cosine":
         centroids = torch.nn.functional.normalize(centroids, dim=1)
@@ -163,7 +163,8 @@ def kmeans(
     assignment, distance = _assign(points, centroids, metric, chunk_size)
     converged = False
     run = 0
-    for run in range(1, iterations + 1):
+    while run < iterations:
+        run += 1
         centroids = _update(points, assignment, distance, num_clusters, metric, chunk_size)
         new_assignment, distance = _assign(points, centroids, metric, chunk_size)
         if torch.equal(new_assignment, assignment):

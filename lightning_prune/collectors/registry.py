@@ -41,4 +41,6 @@ def make_collector(method: str, /, **kwargs: Any) -> ScoreCollector:
     try:
         return COLLECTORS[method](**kwargs)
     except TypeError as error:
-        raise TypeError(f"make_collector({method!r}, ...): {error}. See help({COLLECTORS[method].__name__}).") from error
+        raise TypeError(
+            f"make_collector({method!r}, ...): {error}. See help({COLLECTORS[method].__name__})."
+        ) from error

@@ -82,9 +82,7 @@ def epoch_row(spec: Mapping[str, PerSample], buffers: Mapping[str, Tensor], name
     return buffers[name] if spec[name].reduce == "last" else buffers[name + EPOCH_SUFFIX]
 
 
-def merge_epoch(
-    spec: Mapping[str, PerSample], buffers: Mapping[str, Tensor], seen: Tensor, first_time: Tensor
-) -> None:
+def merge_epoch(spec: Mapping[str, PerSample], buffers: Mapping[str, Tensor], seen: Tensor, first_time: Tensor) -> None:
     """Merge the finished epoch's rows of the samples ``seen`` into each reduced state, in place.
 
     ``first_time`` marks samples seen for the first time, whose extreme is their first value.

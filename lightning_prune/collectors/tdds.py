@@ -101,7 +101,9 @@ class TDDS(ScoreCollector):
 
     def _allocate(self, num_samples: int, num_classes: int, device: torch.device) -> dict[str, Tensor]:
         return {
-            "previous_log_probs": torch.zeros(num_samples, num_classes, dtype=_PRECISIONS[self.precision], device=device),
+            "previous_log_probs": torch.zeros(
+                num_samples, num_classes, dtype=_PRECISIONS[self.precision], device=device
+            ),
             "differences": torch.zeros(self.window - 1, num_samples, dtype=torch.float32, device=device),
             "score": torch.zeros(num_samples, dtype=torch.float32, device=device),
         }

@@ -8,7 +8,8 @@ tuple or dict.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -154,9 +155,13 @@ def split_batch(
     elif isinstance(batch, torch.Tensor) and not (need_indices or need_targets):
         inputs = batch
     else:
-        expected = "(x, y, index) or a dict with input, target and index keys" if need_indices else "(x, y, ...) or a dict"
-        raise ValueError((_NO_INDEX_MESSAGE + " " if need_indices else "") + f"Expected {expected}; got a batch of "
-                         f"type {type(batch).__name__}.")
+        expected = (
+            "(x, y, index) or a dict with input, target and index keys" if need_indices else "(x, y, ...) or a dict"
+        )
+        raise ValueError(
+            (_NO_INDEX_MESSAGE + " " if need_indices else "") + f"Expected {expected}; got a batch of "
+            f"type {type(batch).__name__}."
+        )
     if targets is not None and class_targets:
         targets = _as_index_tensor(targets, "targets")
     if indices is not None:

@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import inspect
 import os
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
@@ -170,7 +171,9 @@ class PrunedDataModule(pl.LightningDataModule):
         if isinstance(selection, (str, os.PathLike)):
             selection = Selection.load(selection)
         if not isinstance(selection, Selection):
-            raise TypeError(f"selection must be a Selection or the path of a saved one, got {type(selection).__name__}.")
+            raise TypeError(
+                f"selection must be a Selection or the path of a saved one, got {type(selection).__name__}."
+            )
         if weighted and selection.weights is None:
             raise ValueError(
                 f"weighted=True, but this {selection.method} selection has no weights. Make one with "
@@ -251,7 +254,9 @@ class PrunedDataModule(pl.LightningDataModule):
             dataset = WeightedDataset(dataset, weights)
         num_replicas, rank = self._world()
         sampler = SelectionSampler(self.selection.indices, num_replicas, rank, shuffle=self.shuffle, seed=self.seed)
-        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last, **loader_settings(loader))
+        return DataLoader(
+            dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last, **loader_settings(loader)
+        )
 
     def _world(self) -> tuple[int, int]:
         trainer = self.trainer

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import lightning.pytorch as pl
 import torch
@@ -76,7 +77,13 @@ class Classifier(pl.LightningModule):
             raise ValueError(f"Need lr > 0, momentum >= 0, weight_decay >= 0; got {lr}, {momentum}, {weight_decay}.")
         self.save_hyperparameters(ignore=["backbone"])
         self.backbone = backbone
-        self.num_classes = int(num_classes) if num_classes is not None else find_last_linear(backbone, purpose="Classifier (to infer the number of classes; else pass num_classes=...)")[1].out_features
+        self.num_classes = (
+            int(num_classes)
+            if num_classes is not None
+            else find_last_linear(
+                backbone, purpose="Classifier (to infer the number of classes; else pass num_classes=...)"
+            )[1].out_features
+        )
         self.val_acc = MulticlassAccuracy(num_classes=self.num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes=self.num_classes, average="micro")
 

@@ -8,7 +8,7 @@ no synchronisation: it reads the epoch counter and the wall clock.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import lightning.pytorch as pl
 

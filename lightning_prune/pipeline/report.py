@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 import statistics
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -65,7 +66,9 @@ def summarise(results: list[dict[str, Any]]) -> Summary:
                 "mean": statistics.fmean(accs),
                 "std": statistics.pstdev(accs) if len(accs) > 1 else 0.0,
                 "runs": accs,
-                "prune_ratio_reached": statistics.fmean(float(cell.get("prune_ratio_reached", ratio)) for cell in cells),
+                "prune_ratio_reached": statistics.fmean(
+                    float(cell.get("prune_ratio_reached", ratio)) for cell in cells
+                ),
             }
     return summary
 
@@ -88,7 +91,10 @@ def format_table(summary: Summary, ratios: list[float]) -> str:
         rows.append([method] + [format_accuracy(entry) if entry else "-" for entry in entries])
     widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
     lines = [
-        "  ".join(str(cell).rjust(width) if i else str(cell).ljust(width) for i, (cell, width) in enumerate(zip(row, widths)))
+        "  ".join(
+            str(cell).rjust(width) if i else str(cell).ljust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        )
         for row in [header, *rows]
     ]
     lines.insert(1, "  ".join("-" * width for width in widths))
@@ -154,7 +160,7 @@ def _plot_histograms(scores: dict[str, np.ndarray], path: Path) -> None:
     columns = min(3, len(scores))
     rows = -(-len(scores) // columns)
     figure, axes = plt.subplots(rows, columns, figsize=(4 * columns, 3 * rows), squeeze=False)
-    for axis, (method, values) in zip(axes.flat, scores.items()):
+    for axis, (method, values) in zip(axes.flat, scores.items(), strict=False):
         axis.hist(values, bins=histogram_bins(values), color="tab:blue")
         axis.set_title(method)
         axis.set_xlabel("score (higher = keep)")
@@ -186,6 +192,11 @@ def write_report(results: RunResults, log: Callable[[str], None] = print) -> dic
     if results.scores:
         _plot_histograms(results.scores, plots / "score_histograms.png")
     spread = "mean ± std over seeds " if len(results.seeds) > 1 else "seed "
-    log(f"\nTest accuracy (%, {spread}" + ", ".join(map(str, results.seeds)) + "):\n" + format_table(summary, results.prune_ratios))
+    log(
+        f"\nTest accuracy (%, {spread}"
+        + ", ".join(map(str, results.seeds))
+        + "):\n"
+        + format_table(summary, results.prune_ratios)
+    )
     log(f"\nReport: {results.run_dir / 'report.json'}; plots: {plots}")
     return report

@@ -19,9 +19,10 @@ import contextlib
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.utilities import rank_zero_only
@@ -29,15 +30,15 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning_prune.collectors.registry import COLLECTORS, make_collector
 from lightning_prune.data.indexed import dataset_targets
 from lightning_prune.data.pruned import PrunedDataModule
-from lightning_prune.selection.files import to_jsonable, write_text_atomic
-from lightning_prune.selection.scores import Scores
-from lightning_prune.selection.selection import Selection
-from lightning_prune.selection.strategies import STRATEGIES, check_prune_ratio, check_seed, random_selection, select
 from lightning_prune.pipeline.names import FULL, RANDOM, ratio_tag
 from lightning_prune.pipeline.progress import EpochProgress
 from lightning_prune.pipeline.report import RunResults, write_report
 from lightning_prune.pipeline.run_dir import check_identity, locked, read_json
 from lightning_prune.pipeline.trainer_settings import INSTANTIATED_TRAINER_ARGS, identity_trainer_args, instantiate
+from lightning_prune.selection.files import to_jsonable, write_text_atomic
+from lightning_prune.selection.scores import Scores
+from lightning_prune.selection.selection import Selection
+from lightning_prune.selection.strategies import STRATEGIES, check_prune_ratio, check_seed, random_selection, select
 
 LEARNED_METHODS = ("adapruner", "influence")  # produce a Selection per ratio rather than Scores
 ADAPRUNER_RATIO_TOLERANCE = 0.05
@@ -123,7 +124,9 @@ class PruningRun:
             if spec.name not in known:
                 raise ValueError(f"Unknown method {spec.name!r}; choose from {known}.")
             if spec.name not in LEARNED_METHODS and (spec.strategy or strategy) not in STRATEGIES:
-                raise ValueError(f"Unknown strategy {spec.strategy or strategy!r} for {spec.key}; choose from {sorted(STRATEGIES)}.")
+                raise ValueError(
+                    f"Unknown strategy {spec.strategy or strategy!r} for {spec.key}; choose from {sorted(STRATEGIES)}."
+                )
         for ratio in [*prune_ratios, *(r for spec in methods for r in spec.prune_ratios or [])]:
             check_prune_ratio(ratio)
         if not seeds:
@@ -188,10 +191,20 @@ class PruningRun:
 
     def results_for_report(self) -> RunResults:
         """What the report step reads: the finished cells and the score files, as plain data."""
-        scores = {spec.key: Scores.load(self.score_path(spec)).values for spec in self.score_methods()
-                  if self.score_path(spec).exists()}
-        return RunResults(run_dir=self.run_dir, description=self.description, methods=[m.key for m in self.methods],
-                          prune_ratios=self.all_ratios, seeds=self.seeds, cells=self.results(), scores=scores)
+        scores = {
+            spec.key: Scores.load(self.score_path(spec)).values
+            for spec in self.score_methods()
+            if self.score_path(spec).exists()
+        }
+        return RunResults(
+            run_dir=self.run_dir,
+            description=self.description,
+            methods=[m.key for m in self.methods],
+            prune_ratios=self.all_ratios,
+            seeds=self.seeds,
+            cells=self.results(),
+            scores=scores,
+        )
 
     def locked(self) -> contextlib.AbstractContextManager[None]:
         """Hold the run directory exclusively while the steps run (see :func:`run_dir.locked`)."""
@@ -206,8 +219,10 @@ class PruningRun:
     ) -> pl.Trainer:
         """A fresh Trainer with the run's settings; callbacks/loggers given by class_path are built anew each time.
         ``progress`` prefixes the epoch progress lines of a long training."""
-        user = {key: instantiate(value) if key in INSTANTIATED_TRAINER_ARGS else value
-                for key, value in self.trainer_args.items()}
+        user = {
+            key: instantiate(value) if key in INSTANTIATED_TRAINER_ARGS else value
+            for key, value in self.trainer_args.items()
+        }
         user_callbacks = user.pop("callbacks", None) or []
         args = {
             "logger": False,
@@ -218,7 +233,10 @@ class PruningRun:
             **user,
             **overrides,
         }
-        all_callbacks = [*(callbacks or []), *(user_callbacks if isinstance(user_callbacks, list) else [user_callbacks])]
+        all_callbacks = [
+            *(callbacks or []),
+            *(user_callbacks if isinstance(user_callbacks, list) else [user_callbacks]),
+        ]
         if progress is not None:
             all_callbacks.append(EpochProgress(progress, self.log))
         return pl.Trainer(max_epochs=max_epochs, callbacks=all_callbacks, **args)
@@ -237,8 +255,9 @@ class PruningRun:
             if self.score_path(spec).exists():
                 self._check_reused_scores(spec)
         missing = [spec for spec in specs if not self.score_path(spec).exists()]
-        needs_model = (train_for_influence and any(spec.name == "influence" for spec in self.methods)
-                       and self._influence_missing())
+        needs_model = (
+            train_for_influence and any(spec.name == "influence" for spec in self.methods) and self._influence_missing()
+        )
         if missing or needs_model:
             collectors = {spec.key: self._collector(spec) for spec in missing}
             names = ", ".join(collectors) or "none (training the model the influence method needs)"
@@ -274,18 +293,24 @@ class PruningRun:
 
     def _selection_settings(self, spec: MethodSpec) -> dict[str, Any]:
         """What a method's selection files depend on besides the ratio (recorded in them, checked on reuse)."""
-        return to_jsonable({
-            "name": spec.name,
-            "args": spec.args,
-            "strategy": None if spec.name in LEARNED_METHODS else spec.strategy or self.strategy,
-            "select_args": spec.select_args,
-            "weighted": self.weighted,
-            "seed": self.score_seed,
-        })
+        return to_jsonable(
+            {
+                "name": spec.name,
+                "args": spec.args,
+                "strategy": None if spec.name in LEARNED_METHODS else spec.strategy or self.strategy,
+                "select_args": spec.select_args,
+                "weighted": self.weighted,
+                "seed": self.score_seed,
+            }
+        )
 
     def _influence_missing(self) -> bool:
-        return any(not self.selection_path(spec.key, r).exists()
-                   for spec in self.methods if spec.name == "influence" for r in self.ratios_for(spec))
+        return any(
+            not self.selection_path(spec.key, r).exists()
+            for spec in self.methods
+            if spec.name == "influence"
+            for r in self.ratios_for(spec)
+        )
 
     def select(self) -> None:
         """Write every selection file that is missing (score-based, learned and random)."""
@@ -310,13 +335,21 @@ class PruningRun:
                 else:
                     scores = Scores.load(self.score_path(spec))
                     scores.check_dataset(num_samples, labels)
-                    selection = select(scores, ratio, strategy=spec.strategy or self.strategy, seed=self.score_seed,
-                                       weights="importance" if self.weighted else None, **spec.select_args)
+                    selection = select(
+                        scores,
+                        ratio,
+                        strategy=spec.strategy or self.strategy,
+                        seed=self.score_seed,
+                        weights="importance" if self.weighted else None,
+                        **spec.select_args,
+                    )
                 selection.hparams["run_settings"] = settings
                 self._check_reached(spec, ratio, selection)
                 selection.save(path)
-                self.log(f"[select] {spec.key} at prune ratio {ratio:.2f}: kept {len(selection)} of "
-                         f"{selection.num_samples} ({time.perf_counter() - start:.1f} s)")
+                self.log(
+                    f"[select] {spec.key} at prune ratio {ratio:.2f}: kept {len(selection)} of "
+                    f"{selection.num_samples} ({time.perf_counter() - start:.1f} s)"
+                )
         for ratio in self.all_ratios:
             for seed in self.seeds:
                 path = self.selection_path(RANDOM, ratio, seed)
@@ -328,9 +361,11 @@ class PruningRun:
         reached = selection.prune_ratio
         selection.hparams["prune_ratio_reached"] = reached
         if abs(reached - ratio) > ADAPRUNER_RATIO_TOLERANCE:
-            self.log(f"[select] WARNING: {spec.key} at prune ratio {ratio:.2f} removed {reached:.1%} of the samples, "
-                     f"more than {ADAPRUNER_RATIO_TOLERANCE:.0%} away from the target; the report shows the ratio "
-                     "reached. Train the method longer or tune it so that it reaches its target.")
+            self.log(
+                f"[select] WARNING: {spec.key} at prune ratio {ratio:.2f} removed {reached:.1%} of the samples, "
+                f"more than {ADAPRUNER_RATIO_TOLERANCE:.0%} away from the target; the report shows the ratio "
+                "reached. Train the method longer or tune it so that it reaches its target."
+            )
 
     def _adapruner_selection(self, spec: MethodSpec, ratio: float) -> Selection:
         from lightning_prune.adapruner import AdaPruner
@@ -364,7 +399,9 @@ class PruningRun:
 
     def cells(self) -> list[tuple[str, float, int]]:
         cells = [(FULL, 0.0, seed) for seed in self.seeds]
-        cells += [(spec.key, ratio, seed) for spec in self.methods for ratio in self.ratios_for(spec) for seed in self.seeds]
+        cells += [
+            (spec.key, ratio, seed) for spec in self.methods for ratio in self.ratios_for(spec) for seed in self.seeds
+        ]
         cells += [(RANDOM, ratio, seed) for ratio in self.all_ratios for seed in self.seeds]
         return cells
 
@@ -384,7 +421,9 @@ class PruningRun:
                 # learned methods (adapruner, influence) and random pruning produce no importance weights
                 weighted = self.weighted and selection.weights is not None
                 data = PrunedDataModule(data, selection, weighted=weighted, seed=seed)
-            trainer = self._trainer(self.train_epochs, progress=f"[train {number}/{len(todo)}] {key} r{ratio:.2f} s{seed}")
+            trainer = self._trainer(
+                self.train_epochs, progress=f"[train {number}/{len(todo)}] {key} r{ratio:.2f} s{seed}"
+            )
             trainer.fit(model, datamodule=data)
             metrics = trainer.test(model, datamodule=data, verbose=False)[0]
             if "test_acc" not in metrics:
@@ -405,8 +444,10 @@ class PruningRun:
             write_text_atomic(self.cell_path(key, ratio, seed), json.dumps(result, indent=2))
             elapsed = time.perf_counter() - started
             eta = elapsed / number * (len(todo) - number)
-            self.log(f"[train {number}/{len(todo)}] {key:>20} ratio {ratio:.2f} seed {seed}: "
-                     f"test_acc {result['test_acc']:.4f} ({result['seconds']:.1f} s, ETA {eta:.0f} s)")
+            self.log(
+                f"[train {number}/{len(todo)}] {key:>20} ratio {ratio:.2f} seed {seed}: "
+                f"test_acc {result['test_acc']:.4f} ({result['seconds']:.1f} s, ETA {eta:.0f} s)"
+            )
 
     def _read_cell(self, key: str, ratio: float, seed: int) -> dict[str, Any] | None:
         """A finished cell's result; ``None`` when missing, or unreadable (then it is trained again)."""

@@ -121,7 +121,7 @@ class Scores:
         return write_npz(path, arrays, manifest)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Scores":
+    def load(cls, path: str | os.PathLike) -> Scores:
         """Read a file written by :meth:`save`; fails clearly on a truncated, foreign or altered file."""
         arrays, manifest = read_npz(path, "scores")
         if "values" not in arrays:
@@ -131,7 +131,7 @@ class Scores:
             method=manifest.get("method", "unknown"),
             hparams=manifest.get("hparams", {}),
             labels=arrays.get("labels"),
-            extras={name[len("extra."):]: array for name, array in arrays.items() if name.startswith("extra.")},
+            extras={name[len("extra.") :]: array for name, array in arrays.items() if name.startswith("extra.")},
         )
         if manifest.get("num_samples") != len(scores):
             raise ScoreFileError(

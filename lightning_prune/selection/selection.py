@@ -101,7 +101,7 @@ class Selection:
         return write_npz(path, arrays, manifest)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Selection":
+    def load(cls, path: str | os.PathLike) -> Selection:
         """Read a file written by :meth:`save`; fails clearly on a truncated or foreign file."""
         arrays, manifest = read_npz(path, "selection")
         if "indices" not in arrays:
@@ -115,5 +115,7 @@ class Selection:
             label_fingerprint=manifest.get("label_fingerprint"),
         )
         if manifest.get("num_kept", len(selection)) != len(selection):
-            raise ScoreFileError(f"{path}: the manifest's sample count does not match the indices; the file is corrupt.")
+            raise ScoreFileError(
+                f"{path}: the manifest's sample count does not match the indices; the file is corrupt."
+            )
         return selection

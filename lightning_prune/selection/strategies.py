@@ -33,7 +33,8 @@ under a new name.
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -122,7 +123,7 @@ def class_quotas(labels: np.ndarray, num_keep: int) -> dict[int, int]:
     if missing > 0:
         order = np.lexsort((classes, -(exact - quotas)))
         quotas[order[:missing]] += 1
-    return {int(c): int(q) for c, q in zip(classes, quotas)}
+    return {int(c): int(q) for c, q in zip(classes, quotas, strict=True)}
 
 
 def _class_balanced(scores: Scores, num_keep: int, seed: int) -> np.ndarray:
@@ -279,24 +280,34 @@ def select(
         the strategy, ratio, seed, weights and strategy options plus the scores' own hyper-parameters.
     """
     if not isinstance(scores, Scores):
-        raise TypeError(f"select() takes a lightning_prune.Scores, got {type(scores).__name__}; wrap your "
-                        "array as Scores(values=..., method=..., labels=...).")
+        raise TypeError(
+            f"select() takes a lightning_prune.Scores, got {type(scores).__name__}; wrap your "
+            "array as Scores(values=..., method=..., labels=...)."
+        )
     if strategy not in STRATEGIES:
         raise ValueError(f"Unknown selection strategy {strategy!r}; choose one of {sorted(STRATEGIES)}.")
     if weights is not None and weights not in WEIGHT_SCHEMES:
         raise ValueError(f"weights={weights!r} is not supported; use None or one of {list(WEIGHT_SCHEMES)}.")
     seed = check_seed(seed)
     num_keep = num_to_keep(len(scores), prune_ratio)
-    hparams: dict[str, Any] = {"strategy": strategy, "prune_ratio": float(prune_ratio), "seed": seed, "weights": weights}
+    hparams: dict[str, Any] = {
+        "strategy": strategy,
+        "prune_ratio": float(prune_ratio),
+        "seed": seed,
+        "weights": weights,
+    }
     options: dict[str, Any] = {}
     if strategy == "ccs":
         options = {"beta": float(ccs_beta), "bins": ccs_bins, "hardness": ccs_hardness}
-        hparams.update(ccs_beta=float(ccs_beta), ccs_bins=int(ccs_bins),
-                       ccs_hardness=_resolve_ccs_hardness(scores, ccs_hardness))
+        hparams.update(
+            ccs_beta=float(ccs_beta), ccs_bins=int(ccs_bins), ccs_hardness=_resolve_ccs_hardness(scores, ccs_hardness)
+        )
     kept = np.sort(np.asarray(STRATEGIES[strategy](scores, num_keep, seed, **options), dtype=np.int64))
     if kept.size != num_keep or np.unique(kept).size != num_keep:
-        raise RuntimeError(f"strategy {strategy!r} returned {kept.size} indices ({np.unique(kept).size} unique) "
-                           f"instead of {num_keep} distinct ones.")
+        raise RuntimeError(
+            f"strategy {strategy!r} returned {kept.size} indices ({np.unique(kept).size} unique) "
+            f"instead of {num_keep} distinct ones."
+        )
     hparams["scores_hparams"] = dict(scores.hparams)
     sample_weights = importance_weights(scores.values)[kept] if weights == "importance" else None
     return Selection(
