@@ -21,8 +21,9 @@ import lightning.pytorch as pl
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from lightning_prune.pipeline.methods import MethodSpec
 from lightning_prune.pipeline.run_dir import RunDirectoryBusy
-from lightning_prune.pipeline.runner import MethodSpec, PruningRun
+from lightning_prune.pipeline.runner import PruningRun
 
 PIPELINE_COMMANDS = {
     "run": "score -> select -> train on every coreset -> report (table, report.json, plots)",

@@ -50,10 +50,10 @@ def test_run_config_starts_as_shipped(name, tmp_path, monkeypatch):
     config.write_text(text.replace("root: ./data", f"root: {tmp_path / 'data'}"))
     import lightning_prune.pipeline.runner as runner
 
-    original = runner.PruningRun._trainer
+    original = runner.PruningRun.make_trainer
     monkeypatch.setattr(
         runner.PruningRun,
-        "_trainer",
+        "make_trainer",
         lambda self, epochs, callbacks=None, **kw: original(
             self, epochs, [*(callbacks or []), StopAfterFirstBatches()], **kw
         ),

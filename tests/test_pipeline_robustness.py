@@ -89,8 +89,8 @@ def test_sigterm_exits_143_and_says_how_to_resume(tmp_path, tiny_config):
         "    def on_train_epoch_start(self, trainer, pl_module):\n"
         "        os.kill(os.getpid(), signal.SIGTERM)\n"
         "import lightning_prune.pipeline.runner as runner\n"
-        "original = runner.PruningRun._trainer\n"
-        "runner.PruningRun._trainer = lambda self, e, callbacks=None, **kw: original(self, e, [*(callbacks or []), Term()], **kw)\n"
+        "original = runner.PruningRun.make_trainer\n"
+        "runner.PruningRun.make_trainer = lambda self, e, callbacks=None, **kw: original(self, e, [*(callbacks or []), Term()], **kw)\n"
         f"main(['run', '--config', {str(tiny_config)!r}, '--output_dir', {str(out)!r}])\n"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}

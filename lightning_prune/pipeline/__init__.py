@@ -1,5 +1,6 @@
 """The score -> select -> train -> report pipeline behind ``lightning-prune run``."""
 
-from lightning_prune.pipeline.runner import MethodSpec, PruningRun
+from lightning_prune.pipeline.methods import MethodSpec
+from lightning_prune.pipeline.runner import PruningRun
 
 __all__ = ["MethodSpec", "PruningRun"]

@@ -20,16 +20,16 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.utilities import rank_zero_only
 
-from lightning_prune.collectors.registry import COLLECTORS, make_collector
+from lightning_prune.collectors.registry import make_collector
 from lightning_prune.data.indexed import dataset_targets
 from lightning_prune.data.pruned import PrunedDataModule
+from lightning_prune.pipeline.methods import MethodSpec, method_for
 from lightning_prune.pipeline.names import FULL, RANDOM, ratio_tag
 from lightning_prune.pipeline.progress import EpochProgress
 from lightning_prune.pipeline.report import RunResults, write_report
@@ -38,37 +38,10 @@ from lightning_prune.pipeline.trainer_settings import INSTANTIATED_TRAINER_ARGS,
 from lightning_prune.selection.files import to_jsonable, write_text_atomic
 from lightning_prune.selection.scores import Scores
 from lightning_prune.selection.selection import Selection
-from lightning_prune.selection.strategies import STRATEGIES, check_prune_ratio, check_seed, random_selection, select
+from lightning_prune.selection.strategies import STRATEGIES, check_prune_ratio, check_seed, random_selection
 
-LEARNED_METHODS = ("adapruner", "influence")  # produce a Selection per ratio rather than Scores
 ADAPRUNER_RATIO_TOLERANCE = 0.05
 """How far a learned selection's pruning ratio may end from the target before the run warns."""
-
-
-@dataclass
-class MethodSpec:
-    """One pruning method of a run.
-
-    Attributes:
-        name: a collector name (``tdds``, ``forgetting``, ``el2n``, ...), ``adapruner`` or ``influence``.
-        args: keyword arguments of the collector / ``AdaPruner`` / ``InfluencePruner``.
-        strategy: selection strategy for score-based methods (default: the run's ``strategy``).
-        label: the name shown in the report (default: ``name``; set it to run one method twice).
-        select_args: further keyword arguments of :func:`~lightning_prune.select` (e.g. ``ccs_beta``).
-        prune_ratios: the ratios this method is run at (default: all of the run's). Papers tune some
-            methods per ratio (TDDS's trajectory and window): list one labelled method per setting.
-    """
-
-    name: str
-    args: dict[str, Any] = field(default_factory=dict)
-    strategy: str | None = None
-    label: str | None = None
-    select_args: dict[str, Any] = field(default_factory=dict)
-    prune_ratios: list[float] | None = None
-
-    @property
-    def key(self) -> str:
-        return self.label or self.name
 
 
 class PruningRun:
@@ -119,11 +92,8 @@ class PruningRun:
                 f"Method labels must be unique and not {FULL!r}/{RANDOM!r} (added automatically); got {labels}. "
                 "Give repeated methods distinct `label:`s."
             )
-        known = sorted(COLLECTORS) + list(LEARNED_METHODS)
         for spec in methods:
-            if spec.name not in known:
-                raise ValueError(f"Unknown method {spec.name!r}; choose from {known}.")
-            if spec.name not in LEARNED_METHODS and (spec.strategy or strategy) not in STRATEGIES:
+            if method_for(spec.name).uses_scores and (spec.strategy or strategy) not in STRATEGIES:
                 raise ValueError(
                     f"Unknown strategy {spec.strategy or strategy!r} for {spec.key}; choose from {sorted(STRATEGIES)}."
                 )
@@ -157,8 +127,11 @@ class PruningRun:
         }
         self.weighted = weighted
         self.log = rank_zero_only(log)  # under DDP every rank runs the pipeline; one prints
-        self._trained_scoring_model: pl.LightningModule | None = None
-        self._influence: dict[str, Any] = {}
+        self.trained_scoring_model: pl.LightningModule | None = None
+        """The model the scoring run trained in this process (methods that need it read it)."""
+        self.method_cache: dict[str, dict[str, Any]] = {}
+        """Per method key, what a method computes once and reuses for every ratio."""
+        self._training_set_facts: tuple[int, Any] | None = None
 
     @property
     def all_ratios(self) -> list[float]:
@@ -214,7 +187,7 @@ class PruningRun:
         """Record what the run is in run.json, or check that a re-run is the same run (and say what differs)."""
         check_identity(self.run_dir, self.description, self.log)
 
-    def _trainer(
+    def make_trainer(
         self, max_epochs: int, callbacks: list[pl.Callback] | None = None, progress: str | None = None, **overrides: Any
     ) -> pl.Trainer:
         """A fresh Trainer with the run's settings; callbacks/loggers given by class_path are built anew each time.
@@ -242,7 +215,16 @@ class PruningRun:
         return pl.Trainer(max_epochs=max_epochs, callbacks=all_callbacks, **args)
 
     def score_methods(self) -> list[MethodSpec]:
-        return [spec for spec in self.methods if spec.name not in LEARNED_METHODS]
+        return [spec for spec in self.methods if method_for(spec.name).uses_scores]
+
+    def training_set_facts(self) -> tuple[int, Any]:
+        """``(N, labels in index order)`` of the full training set (read once)."""
+        if self._training_set_facts is None:
+            data = self.make_data()
+            data.setup("fit")
+            train_set = data.train_dataloader().dataset
+            self._training_set_facts = (len(train_set), dataset_targets(train_set))
+        return self._training_set_facts
 
     def score(self, train_for_influence: bool = True) -> dict[str, Scores]:
         """Train once on the full data with every missing collector attached; write the score files.
@@ -255,29 +237,22 @@ class PruningRun:
             if self.score_path(spec).exists():
                 self._check_reused_scores(spec)
         missing = [spec for spec in specs if not self.score_path(spec).exists()]
-        needs_model = (
-            train_for_influence and any(spec.name == "influence" for spec in self.methods) and self._influence_missing()
-        )
+        needs_model = train_for_influence and self._model_needed()
         if missing or needs_model:
-            collectors = {spec.key: self._collector(spec) for spec in missing}
-            names = ", ".join(collectors) or "none (training the model the influence method needs)"
+            collectors = {spec.key: method_for(spec.name).collector(spec) for spec in missing}
+            names = ", ".join(collectors) or "none (training the model a learned method needs)"
             self.log(f"[score] training on the full data for {self.score_epochs} epochs with collectors: {names}")
             pl.seed_everything(self.score_seed, verbose=False)
             model, data = self.make_model(), self.make_data()
             start = time.perf_counter()
-            self._trainer(self.score_epochs, list(collectors.values()), progress="[score]").fit(model, datamodule=data)
-            self._trained_scoring_model = model
+            self.make_trainer(self.score_epochs, list(collectors.values()), progress="[score]").fit(
+                model, datamodule=data
+            )
+            self.trained_scoring_model = model
             for key, collector in collectors.items():
                 path = collector.scores.save(self.run_dir / "scores" / f"{key}.npz")
                 self.log(f"[score] wrote {path} ({time.perf_counter() - start:.1f} s)")
         return {spec.key: Scores.load(self.score_path(spec)) for spec in specs}
-
-    @staticmethod
-    def _collector(spec: MethodSpec) -> Any:
-        """The method's collector; a labelled one is named after its label, so that the same collector listed
-        twice under two labels gets two state keys (Lightning refuses two stateful callbacks with one key)."""
-        args = {"name": spec.label, **spec.args} if spec.label else dict(spec.args)
-        return make_collector(spec.name, **args)
 
     def _refuse_reuse(self, path: Path, spec: MethodSpec) -> None:
         raise ValueError(
@@ -297,28 +272,25 @@ class PruningRun:
             {
                 "name": spec.name,
                 "args": spec.args,
-                "strategy": None if spec.name in LEARNED_METHODS else spec.strategy or self.strategy,
+                "strategy": spec.strategy or self.strategy if method_for(spec.name).uses_scores else None,
                 "select_args": spec.select_args,
                 "weighted": self.weighted,
                 "seed": self.score_seed,
             }
         )
 
-    def _influence_missing(self) -> bool:
+    def _model_needed(self) -> bool:
+        """Whether a method that reads the scoring run's model still has a selection to make."""
         return any(
             not self.selection_path(spec.key, r).exists()
             for spec in self.methods
-            if spec.name == "influence"
+            if method_for(spec.name).needs_scoring_model
             for r in self.ratios_for(spec)
         )
 
     def select(self) -> None:
         """Write every selection file that is missing (score-based, learned and random)."""
-        data = self.make_data()
-        data.setup("fit")
-        train_set = data.train_dataloader().dataset
-        labels = dataset_targets(train_set)
-        num_samples = len(train_set)
+        num_samples, labels = self.training_set_facts()
         for spec in self.methods:
             for ratio in self.ratios_for(spec):
                 path = self.selection_path(spec.key, ratio)
@@ -328,21 +300,7 @@ class PruningRun:
                         self._refuse_reuse(path, spec)
                     continue
                 start = time.perf_counter()
-                if spec.name == "adapruner":
-                    selection = self._adapruner_selection(spec, ratio)
-                elif spec.name == "influence":
-                    selection = self._influence_selection(spec, ratio)
-                else:
-                    scores = Scores.load(self.score_path(spec))
-                    scores.check_dataset(num_samples, labels)
-                    selection = select(
-                        scores,
-                        ratio,
-                        strategy=spec.strategy or self.strategy,
-                        seed=self.score_seed,
-                        weights="importance" if self.weighted else None,
-                        **spec.select_args,
-                    )
+                selection = method_for(spec.name).selection(self, spec, ratio)
                 selection.hparams["run_settings"] = settings
                 self._check_reached(spec, ratio, selection)
                 selection.save(path)
@@ -366,36 +324,6 @@ class PruningRun:
                 f"more than {ADAPRUNER_RATIO_TOLERANCE:.0%} away from the target; the report shows the ratio "
                 "reached. Train the method longer or tune it so that it reaches its target."
             )
-
-    def _adapruner_selection(self, spec: MethodSpec, ratio: float) -> Selection:
-        from lightning_prune.adapruner import AdaPruner
-
-        args = dict(spec.args)
-        epochs = int(args.pop("epochs", self.score_epochs))
-        pl.seed_everything(self.score_seed, verbose=False)
-        backbone = getattr(self.make_model(), "backbone", None)
-        if backbone is None:
-            raise ValueError("The adapruner method needs a model with a `backbone` attribute (as Classifier has).")
-        data = self.make_data()
-        data.setup("fit")
-        num_samples = len(data.train_dataloader().dataset)
-        self.log(f"[select] adapruner: learning a mask keeping {1 - ratio:.2f} for {epochs} epochs")
-        pruner = AdaPruner(backbone, num_samples=num_samples, keep_ratio=1.0 - ratio, **args)
-        self._trainer(epochs, progress=f"[select] {spec.key} r{ratio:.2f}").fit(pruner, datamodule=data)
-        return pruner.selection()
-
-    def _influence_selection(self, spec: MethodSpec, ratio: float) -> Selection:
-        from lightning_prune.influence import InfluencePruner
-
-        if spec.key not in self._influence:
-            if self._trained_scoring_model is None:
-                raise RuntimeError("internal: the influence method needs the scoring run's model")  # score() trains it
-            pruner = InfluencePruner(**spec.args)
-            self.log(f"[select] {spec.key}: last-layer influence of every training sample")
-            self._influence[spec.key] = (pruner, pruner.influence(self._trained_scoring_model, self.make_data()))
-        pruner, vectors = self._influence[spec.key]  # computed once, solved for every ratio
-        self.log(f"[select] {spec.key}: solving for prune ratio {ratio:.2f}")
-        return pruner.select_from(vectors, prune_ratio=ratio)
 
     def cells(self) -> list[tuple[str, float, int]]:
         cells = [(FULL, 0.0, seed) for seed in self.seeds]
@@ -421,7 +349,7 @@ class PruningRun:
                 # learned methods (adapruner, influence) and random pruning produce no importance weights
                 weighted = self.weighted and selection.weights is not None
                 data = PrunedDataModule(data, selection, weighted=weighted, seed=seed)
-            trainer = self._trainer(
+            trainer = self.make_trainer(
                 self.train_epochs, progress=f"[train {number}/{len(todo)}] {key} r{ratio:.2f} s{seed}"
             )
             trainer.fit(model, datamodule=data)

@@ -1,0 +1,159 @@
+"""How the pipeline runs each kind of pruning method: one protocol instead of name checks.
+
+A method of a run is either *score-based* (a collector attached to the scoring run, then a
+selection strategy per ratio) or *learned* (it produces a :class:`Selection` per ratio itself:
+AdaPruner trains a mask, influence pruning solves an optimisation over the scoring run's model).
+The runner asks the method what it needs and hands it the run; a new kind of method is one more
+class registered in :data:`LEARNED`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+import lightning.pytorch as pl
+
+from lightning_prune.collectors.base import ScoreCollector
+from lightning_prune.collectors.registry import COLLECTORS, make_collector
+from lightning_prune.selection.scores import Scores
+from lightning_prune.selection.selection import Selection
+from lightning_prune.selection.strategies import select
+
+if TYPE_CHECKING:
+    from lightning_prune.pipeline.runner import PruningRun
+
+
+@dataclass
+class MethodSpec:
+    """One pruning method of a run.
+
+    Attributes:
+        name: a collector name (``tdds``, ``forgetting``, ``el2n``, ...), ``adapruner`` or ``influence``.
+        args: keyword arguments of the collector / ``AdaPruner`` / ``InfluencePruner``.
+        strategy: selection strategy for score-based methods (default: the run's ``strategy``).
+        label: the name shown in the report (default: ``name``; set it to run one method twice).
+        select_args: further keyword arguments of :func:`~lightning_prune.select` (e.g. ``ccs_beta``).
+        prune_ratios: the ratios this method is run at (default: all of the run's). Papers tune some
+            methods per ratio (TDDS's trajectory and window): list one labelled method per setting.
+    """
+
+    name: str
+    args: dict[str, Any] = field(default_factory=dict)
+    strategy: str | None = None
+    label: str | None = None
+    select_args: dict[str, Any] = field(default_factory=dict)
+    prune_ratios: list[float] | None = None
+
+    @property
+    def key(self) -> str:
+        return self.label or self.name
+
+
+class Method(Protocol):
+    """What the runner needs to know of a kind of method, and how it gets a selection."""
+
+    uses_scores: ClassVar[bool]
+    """A collector scores it during the scoring run; a strategy then selects from the scores."""
+    needs_scoring_model: ClassVar[bool]
+    """It reads the model the scoring run trained."""
+
+    def collector(self, spec: MethodSpec) -> ScoreCollector | None:
+        """The collector to attach to the scoring run, if the method has one."""
+
+    def selection(self, run: PruningRun, spec: MethodSpec, ratio: float) -> Selection:
+        """The method's selection at ``ratio`` (the runner records and saves it)."""
+
+
+class ScoreBased:
+    """A collector of :data:`~lightning_prune.COLLECTORS` and a selection strategy."""
+
+    uses_scores = True
+    needs_scoring_model = False
+
+    def collector(self, spec: MethodSpec) -> ScoreCollector:
+        # a labelled collector is named after its label, so that the same collector listed twice under
+        # two labels gets two state keys (Lightning refuses two stateful callbacks with one key)
+        args = {"name": spec.label, **spec.args} if spec.label else dict(spec.args)
+        return make_collector(spec.name, **args)
+
+    def selection(self, run: PruningRun, spec: MethodSpec, ratio: float) -> Selection:
+        scores = Scores.load(run.score_path(spec))
+        num_samples, labels = run.training_set_facts()
+        scores.check_dataset(num_samples, labels)
+        return select(
+            scores,
+            ratio,
+            strategy=spec.strategy or run.strategy,
+            seed=run.score_seed,
+            weights="importance" if run.weighted else None,
+            **spec.select_args,
+        )
+
+
+class AdaPrunerMethod:
+    """AdaPruner: a mask learned with the backbone, one training per ratio (``args.epochs``)."""
+
+    uses_scores = False
+    needs_scoring_model = False
+
+    def collector(self, spec: MethodSpec) -> None:
+        return None
+
+    def selection(self, run: PruningRun, spec: MethodSpec, ratio: float) -> Selection:
+        from lightning_prune.adapruner import AdaPruner
+
+        args = dict(spec.args)
+        epochs = int(args.pop("epochs", run.score_epochs))
+        pl.seed_everything(run.score_seed, verbose=False)
+        backbone = getattr(run.make_model(), "backbone", None)
+        if backbone is None:
+            raise ValueError("The adapruner method needs a model with a `backbone` attribute (as Classifier has).")
+        num_samples, _ = run.training_set_facts()
+        run.log(f"[select] {spec.key}: learning a mask keeping {1 - ratio:.2f} for {epochs} epochs")
+        pruner = AdaPruner(backbone, num_samples=num_samples, keep_ratio=1.0 - ratio, **args)
+        trainer = run.make_trainer(epochs, progress=f"[select] {spec.key} r{ratio:.2f}")
+        trainer.fit(pruner, datamodule=run.make_data())
+        return pruner.selection()
+
+
+class InfluenceMethod:
+    """Influence-based pruning on the scoring run's model: influence computed once, solved per ratio."""
+
+    uses_scores = False
+    needs_scoring_model = True
+
+    def collector(self, spec: MethodSpec) -> None:
+        return None
+
+    def selection(self, run: PruningRun, spec: MethodSpec, ratio: float) -> Selection:
+        from lightning_prune.influence import InfluencePruner
+
+        cache = run.method_cache.setdefault(spec.key, {})
+        if "vectors" not in cache:
+            model = run.trained_scoring_model
+            if model is None:
+                raise RuntimeError("internal: the influence method needs the scoring run's model")  # score() trains it
+            cache["pruner"] = InfluencePruner(**spec.args)
+            run.log(f"[select] {spec.key}: last-layer influence of every training sample")
+            cache["vectors"] = cache["pruner"].influence(model, run.make_data())
+        run.log(f"[select] {spec.key}: solving for prune ratio {ratio:.2f}")
+        return cache["pruner"].select_from(cache["vectors"], prune_ratio=ratio)
+
+
+LEARNED: dict[str, Method] = {"adapruner": AdaPrunerMethod(), "influence": InfluenceMethod()}
+"""Methods that produce a selection per ratio themselves, by name."""
+_SCORE_BASED = ScoreBased()
+
+
+def method_for(name: str) -> Method:
+    """The method registered as ``name``: a learned one, or a collector with a strategy."""
+    if name in LEARNED:
+        return LEARNED[name]
+    if name in COLLECTORS:
+        return _SCORE_BASED
+    raise ValueError(f"Unknown method {name!r}; choose from {known_methods()}.")
+
+
+def known_methods() -> list[str]:
+    return sorted(COLLECTORS) + list(LEARNED)
