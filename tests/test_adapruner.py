@@ -542,6 +542,7 @@ def test_selection_never_returns_an_index_no_batch_held():
 
 
 # ---------------------------------------------------------------------- DDP and resume
+@pytest.mark.slow
 def test_two_process_ddp_keeps_masks_identical(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     result = subprocess.run(
@@ -564,6 +565,7 @@ def test_two_process_ddp_keeps_masks_identical(tmp_path):
     assert str(rank0["fingerprint"]) == str(rank1["fingerprint"]) == str(rank0["expected_fingerprint"])
 
 
+@pytest.mark.slow
 def test_two_process_ddp_refuses_unseen_indices_on_every_rank(tmp_path):
     # Each rank streams its own 200 of 400 samples to a mask for 500: only the merged view knows that
     # 100 indices were never seen, and a rank that raised alone would leave the other one hanging.

@@ -22,6 +22,7 @@ from collector_harness import (
     entropy_reference,
     final_features,
     fit,
+    grand_reference,
     make_labels,
     make_loader,
     margins,
@@ -120,8 +121,8 @@ def test_grand_says_which_layer_to_name_when_no_features_are_captured():
     with pytest.raises(ValueError, match="was not called.*feature_layer="):
         fit([GraNd(epochs=2)], model=UnusedLastLinear())
     grand = GraNd(epochs=2, feature_layer="head")
-    fit([grand], model=UnusedLastLinear())
-    assert grand.scores.values.shape == (NUM_SAMPLES,)
+    _, model = fit([grand], model=UnusedLastLinear())
+    np.testing.assert_allclose(grand.scores.values, grand_reference(model.trajectory(), (0, 2)), rtol=1e-5, atol=1e-7)
     with pytest.raises(ValueError, match="feature_layer='classifier' names no submodule"):
         fit([GraNd(epochs=2, feature_layer="classifier")])
 

@@ -58,6 +58,7 @@ def two_process_scores(tmp_path_factory) -> dict[int, dict[str, np.ndarray]]:
     return {rank: dict(np.load(out / f"rank{rank}.npz")) for rank in (0, 1)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_two_ddp_processes_equal_one_process(name, single_process_scores, two_process_scores):
     case = CASES[name]

@@ -6,11 +6,11 @@ import json
 
 import numpy as np
 import pytest
+from test_cli import TINY
 
 import lightning_prune as lp
 from lightning_prune.cli import main
 from lightning_prune.pipeline.methods import LEARNED, AdaPrunerMethod, InfluenceMethod, ScoreBased, method_for
-from test_cli import TINY
 
 
 class LowestIndices:
@@ -25,9 +25,12 @@ class LowestIndices:
     def selection(self, run, spec, ratio):
         num_samples, labels = run.training_set_facts()
         keep = num_samples - round(ratio * num_samples)
-        return lp.Selection(indices=np.arange(keep), num_samples=num_samples, method=spec.key,
-                            label_fingerprint=lp.Scores(values=np.zeros(num_samples), method="x",
-                                                        labels=labels).label_fingerprint)
+        return lp.Selection(
+            indices=np.arange(keep),
+            num_samples=num_samples,
+            method=spec.key,
+            label_fingerprint=lp.Scores(values=np.zeros(num_samples), method="x", labels=labels).label_fingerprint,
+        )
 
 
 def test_method_for_dispatches_by_kind():
@@ -38,6 +41,7 @@ def test_method_for_dispatches_by_kind():
         method_for("nonsense")
 
 
+@pytest.mark.slow
 def test_a_registered_method_runs_end_to_end(tmp_path, monkeypatch):
     monkeypatch.setitem(LEARNED, "lowest", LowestIndices())
     config = tmp_path / "tiny.yaml"

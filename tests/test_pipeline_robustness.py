@@ -51,6 +51,7 @@ def test_one_collector_twice_under_two_labels_gets_two_state_keys(tmp_path, tiny
     assert {p.name for p in (out / "scores").iterdir()} == {"el2n.npz", "el2n-ccs.npz"}
 
 
+@pytest.mark.slow
 def test_a_damaged_cell_is_trained_again(tmp_path, tiny_config, capsys):
     out = tmp_path / "run"
     main(["run", "--config", str(tiny_config), "--output_dir", str(out)])
@@ -79,6 +80,7 @@ def test_a_second_run_on_the_same_directory_is_refused_while_the_first_holds_it(
     main(["select", "--config", str(tiny_config), "--output_dir", str(out)])  # released: runs
 
 
+@pytest.mark.slow
 def test_sigterm_exits_143_and_says_how_to_resume(tmp_path, tiny_config):
     out = tmp_path / "run"
     script = (

@@ -102,6 +102,7 @@ def test_trainer_on_one_process_sees_exactly_the_selection(digits, tmp_path):
     assert not np.array_equal(seen[0]["indices"], seen[1]["indices"])
 
 
+@pytest.mark.slow
 def test_two_ddp_processes_share_the_selection_disjointly(digits, tmp_path):
     selection = weighted_selection(digits)  # 109 samples: odd, so one padding duplicate per epoch
     assert len(selection) == 109

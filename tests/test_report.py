@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from test_cli import TINY
 
 from lightning_prune.cli import main
@@ -53,6 +54,7 @@ def test_write_report_from_plain_data(tmp_path):
     assert "seed 0" in printed[0] and "±" not in printed[0]
 
 
+@pytest.mark.slow
 def test_a_learned_selection_far_from_its_target_is_warned_and_reported(tmp_path, capsys):
     config = tmp_path / "tiny.yaml"
     config.write_text(TINY)
