@@ -206,8 +206,8 @@ def final_features(t: Trajectory, epoch: int = -1) -> np.ndarray:
     return t.features[epoch].astype(np.float32).astype(np.float16).astype(np.float64)
 
 
-def herding_reference(t: Trajectory) -> np.ndarray:
-    features, scores = final_features(t), np.zeros(t.labels.size)
+def herding_reference(t: Trajectory, epoch: int = -1) -> np.ndarray:
+    features, scores = final_features(t, epoch), np.zeros(t.labels.size)
     for label in np.unique(t.labels):
         members = np.flatnonzero(t.labels == label)
         points, mean, picked = features[members], features[members].mean(axis=0), []
@@ -324,6 +324,14 @@ CASES: dict[str, Case] = {
     "herding": Case(make=lambda: Herding(), reference=herding_reference, rtol=0, atol=1e-12, epochs_before_crash=0),
     "herding_train": Case(
         make=lambda: Herding(source="train"), reference=herding_reference, rtol=0, atol=1e-12, epochs_before_crash=0
+    ),
+    # its state is in the resume test's checkpoint (epoch 2 < the crash epoch): the resume path of feature collectors
+    "herding_train_epoch2": Case(
+        make=lambda: Herding(source="train", epoch=2),
+        reference=lambda t: herding_reference(t, 2),
+        rtol=0,
+        atol=1e-12,
+        epochs_before_crash=1,
     ),
     "moderate": Case(make=lambda: Moderate(), reference=moderate_reference, atol=1e-5, epochs_before_crash=0),
     "prototypicality": Case(

@@ -31,3 +31,8 @@ def test_torchvision_ops_load():
 
     boxes = torch.tensor([[0.0, 0.0, 1.0, 1.0], [0.0, 0.0, 1.0, 1.0]])
     assert torchvision.ops.nms(boxes, torch.tensor([0.9, 0.8]), 0.5).tolist() == [0]
+
+
+def test_ci_runs_the_static_checks():
+    ci_lines = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()]
+    assert {"ruff check .", "ruff format --check .", "mypy"} <= set(ci_lines)

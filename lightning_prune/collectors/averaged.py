@@ -78,15 +78,16 @@ class EpochAverageCollector(ScoreCollector):
 
     def _check_fit(self, trainer: pl.Trainer) -> None:
         max_epochs = trainer.max_epochs
-        bounded = max_epochs is not None and max_epochs >= 0
-        if bounded and self.stop is not None and self.stop > max_epochs:
+        if max_epochs is None or max_epochs < 0:
+            return  # an unbounded run (max_epochs=-1) reaches every range
+        if self.stop is not None and self.stop > max_epochs:
             raise ValueError(
                 f"{type(self).__name__}(epochs=({self.start}, {self.stop})) averages epochs "
                 f"{self.start}..{self.stop - 1} "
                 f"but the Trainer stops after max_epochs={max_epochs}. Raise max_epochs or choose an earlier range, "
                 f"e.g. epochs={min(max_epochs, self.stop - self.start)}."
             )
-        if bounded and self.stop is None and self.start >= max_epochs:
+        if self.stop is None and self.start >= max_epochs:
             raise ValueError(
                 f"{type(self).__name__} starts averaging at epoch {self.start} but the Trainer stops after "
                 f"max_epochs={max_epochs}."

@@ -300,6 +300,20 @@ class ScoreCollector(pl.Callback):
     def _describe_need(self) -> str:
         return "one full epoch"
 
+    @property
+    def _state_num_samples(self) -> int:
+        """N of the collected state; known once the first batch (or a checkpoint) has set the state up."""
+        if self._num_samples_seen is None:
+            raise RuntimeError(f"{type(self).__name__} has no state yet: no batch has been recorded.")
+        return self._num_samples_seen
+
+    @property
+    def _state_num_classes(self) -> int:
+        """C of the collected state; known once the first batch (or a checkpoint) has set the state up."""
+        if self._num_classes is None:
+            raise RuntimeError(f"{type(self).__name__} has no state yet: no batch has been recorded.")
+        return self._num_classes
+
     # ------------------------------------------------------------------ state
     def _reset(self) -> None:
         self._buffers: dict[str, Tensor] = {}
@@ -373,7 +387,8 @@ class ScoreCollector(pl.Callback):
         score from the remaining epochs alone. Fail instead, naming both sides.
         """
         states: Mapping[str, Any] = checkpoint.get("callbacks") or {}
-        present = {callback.state_key: callback for callback in trainer.callbacks}
+        # Trainer.callbacks is assigned by Lightning's callback connector, not declared on the class
+        present = {callback.state_key: callback for callback in trainer.callbacks}  # type: ignore[attr-defined]
         orphans = [key for key, state in states.items() if _is_collector_state(state) and key not in present]
         collectors = [key for key, callback in present.items() if isinstance(callback, ScoreCollector)]
         if orphans:
@@ -445,7 +460,13 @@ class ScoreCollector(pl.Callback):
                 self._allocate_state(trainer, view)
             self._check_batch(trainer, view)  # once per epoch: the only host synchronisation here
             self._pending_epoch = epoch
-        self._nonfinite += (~torch.isfinite(view.logits)).any(dim=1).sum()
+        nonfinite = self._nonfinite
+        if nonfinite is None:
+            raise RuntimeError(
+                f"{type(self).__name__} was given a batch before on_train_start set up its counters; record "
+                "batches only during trainer.fit()."
+            )
+        nonfinite += (~torch.isfinite(view.logits)).any(dim=1).sum()  # in place, so self._nonfinite counts it
         valid = self._screen_batch(view)
         seen = self._buffers["seen"]
         fresh = ~seen[view.indices] & valid
@@ -558,11 +579,11 @@ class ScoreCollector(pl.Callback):
             raise ValueError(
                 f"{name} was collecting {self._num_classes} classes, this batch has {logits.shape[1]} logits."
             )
-        low, high = int(indices.min()), int(indices.max())
-        if low < 0 or high >= self._num_samples_seen:
+        low, high, num_samples = int(indices.min()), int(indices.max()), self._state_num_samples
+        if low < 0 or high >= num_samples:
             raise IndexError(
-                f"{name}: sample index {high if high >= self._num_samples_seen else low} is outside the training "
-                f"set [0, {self._num_samples_seen}). Indices must come from lightning_prune.IndexedDataset over "
+                f"{name}: sample index {high if high >= num_samples else low} is outside the training "
+                f"set [0, {num_samples}). Indices must come from lightning_prune.IndexedDataset over "
                 "the full training set (or pass num_samples=N)."
             )
         if int(targets.min()) < 0 or int(targets.max()) >= self._num_classes:
@@ -583,7 +604,7 @@ class ScoreCollector(pl.Callback):
         self._exchange(trainer, rows)
         seen = self._buffers["seen"]
         covered = int(seen.sum())
-        if covered < self._num_samples_seen:
+        if covered < self._state_num_samples:
             rank_zero_warn(
                 f"{type(self).__name__}: epoch {epoch} covered {covered} of {self._num_samples_seen} samples; "
                 "samples not seen keep their previous values. Train on full epochs for exact scores."

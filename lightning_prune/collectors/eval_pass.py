@@ -39,16 +39,20 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, DistributedSampler, IterableDataset
 
-from lightning_prune.collectors.base import BatchView, _find_final_linear, default_adapter
+from lightning_prune.collectors.base import BatchView, ScoreCollector, _find_final_linear, default_adapter
 from lightning_prune.data.indexed import unpack_batch
 from lightning_prune.data.pruned import loader_settings
 
 SOURCES = ("train", "eval_pass")
 
 
-class EvalPassMixin:
+class EvalPassMixin(ScoreCollector):
     """Adds ``source="train" | "eval_pass"`` to a :class:`ScoreCollector` subclass (listed first in
-    the bases). Subclasses set ``_eval_schedule`` and call :meth:`_set_source` in ``__init__``."""
+    the bases). Subclasses set ``_eval_schedule`` and call :meth:`_set_source` in ``__init__``.
+
+    It derives from :class:`ScoreCollector` so that its calls into the collector are type-checked;
+    listing ``ScoreCollector`` after it in a subclass's bases keeps the same method order.
+    """
 
     _eval_schedule: ClassVar[str] = "epoch"
 
@@ -71,14 +75,14 @@ class EvalPassMixin:
 
     # ------------------------------------------------------------------ hooks
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        super().on_fit_start(trainer, pl_module)  # type: ignore[misc]
+        super().on_fit_start(trainer, pl_module)
         self._eval_pass_epoch = None
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         if self.source == "train":
-            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)  # type: ignore[misc]
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
             return
         if self._eval_schedule == "epoch" and batch_idx + 1 >= trainer.num_training_batches:
             self._maybe_run_eval_pass(trainer, pl_module)
@@ -87,22 +91,22 @@ class EvalPassMixin:
         # a fallback for loaders whose length is unknown, where the last batch cannot be recognised
         if self.source == "eval_pass" and self._eval_schedule == "epoch":
             self._maybe_run_eval_pass(trainer, pl_module)
-        super().on_train_epoch_end(trainer, pl_module)  # type: ignore[misc]
+        super().on_train_epoch_end(trainer, pl_module)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.source == "eval_pass" and self._eval_schedule == "end":
             self._maybe_run_eval_pass(trainer, pl_module)
-        super().on_train_end(trainer, pl_module)  # type: ignore[misc]
+        super().on_train_end(trainer, pl_module)
 
     def _records_during(self, epoch: int) -> bool:
         if self.source == "eval_pass" and self._eval_schedule == "end":
             return False  # the one pass runs when training ends, after every checkpoint
-        return super()._records_during(epoch)  # type: ignore[misc]
+        return super()._records_during(epoch)
 
     # ------------------------------------------------------------------ the pass
     def _maybe_run_eval_pass(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch
-        if self._eval_pass_epoch == epoch or not self._collects(epoch):  # type: ignore[attr-defined]
+        if self._eval_pass_epoch == epoch or not self._collects(epoch):
             return
         self._eval_pass_epoch = epoch
         self._run_eval_pass(trainer, pl_module, epoch)
@@ -122,7 +126,7 @@ class EvalPassMixin:
                 f"{name}: under DDP the eval-pass dataloader is sharded with a DistributedSampler, which needs a "
                 "map-style dataset and a batch_size; give the loader both, or a DistributedSampler of your own."
             )
-        sampler = DistributedSampler(
+        sampler: DistributedSampler[int] = DistributedSampler(
             loader.dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
         )
         return DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=sampler, **loader_settings(loader))
@@ -130,8 +134,8 @@ class EvalPassMixin:
     def _run_eval_pass(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int) -> None:
         captured: dict[str, Tensor] = {}
         handle = None
-        if self.needs_features:  # type: ignore[attr-defined]
-            layer = _find_final_linear(pl_module, self.feature_layer)  # type: ignore[attr-defined]
+        if self.needs_features:
+            layer = _find_final_linear(pl_module, self.feature_layer)
 
             def capture(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
                 captured["features"] = inputs[0].detach()
@@ -148,21 +152,21 @@ class EvalPassMixin:
                     view = self._eval_view(batch, pl_module)
                     if view.features is None:
                         view.features = captured.get("features")
-                    self._record(trainer, pl_module, view, epoch)  # type: ignore[attr-defined]
+                    self._record(trainer, pl_module, view, epoch)
         finally:
             for module, training in modes:
                 module.training = training
             if handle is not None:
                 handle.remove()
-        if self._pending_epoch is None:  # type: ignore[attr-defined]
+        if self._pending_epoch is None:
             raise ValueError(
                 f"{type(self).__name__}: the eval-pass dataloader yielded no batches in epoch {epoch}; pass a "
                 "dataloader over the training set."
             )
-        self._finish_epoch(trainer, epoch)  # type: ignore[attr-defined]
+        self._finish_epoch(trainer, epoch)
 
     def _eval_view(self, batch: Any, pl_module: pl.LightningModule) -> BatchView:
-        if self.adapter is not default_adapter:  # type: ignore[attr-defined]
-            return self.adapter(None, batch, pl_module)  # type: ignore[attr-defined]
+        if self.adapter is not default_adapter:
+            return self.adapter(None, batch, pl_module)
         inputs, targets, indices = unpack_batch(batch)
         return BatchView(logits=pl_module(inputs), targets=targets, indices=indices)

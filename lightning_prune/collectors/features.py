@@ -141,6 +141,9 @@ class FeatureCollector(EvalPassMixin, ScoreCollector):
         self._cached: tuple[Tensor, dict[str, Tensor]] | None = None
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        features = (state_dict.get("buffers") or {}).get("features")
+        if features is not None:  # the width is read from the first batch; a resumed fit reads it here
+            self._feature_dim = int(features.shape[1])
         super().load_state_dict(state_dict)
         self._cached = None
 
@@ -149,15 +152,15 @@ class FeatureCollector(EvalPassMixin, ScoreCollector):
             return
         name = type(self).__name__
         max_epochs = trainer.max_epochs
-        bounded = max_epochs is not None and max_epochs >= 0
+        bounded = max_epochs if max_epochs is not None and max_epochs >= 0 else None  # None: no epoch limit
         if self.epoch is None:
-            if not bounded or max_epochs < 1:
+            if bounded is None or bounded < 1:
                 raise ValueError(
                     f"{name}(source='train') reads the features of the final epoch, which needs "
                     "Trainer(max_epochs=...); pass epoch=e to choose the epoch, or use the default source='eval_pass'."
                 )
-            self._target_epoch = max_epochs - 1
-        elif bounded and self.epoch >= max_epochs:
+            self._target_epoch = bounded - 1
+        elif bounded is not None and self.epoch >= bounded:
             raise ValueError(
                 f"{name}(epoch={self.epoch}) reads epoch {self.epoch} (counted from 0), but the Trainer stops after "
                 f"max_epochs={max_epochs}. Choose epoch < max_epochs."
@@ -177,6 +180,10 @@ class FeatureCollector(EvalPassMixin, ScoreCollector):
 
     def _allocate(self, num_samples: int, num_classes: int, device: torch.device) -> dict[str, Tensor]:
         dtype = _PRECISIONS[self.precision]
+        if self._feature_dim is None:
+            raise RuntimeError(
+                f"{type(self).__name__} does not know the feature width yet: it is read from the first batch's features."
+            )
         return {"features": torch.zeros(num_samples, self._feature_dim, dtype=dtype, device=device)}
 
     def _collect(self, epoch: int, view: BatchView, fresh: Tensor) -> None:

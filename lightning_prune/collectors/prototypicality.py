@@ -93,24 +93,29 @@ class Prototypicality(FeatureCollector):
         }
 
     def _score_features(self, features: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        options = {"seed": self.seed, "iterations": self.iterations, "metric": self.metric}
         if self.per_class:
             per_class = self.num_clusters or 1
             distance = torch.empty(features.shape[0], dtype=torch.float32, device=features.device)
             cluster = torch.empty(features.shape[0], dtype=torch.int64, device=features.device)
             for label, members in class_members(labels):
                 # a class smaller than k gets one prototype per sample
-                result = kmeans(features[members], min(per_class, members.numel()), **options)
+                result = kmeans(
+                    features[members],
+                    min(per_class, members.numel()),
+                    seed=self.seed,
+                    iterations=self.iterations,
+                    metric=self.metric,
+                )
                 distance[members] = result.distance
                 cluster[members] = label * per_class + result.assignment
         else:
-            total = self.num_clusters or int(self._num_classes)
+            total = self.num_clusters or self._state_num_classes
             if total > features.shape[0]:
                 raise ValueError(
                     f"Prototypicality(num_clusters={total}) asks for more prototypes than the {features.shape[0]} "
                     "samples; lower num_clusters."
                 )
-            result = kmeans(features, total, **options)
+            result = kmeans(features, total, seed=self.seed, iterations=self.iterations, metric=self.metric)
             distance, cluster = result.distance, result.assignment
         scores = distance if self.keep == "hard" else -distance
         return scores, {"prototype_distance": distance, "cluster": cluster}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import lightning.pytorch as pl
 import numpy as np
@@ -15,6 +15,8 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
 from lightning_prune.data.indexed import IndexedDataset
+
+_D = TypeVar("_D", bound=Dataset)
 
 
 class TransformedSubset(Dataset):
@@ -62,11 +64,14 @@ class CIFAR10DataModule(pl.LightningDataModule):
         pin_memory: pin host memory; ``None`` pins when CUDA is available.
     """
 
-    dataset_class: ClassVar[type] = torchvision.datasets.CIFAR10
+    dataset_class: ClassVar[type[torchvision.datasets.CIFAR10]] = torchvision.datasets.CIFAR10
     num_classes: ClassVar[int] = 10
     mean: ClassVar[tuple[float, float, float]] = (0.4914, 0.4822, 0.4465)
     std: ClassVar[tuple[float, float, float]] = (0.2470, 0.2435, 0.2616)
     input_shape: ClassVar[tuple[int, int, int]] = (3, 32, 32)
+    # Bound per instance (to _val_dataloader) only when val_size > 0: Lightning runs a validation loop
+    # only when val_dataloader is overridden.
+    val_dataloader: Callable[[], DataLoader]
 
     def __init__(
         self,
@@ -147,11 +152,17 @@ class CIFAR10DataModule(pl.LightningDataModule):
         self.train_dataset = IndexedDataset(train_part, transform=self.train_transform)
         self.test_dataset = TransformedSubset(self._open(train=False), None, self.eval_transform)
 
+    def _built(self, dataset: _D | None, split: str) -> _D:
+        """``dataset`` after :meth:`setup` has built it."""
+        if dataset is None:
+            raise RuntimeError(f"{type(self).__name__} has no {split} dataset: setup() did not build one.")
+        return dataset
+
     @property
     def targets(self) -> np.ndarray:
         """Training labels in index order (loads the data set if needed)."""
         self.setup()
-        return self.train_dataset.targets
+        return self._built(self.train_dataset, "training").targets
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
         return DataLoader(
@@ -165,15 +176,15 @@ class CIFAR10DataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         self.setup()
-        return self._loader(self.train_dataset, shuffle=True)
+        return self._loader(self._built(self.train_dataset, "training"), shuffle=True)
 
     def _val_dataloader(self) -> DataLoader:
         self.setup()
-        return self._loader(self.val_dataset, shuffle=False)
+        return self._loader(self._built(self.val_dataset, "validation"), shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
         self.setup()
-        return self._loader(self.test_dataset, shuffle=False)
+        return self._loader(self._built(self.test_dataset, "test"), shuffle=False)
 
 
 class CIFAR100DataModule(CIFAR10DataModule):
@@ -182,7 +193,7 @@ class CIFAR100DataModule(CIFAR10DataModule):
     ``root`` holds (or will hold) ``cifar-100-python``.
     """
 
-    dataset_class: ClassVar[type] = torchvision.datasets.CIFAR100
+    dataset_class: ClassVar[type[torchvision.datasets.CIFAR10]] = torchvision.datasets.CIFAR100
     num_classes: ClassVar[int] = 100
     mean: ClassVar[tuple[float, float, float]] = (0.5071, 0.4865, 0.4409)
     std: ClassVar[tuple[float, float, float]] = (0.2673, 0.2564, 0.2762)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import lightning.pytorch as pl
 import numpy as np
 import torch
@@ -53,6 +55,9 @@ class DigitsDataModule(pl.LightningDataModule):
 
     num_classes: int = 10
     input_shape: tuple[int, int, int] = (1, 8, 8)
+    # Bound per instance (to _val_dataloader) only when there is a validation split: Lightning runs a
+    # validation loop only when val_dataloader is overridden.
+    val_dataloader: Callable[[], DataLoader]
 
     def __init__(
         self,

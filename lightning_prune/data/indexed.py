@@ -8,8 +8,8 @@ tuple or dict.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence, Sized
+from typing import Any, Literal, overload
 
 import numpy as np
 import torch
@@ -108,11 +108,46 @@ def dataset_targets(dataset: Dataset) -> np.ndarray:
     if isinstance(dataset, IndexedDataset) and inner is not None:
         return dataset_targets(inner)
     labels = []
-    for i in range(len(dataset)):
+    for i in range(dataset_length(dataset, "to read its labels")):
         item = dataset[i]
         label = item[_first_key(item, TARGET_KEYS, "target")] if isinstance(item, Mapping) else item[1]
         labels.append(int(label))
     return np.asarray(labels, dtype=np.int64)
+
+
+def dataset_length(dataset: Dataset, purpose: str) -> int:
+    """``len(dataset)``, or a ``TypeError`` naming ``purpose`` when the dataset has no ``__len__``."""
+    if not isinstance(dataset, Sized):
+        raise TypeError(
+            f"{type(dataset).__name__} has no __len__, which is needed {purpose}. Use a map-style dataset "
+            "(with __getitem__ and __len__)."
+        )
+    return len(dataset)
+
+
+# The overloads give callers the precise types: what is required (the default) is never None.
+@overload
+def split_batch(
+    batch: Any, *, need_indices: Literal[True] = ..., need_targets: Literal[True] = ..., class_targets: bool = ...
+) -> tuple[Any, torch.Tensor, torch.Tensor]: ...
+
+
+@overload
+def split_batch(
+    batch: Any, *, need_indices: bool, need_targets: Literal[True] = ..., class_targets: bool = ...
+) -> tuple[Any, torch.Tensor, torch.Tensor | None]: ...
+
+
+@overload
+def split_batch(
+    batch: Any, *, need_indices: Literal[True] = ..., need_targets: bool, class_targets: bool = ...
+) -> tuple[Any, torch.Tensor | None, torch.Tensor]: ...
+
+
+@overload
+def split_batch(
+    batch: Any, *, need_indices: bool, need_targets: bool, class_targets: bool = ...
+) -> tuple[Any, torch.Tensor | None, torch.Tensor | None]: ...
 
 
 def split_batch(
@@ -175,9 +210,7 @@ def unpack_batch(batch: Any) -> tuple[Any, torch.Tensor, torch.Tensor]:
     Accepts the ``(x, y, index)`` tuples that :class:`IndexedDataset` produces and dict batches with
     an index key (one of ``index``, ``indices``, ``idx``, ``sample_index``) and a target key.
     """
-    inputs, targets, indices = split_batch(batch)
-    assert targets is not None and indices is not None  # split_batch raised otherwise
-    return inputs, targets, indices
+    return split_batch(batch)
 
 
 _NO_INDEX_MESSAGE = (

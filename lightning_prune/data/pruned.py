@@ -25,7 +25,7 @@ from __future__ import annotations
 import inspect
 import os
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, cast
 
 import lightning.pytorch as pl
 import numpy as np
@@ -34,7 +34,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler
 
-from lightning_prune.data.indexed import dataset_targets
+from lightning_prune.data.indexed import dataset_length, dataset_targets
 from lightning_prune.selection.selection import Selection
 
 WEIGHT_KEY = "weight"
@@ -83,8 +83,11 @@ class SelectionSampler(DistributedSampler):
             raise ValueError(f"seed={seed} must be a non-negative integer.")
         if num_replicas < 1 or not 0 <= rank < num_replicas:
             raise ValueError(f"rank={rank} must lie in [0, num_replicas={num_replicas}).")
-        # DistributedSampler only needs len(dataset) to size the shares; the selection plays the dataset.
-        super().__init__(indices, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=False)
+        # DistributedSampler only needs len(dataset) to size the shares; the selection plays the dataset
+        # (hence the cast: an index array is Sized, which is all it reads of a Dataset here).
+        super().__init__(
+            cast(Dataset, indices), num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=False
+        )
         self.indices = indices
 
     def __iter__(self) -> Iterator[int]:
@@ -116,7 +119,7 @@ class WeightedDataset(Dataset):
         self.weights = torch.as_tensor(np.asarray(weights, dtype=np.float32))
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        return dataset_length(self.dataset, "by WeightedDataset")
 
     def __getitem__(self, index: int) -> Any:
         item = self.dataset[index]
@@ -270,7 +273,7 @@ class PrunedDataModule(pl.LightningDataModule):
     def _check_selection(self, dataset: Dataset) -> None:
         if self._checked_dataset is dataset:
             return
-        size = len(dataset)
+        size = dataset_length(dataset, "by PrunedDataModule to check the selection against the training set")
         try:
             labels = dataset_targets(dataset)
         except (TypeError, KeyError, ValueError, IndexError) as error:

@@ -99,7 +99,7 @@ class Classifier(pl.LightningModule):
             loss = per_sample.mean()
         else:
             weights = weights.to(per_sample.dtype).reshape(-1)
-            if self.hparams.weighted_loss == "normalized":
+            if self.hparams["weighted_loss"] == "normalized":
                 loss = (weights * per_sample).sum() / weights.sum().clamp_min(torch.finfo(per_sample.dtype).tiny)
             else:
                 loss = (weights * per_sample).mean()
@@ -125,9 +125,11 @@ class Classifier(pl.LightningModule):
         return self(split_batch(batch, need_indices=False, need_targets=False)[0])
 
     def configure_optimizers(self) -> Any:
-        hp = self.hparams
-        optimizer = torch.optim.SGD(self.parameters(), lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
-        if hp.scheduler == "none":
+        hp = self.hparams  # an AttributeDict, typed as a MutableMapping: read it by key
+        optimizer = torch.optim.SGD(
+            self.parameters(), lr=hp["lr"], momentum=hp["momentum"], weight_decay=hp["weight_decay"]
+        )
+        if hp["scheduler"] == "none":
             return optimizer
         total = max(1, int(self.trainer.estimated_stepping_batches))
         cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)

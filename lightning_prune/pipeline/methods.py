@@ -68,8 +68,8 @@ class Method(Protocol):
 class ScoreBased:
     """A collector of :data:`~lightning_prune.COLLECTORS` and a selection strategy."""
 
-    uses_scores = True
-    needs_scoring_model = False
+    uses_scores: ClassVar[bool] = True
+    needs_scoring_model: ClassVar[bool] = False
 
     def collector(self, spec: MethodSpec) -> ScoreCollector:
         # a labelled collector is named after its label, so that the same collector listed twice under
@@ -94,8 +94,8 @@ class ScoreBased:
 class AdaPrunerMethod:
     """AdaPruner: a mask learned with the backbone, one training per ratio (``args.epochs``)."""
 
-    uses_scores = False
-    needs_scoring_model = False
+    uses_scores: ClassVar[bool] = False
+    needs_scoring_model: ClassVar[bool] = False
 
     def collector(self, spec: MethodSpec) -> None:
         return None
@@ -120,8 +120,8 @@ class AdaPrunerMethod:
 class InfluenceMethod:
     """Influence-based pruning on the scoring run's model: influence computed once, solved per ratio."""
 
-    uses_scores = False
-    needs_scoring_model = True
+    uses_scores: ClassVar[bool] = False
+    needs_scoring_model: ClassVar[bool] = True
 
     def collector(self, spec: MethodSpec) -> None:
         return None

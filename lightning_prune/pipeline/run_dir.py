@@ -52,7 +52,7 @@ def locked(run_dir: Path) -> Iterator[None]:
     """Hold ``run_dir`` exclusively (one ``lightning-prune`` process at a time), and clean the temporary
     files a killed process left behind. Under DDP only rank 0 takes the lock: the other ranks are its
     own processes, re-running the same command."""
-    if rank_zero_only.rank != 0:
+    if getattr(rank_zero_only, "rank", 0) != 0:  # set by Lightning per process; the stubs do not declare it
         yield
         return
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -26,6 +26,7 @@ from typing import Any
 import lightning.pytorch as pl
 from lightning.pytorch.utilities import rank_zero_only
 
+from lightning_prune.collectors.base import ScoreCollector
 from lightning_prune.collectors.registry import make_collector
 from lightning_prune.data.indexed import dataset_targets
 from lightning_prune.data.pruned import PrunedDataModule
@@ -239,7 +240,7 @@ class PruningRun:
         missing = [spec for spec in specs if not self.score_path(spec).exists()]
         needs_model = train_for_influence and self._model_needed()
         if missing or needs_model:
-            collectors = {spec.key: method_for(spec.name).collector(spec) for spec in missing}
+            collectors = {spec.key: self._collector(spec) for spec in missing}
             names = ", ".join(collectors) or "none (training the model a learned method needs)"
             self.log(f"[score] training on the full data for {self.score_epochs} epochs with collectors: {names}")
             pl.seed_everything(self.score_seed, verbose=False)
@@ -253,6 +254,13 @@ class PruningRun:
                 path = collector.scores.save(self.run_dir / "scores" / f"{key}.npz")
                 self.log(f"[score] wrote {path} ({time.perf_counter() - start:.1f} s)")
         return {spec.key: Scores.load(self.score_path(spec)) for spec in specs}
+
+    @staticmethod
+    def _collector(spec: MethodSpec) -> ScoreCollector:
+        collector = method_for(spec.name).collector(spec)
+        if collector is None:  # score_methods() holds only methods with collectors
+            raise RuntimeError(f"internal: method {spec.key!r} has no collector")
+        return collector
 
     def _refuse_reuse(self, path: Path, spec: MethodSpec) -> None:
         raise ValueError(

@@ -109,8 +109,9 @@ def _current_umask() -> int:
     return mask
 
 
-def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
-    """Call ``write(handle)`` on a temporary file beside ``path``, then rename it to ``path``.
+def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> Path:
+    """Call ``write(handle)`` (its return value is ignored) on a temporary file beside ``path``, then rename
+    it to ``path``.
 
     Readers see the old file or the complete new one, never a half-written one; on failure the
     temporary file is removed and ``path`` is untouched.
@@ -143,7 +144,9 @@ def write_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], manifes
         target = target.with_name(target.name + ".npz")
     payload = {name: np.asarray(array) for name, array in arrays.items()}
     payload[_MANIFEST_KEY] = np.array(json.dumps(manifest, sort_keys=True))
-    return write_atomic(target, lambda handle: np.savez(handle, **payload))
+    # numpy's stub, savez(file, *args, allow_pickle: bool = ..., **kwds: ArrayLike), makes mypy match the
+    # arrays in **payload against allow_pickle as well
+    return write_atomic(target, lambda handle: np.savez(handle, **payload))  # type: ignore[arg-type]
 
 
 def read_npz(path: str | os.PathLike, kind: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
