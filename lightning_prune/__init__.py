@@ -1,12 +1,6 @@
 """lightning-prune: dataset pruning (coreset selection) for PyTorch Lightning."""
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("lightning-prune")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0.0.0+unknown"
-
+from lightning_prune._version import __version__
 from lightning_prune.adapruner import AdaPruner
 from lightning_prune.collectors import (
     AUM,

@@ -45,6 +45,40 @@ ADAPRUNER_RATIO_TOLERANCE = 0.05
 """How far a learned selection's pruning ratio may end from the target before the run warns."""
 
 
+def _check_settings(
+    methods: list[MethodSpec],
+    prune_ratios: list[float],
+    seeds: list[int],
+    score_epochs: int,
+    train_epochs: int,
+    strategy: str,
+    score_seed: int,
+) -> None:
+    """Refuse a run's settings before anything is trained, naming the setting and the fix."""
+    if not methods:
+        raise ValueError("A run needs at least one method; list them under `methods:`.")
+    labels = [m.key for m in methods]
+    if len(set(labels)) != len(labels) or {FULL, RANDOM} & set(labels):
+        raise ValueError(
+            f"Method labels must be unique and not {FULL!r}/{RANDOM!r} (added automatically); got {labels}. "
+            "Give repeated methods distinct `label:`s."
+        )
+    for spec in methods:
+        if method_for(spec.name).uses_scores and (spec.strategy or strategy) not in STRATEGIES:
+            raise ValueError(
+                f"Unknown strategy {spec.strategy or strategy!r} for {spec.key}; choose from {sorted(STRATEGIES)}."
+            )
+    for ratio in [*prune_ratios, *(r for spec in methods for r in spec.prune_ratios or [])]:
+        check_prune_ratio(ratio)
+    if not seeds:
+        raise ValueError("seeds must list at least one seed.")
+    for seed in seeds:
+        check_seed(seed, "seed")
+    check_seed(score_seed, "score_seed")
+    if score_epochs < 1 or train_epochs < 1:
+        raise ValueError(f"score_epochs and train_epochs must be >= 1; got {score_epochs} and {train_epochs}.")
+
+
 class PruningRun:
     """Runs (and resumes) one pruning study.
 
@@ -85,28 +119,7 @@ class PruningRun:
         log: Callable[[str], None] = print,
         score_seed: int = 0,
     ) -> None:
-        if not methods:
-            raise ValueError("A run needs at least one method; list them under `methods:`.")
-        labels = [m.key for m in methods]
-        if len(set(labels)) != len(labels) or {FULL, RANDOM} & set(labels):
-            raise ValueError(
-                f"Method labels must be unique and not {FULL!r}/{RANDOM!r} (added automatically); got {labels}. "
-                "Give repeated methods distinct `label:`s."
-            )
-        for spec in methods:
-            if method_for(spec.name).uses_scores and (spec.strategy or strategy) not in STRATEGIES:
-                raise ValueError(
-                    f"Unknown strategy {spec.strategy or strategy!r} for {spec.key}; choose from {sorted(STRATEGIES)}."
-                )
-        for ratio in [*prune_ratios, *(r for spec in methods for r in spec.prune_ratios or [])]:
-            check_prune_ratio(ratio)
-        if not seeds:
-            raise ValueError("seeds must list at least one seed.")
-        for seed in seeds:
-            check_seed(seed, "seed")
-        check_seed(score_seed, "score_seed")
-        if score_epochs < 1 or train_epochs < 1:
-            raise ValueError(f"score_epochs and train_epochs must be >= 1; got {score_epochs} and {train_epochs}.")
+        _check_settings(methods, prune_ratios, seeds, score_epochs, train_epochs, strategy, score_seed)
         self.run_dir = Path(run_dir)
         self.make_data = make_data
         self.make_model = make_model

@@ -21,6 +21,8 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from lightning_prune._version import __version__
+
 FORMAT_VERSION = 1
 _MANIFEST_KEY = "__manifest__"
 
@@ -30,8 +32,6 @@ class ScoreFileError(ValueError):
 
 
 def library_version() -> str:
-    from lightning_prune import __version__
-
     return __version__
 
 
