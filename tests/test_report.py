@@ -78,9 +78,19 @@ def test_a_learned_selection_far_from_its_target_is_warned_and_reported(tmp_path
     assert "note: adapruner at prune 50% removed" in printed
 
 
-def test_long_trainings_print_epoch_progress_with_an_eta(tmp_path, capsys):
+def test_long_trainings_print_epoch_progress_with_an_eta(tmp_path, capsys, monkeypatch):
+    import lightning_prune.pipeline.progress as progress
+
+    monkeypatch.setattr(progress, "PROGRESS_INTERVAL_S", 0.0)  # every epoch counts as long here
     config = tmp_path / "tiny.yaml"
     config.write_text(TINY)
     main(["score", "--config", str(config), "--output_dir", str(tmp_path / "run")])
     printed = capsys.readouterr().out
     assert "[score] epoch 1/3 (" in printed and "ETA" in printed
+
+
+def test_short_trainings_print_no_progress_lines(tmp_path, capsys):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY)
+    main(["score", "--config", str(config), "--output_dir", str(tmp_path / "run")])
+    assert "[score] epoch" not in capsys.readouterr().out

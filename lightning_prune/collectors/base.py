@@ -36,6 +36,7 @@ from torch import Tensor, nn
 
 from lightning_prune.collectors.state import PerSample, allocate_declared, epoch_row, merge_epoch
 from lightning_prune.data.indexed import unpack_batch
+from lightning_prune.distributed import RankRows, first_occurrence
 from lightning_prune.models.layers import find_last_linear
 from lightning_prune.selection.scores import Scores
 
@@ -665,26 +666,10 @@ class ScoreCollector(pl.Callback):
         """Give every rank the rows every rank wrote this epoch (first occurrence in rank order wins)."""
         if trainer.world_size <= 1:
             return
-        strategy = trainer.strategy
         seen = self._buffers["seen"]
         local = seen.nonzero().reshape(-1)
-        counts = strategy.all_gather(torch.tensor([local.numel()], device=seen.device)).reshape(-1)
-        width = int(counts.max())
-        padded_index = torch.full((width,), -1, dtype=torch.int64, device=seen.device)
-        padded_index[: local.numel()] = local
-        gathered_index = strategy.all_gather(padded_index).reshape(-1)
-        valid = gathered_index >= 0
-        order = torch.argsort(gathered_index[valid], stable=True)
-        sorted_index = gathered_index[valid][order]
-        first = torch.ones_like(sorted_index, dtype=torch.bool)
-        first[1:] = sorted_index[1:] != sorted_index[:-1]
-        keep_index = sorted_index[first]
-        source = valid.nonzero().reshape(-1)[order][first]
-        for tensor in rows:
-            payload = tensor[local]
-            wire_dtype = torch.uint8 if payload.dtype == torch.bool else payload.dtype
-            padded = torch.zeros((width, *payload.shape[1:]), dtype=wire_dtype, device=payload.device)
-            padded[: local.numel()] = payload.to(wire_dtype)
-            gathered = strategy.all_gather(padded).reshape(-1, *payload.shape[1:])
-            tensor[keep_index] = gathered[source].to(tensor.dtype)
+        gathered = RankRows(trainer.strategy.all_gather, local)
+        keep_index, source = first_occurrence(gathered.indices)
+        for tensor in rows:  # one gathered tensor at a time: the transient is the largest row, not their sum
+            tensor[keep_index] = gathered.gather(tensor[local])[source].to(tensor.dtype)
         seen[keep_index] = True

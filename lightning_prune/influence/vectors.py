@@ -32,11 +32,8 @@ import torch
 from torch import Tensor, nn
 
 from lightning_prune.data.indexed import unpack_batch
+from lightning_prune.distributed import GatherFn, RankRows, first_occurrence
 from lightning_prune.models.layers import find_last_linear
-
-GatherFn = Callable[[Tensor], Tensor]
-"""``gather(tensor) -> Tensor[world_size, *tensor.shape]``, the contract of Lightning's
-``Strategy.all_gather``: every rank passes a tensor of the same shape and gets all of them back."""
 
 GatherSpec = str | GatherFn | Any | None
 
@@ -248,7 +245,8 @@ def collect_last_layer_inputs(
     h_all, p_all, y_all, i_all = _forward_pass(model, loader, linear, name)
     gather_fn = resolve_gather(gather)
     if gather_fn is not None:
-        h_all, p_all, y_all, i_all = _gather_rows(gather_fn, i_all, h_all, p_all, y_all)
+        rows = RankRows(gather_fn, i_all)
+        h_all, p_all, y_all, i_all = rows.gather(h_all), rows.gather(p_all), rows.gather(y_all), rows.indices
     if num_samples is None:
         num_samples = _num_samples_of(loader)
     if num_samples is None:
@@ -279,12 +277,9 @@ def _first_occurrence_order(indices: Tensor, num_samples: int) -> tuple[Tensor, 
             f"sample indices must lie in [0, {num_samples}), got [{int(indices.min())}, {int(indices.max())}]. "
             "Pass num_samples= the size of the full training set."
         )
-    order = torch.argsort(indices, stable=True)
-    sorted_indices = indices[order]
-    first = torch.ones_like(sorted_indices, dtype=torch.bool)
-    first[1:] = sorted_indices[1:] != sorted_indices[:-1]
+    unique, first = first_occurrence(indices)
     position = torch.full((num_samples,), -1, dtype=torch.int64)
-    position[sorted_indices[first]] = order[first]
+    position[unique] = first
     missing = int((position < 0).sum())
     return position, missing
 
@@ -333,21 +328,6 @@ def resolve_gather(gather: GatherSpec) -> GatherFn | None:
     if callable(gather):
         return gather
     raise TypeError(f"gather must be 'auto', None, a callable or have all_gather(); got {type(gather).__name__}.")
-
-
-def _gather_rows(gather: GatherFn, indices: Tensor, *tensors: Tensor) -> tuple[Tensor, ...]:
-    """Gather variable-length per-rank rows: every rank ends with all ranks' rows, rank order."""
-    count = torch.tensor([indices.numel()], dtype=torch.int64)
-    counts = gather(count).reshape(-1).to(torch.int64).cpu()
-    width = int(counts.max())
-    out = []
-    for tensor in (*tensors, indices):
-        wire = tensor
-        padded = torch.zeros((width, *wire.shape[1:]), dtype=wire.dtype)
-        padded[: wire.shape[0]] = wire
-        stacked = gather(padded).cpu().reshape(counts.numel(), width, *wire.shape[1:])
-        out.append(torch.cat([stacked[r, : int(counts[r])] for r in range(counts.numel())]))
-    return tuple(out)
 
 
 # ----------------------------------------------------------------------------------------------
