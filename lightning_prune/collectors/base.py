@@ -34,6 +34,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
 
+from lightning_prune.collectors.batch_checks import BatchFaults, check_first_batch
 from lightning_prune.collectors.state import PerSample, allocate_declared, epoch_row, merge_epoch
 from lightning_prune.data.indexed import unpack_batch
 from lightning_prune.distributed import RankRows, first_occurrence
@@ -325,8 +326,7 @@ class ScoreCollector(pl.Callback):
         self._loaded_this_fit = False
         self._hook_handle: Any = None
         self._features: Tensor | None = None
-        self._nonfinite: Tensor | None = None
-        self._batch_faults: Tensor | None = None
+        self._faults = BatchFaults()
 
     def state_dict(self) -> dict[str, Any]:
         if not self._buffers:
@@ -430,9 +430,7 @@ class ScoreCollector(pl.Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._buffers:
             self._buffers = {key: value.to(pl_module.device) for key, value in self._buffers.items()}
-        if self._nonfinite is None or self._nonfinite.device != pl_module.device:
-            self._nonfinite = torch.zeros((), dtype=torch.int64, device=pl_module.device)
-        self._batch_faults = None
+        self._faults = BatchFaults()
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -461,59 +459,13 @@ class ScoreCollector(pl.Callback):
                 self._allocate_state(trainer, view)
             self._check_batch(trainer, view)  # once per epoch: the only host synchronisation here
             self._pending_epoch = epoch
-        nonfinite = self._nonfinite
-        if nonfinite is None:
-            raise RuntimeError(
-                f"{type(self).__name__} was given a batch before on_train_start set up its counters; record "
-                "batches only during trainer.fit()."
-            )
-        nonfinite += (~torch.isfinite(view.logits)).any(dim=1).sum()  # in place, so self._nonfinite counts it
-        valid = self._screen_batch(view)
+        valid = self._faults.screen(view, self._state_num_samples, self._state_num_classes)
         seen = self._buffers["seen"]
         fresh = ~seen[view.indices] & valid
         self._write(self._buffers["labels"], view.indices, view.targets, fresh)
         self._collect(epoch, view, fresh)
         seen[view.indices] = seen[view.indices] | valid
         self._features = None
-
-    def _screen_batch(self, view: BatchView) -> Tensor:
-        """Flag rows whose index or target is out of range, on the device (no host sync).
-
-        Every batch is checked, not only an epoch's first: the counts and the offending range are
-        accumulated in ``_batch_faults`` and raised at the epoch's end. Until then the bad rows are
-        clamped into range (so no formula indexes out of bounds) and never written.
-        """
-        indices, targets = view.indices, view.targets
-        num_samples, num_classes = int(self._num_samples_seen or 0), int(self._num_classes or 0)
-        good_index = (indices >= 0) & (indices < num_samples)
-        good_target = (targets >= 0) & (targets < num_classes)
-        faults = torch.stack(
-            [
-                (~good_index).sum(),
-                indices.min(),
-                indices.max(),
-                (~good_target).sum(),
-                targets.min(),
-                targets.max(),
-            ]
-        ).to(torch.int64)
-        if self._batch_faults is None:
-            self._batch_faults = faults
-        else:
-            merged = torch.stack([self._batch_faults, faults])
-            self._batch_faults = torch.stack(
-                [
-                    merged[:, 0].sum(),
-                    merged[:, 1].min(),
-                    merged[:, 2].max(),
-                    merged[:, 3].sum(),
-                    merged[:, 4].min(),
-                    merged[:, 5].max(),
-                ]
-            )
-        view.indices = indices.clamp(0, max(num_samples - 1, 0))
-        view.targets = targets.clamp(0, max(num_classes - 1, 0))
-        return good_index & good_target
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._pending_epoch is not None:
@@ -567,35 +519,8 @@ class ScoreCollector(pl.Callback):
         }
 
     def _check_batch(self, trainer: pl.Trainer, view: BatchView) -> None:
-        logits, indices, targets = view.logits, view.indices, view.targets
-        name = type(self).__name__
-        if logits.dim() != 2 or logits.shape[0] != indices.shape[0] or targets.shape[0] != indices.shape[0]:
-            raise ValueError(
-                f"{name} expects logits of shape [batch, classes] matching {indices.shape[0]} indices and "
-                f"{targets.shape[0]} targets; got logits of shape {tuple(logits.shape)}."
-            )
-        if not torch.isfinite(logits).all():
-            raise FloatingPointError(self._nonfinite_message(trainer.current_epoch))
-        if logits.shape[1] != self._num_classes:
-            raise ValueError(
-                f"{name} was collecting {self._num_classes} classes, this batch has {logits.shape[1]} logits."
-            )
-        low, high, num_samples = int(indices.min()), int(indices.max()), self._state_num_samples
-        if low < 0 or high >= num_samples:
-            raise IndexError(
-                f"{name}: sample index {high if high >= num_samples else low} is outside the training "
-                f"set [0, {num_samples}). Indices must come from lightning_prune.IndexedDataset over "
-                "the full training set (or pass num_samples=N)."
-            )
-        if int(targets.min()) < 0 or int(targets.max()) >= self._num_classes:
-            raise ValueError(
-                f"{name}: targets must lie in [0, {self._num_classes}), got [{int(targets.min())}, {int(targets.max())}]."
-            )
-
-    def _nonfinite_message(self, epoch: int) -> str:
-        return (
-            f"{type(self).__name__}: the model produced NaN or inf logits in epoch {epoch}; scores computed from "
-            "them would be meaningless. Lower the learning rate, check the inputs for NaN, or use gradient clipping."
+        check_first_batch(
+            type(self).__name__, view, self._state_num_samples, self._state_num_classes, trainer.current_epoch
         )
 
     def _finish_epoch(self, trainer: pl.Trainer, epoch: int) -> None:
@@ -616,51 +541,15 @@ class ScoreCollector(pl.Callback):
         self._epochs_collected += 1
 
     def _raise_batch_faults(self, trainer: pl.Trainer, epoch: int) -> None:
-        """Raise, on every rank at once, what ``_screen_batch`` and the NaN check found this epoch.
-
-        The counts are gathered first, so a fault seen by one rank stops all of them instead of
-        leaving the others waiting in the next collective.
-        """
-        device = self._buffers["seen"].device
-        faults = (
-            self._batch_faults
-            if self._batch_faults is not None
-            else torch.tensor([0, 0, 0, 0, 0, 0], dtype=torch.int64, device=device)
+        """Raise, on every rank at once, what this epoch's batch screening found."""
+        self._faults.raise_if_any(
+            type(self).__name__,
+            epoch,
+            self._state_num_samples,
+            self._state_num_classes,
+            device=self._buffers["seen"].device,
+            gather=trainer.strategy.all_gather if trainer.world_size > 1 else None,
         )
-        nonfinite = (
-            self._nonfinite if self._nonfinite is not None else torch.zeros((), dtype=torch.int64, device=device)
-        )
-        summary = torch.cat([nonfinite.reshape(1), faults])
-        self._batch_faults = None
-        if trainer.world_size > 1:
-            summary = trainer.strategy.all_gather(summary).reshape(-1, summary.numel())
-            summary = torch.stack(
-                [
-                    summary[:, 0].sum(),
-                    summary[:, 1].sum(),
-                    summary[:, 2].min(),
-                    summary[:, 3].max(),
-                    summary[:, 4].sum(),
-                    summary[:, 5].min(),
-                    summary[:, 6].max(),
-                ]
-            )
-        nonfinite_rows, bad_indices, index_low, index_high, bad_targets, target_low, target_high = summary.tolist()
-        name = type(self).__name__
-        if nonfinite_rows:
-            raise FloatingPointError(self._nonfinite_message(epoch))
-        if bad_indices:
-            worst = index_high if index_high >= self._num_samples_seen else index_low
-            raise IndexError(
-                f"{name}: sample index {worst} is outside the training set [0, {self._num_samples_seen}) "
-                f"({bad_indices} rows in epoch {epoch}). Indices must come from lightning_prune.IndexedDataset over "
-                "the full training set (or pass num_samples=N)."
-            )
-        if bad_targets:
-            raise ValueError(
-                f"{name}: targets must lie in [0, {self._num_classes}), got [{target_low}, {target_high}] "
-                f"({bad_targets} rows in epoch {epoch}). Check the dataset's labels, or the model's number of classes."
-            )
 
     def _exchange(self, trainer: pl.Trainer, rows: list[Tensor]) -> None:
         """Give every rank the rows every rank wrote this epoch (first occurrence in rank order wins)."""

@@ -13,7 +13,6 @@ from collections.abc import Callable
 
 import lightning.pytorch as pl
 
-
 PROGRESS_INTERVAL_S = 30.0
 """Seconds between two progress lines of one training; a shorter training prints none."""
 
