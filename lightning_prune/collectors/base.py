@@ -128,6 +128,7 @@ class ScoreCollector(pl.Callback):
     """
 
     method: ClassVar[str] = "collector"
+    _declared_spec: dict[str, PerSample] | None
     needs_features: ClassVar[bool] = False
 
     def __init__(
@@ -191,13 +192,19 @@ class ScoreCollector(pl.Callback):
     # ------------------------------------------------------------------ engine hooks
     # The declarative contract above is implemented by these; a method that needs more control (a
     # ring of epochs, an eval pass) may override them instead.
+    def _spec(self) -> Mapping[str, PerSample]:
+        """``state_spec()``, read once per fit: the batch hook must not rebuild it for every batch."""
+        if self._declared_spec is None:
+            self._declared_spec = dict(self.state_spec())
+        return self._declared_spec
+
     def _declared_state(self) -> dict[str, Tensor]:
-        names = [*self.state_spec(), "labels", "times_seen"]
+        names = [*self._spec(), "labels", "times_seen"]
         return {name: self._buffers[name] for name in names}
 
     def _allocate(self, num_samples: int, num_classes: int, device: torch.device) -> dict[str, Tensor]:
         """Create the method's per-sample state."""
-        spec = self.state_spec()
+        spec = self._spec()
         if not spec:
             raise NotImplementedError(
                 f"{type(self).__name__} keeps no state: declare it with state_spec() (see lightning_prune.PerSample)."
@@ -214,7 +221,7 @@ class ScoreCollector(pl.Callback):
 
     def _collect(self, epoch: int, view: BatchView, fresh: Tensor) -> None:
         """Record one batch; write rows with :meth:`_write` so repeated samples keep their first value."""
-        spec = self.state_spec()
+        spec = self._spec()
         values = self.batch_values(view)
         for name in self._reduced_names():
             if name not in values:
@@ -224,16 +231,16 @@ class ScoreCollector(pl.Callback):
             self._write(epoch_row(spec, self._buffers, name), view.indices, values[name], fresh)
 
     def _reduced_names(self) -> list[str]:
-        return [name for name, declared in self.state_spec().items() if declared.reduce is not None]
+        return [name for name, declared in self._spec().items() if declared.reduce is not None]
 
     def _epoch_rows(self, epoch: int) -> list[Tensor]:
         """The per-sample tensors (first dimension N) that :meth:`_collect` wrote this epoch."""
-        spec = self.state_spec()
+        spec = self._spec()
         return [epoch_row(spec, self._buffers, name) for name in self._reduced_names()]
 
     def _fold(self, epoch: int, seen: Tensor) -> None:
         """Fold a finished epoch (identical on every rank) into the running state."""
-        spec = self.state_spec()
+        spec = self._spec()
         merge_epoch(spec, self._buffers, seen, first_time=seen & (self._buffers["times_seen"] == 1))
         values = {name: epoch_row(spec, self._buffers, name) for name in self._reduced_names()}
         self.fold(epoch, values, self._declared_state(), seen)
@@ -243,7 +250,7 @@ class ScoreCollector(pl.Callback):
         return self.score(self._declared_state())
 
     def _extras(self) -> dict[str, Tensor]:
-        return self.extras(self._declared_state()) if self.state_spec() else {}
+        return self.extras(self._declared_state()) if self._spec() else {}
 
     def _min_epochs(self) -> int:
         """Epochs that must be collected before scores exist."""
@@ -327,6 +334,7 @@ class ScoreCollector(pl.Callback):
         self._hook_handle: Any = None
         self._features: Tensor | None = None
         self._faults = BatchFaults()
+        self._declared_spec = None
 
     def state_dict(self) -> dict[str, Any]:
         if not self._buffers:
