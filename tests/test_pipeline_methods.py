@@ -22,6 +22,9 @@ class LowestIndices:
     def collector(self, spec):
         return None
 
+    def cost_names(self, spec, ratio):
+        return []  # selecting costs no training
+
     def selection(self, run, spec, ratio):
         num_samples, labels = run.training_set_facts()
         keep = num_samples - round(ratio * num_samples)

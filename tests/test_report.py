@@ -9,7 +9,15 @@ import pytest
 from test_cli import TINY
 
 from lightning_prune.cli import main
-from lightning_prune.pipeline.report import RunResults, format_table, histogram_bins, summarise, write_report
+from lightning_prune.pipeline.report import (
+    RunResults,
+    format_cost_table,
+    format_table,
+    histogram_bins,
+    summarise,
+    total_costs,
+    write_report,
+)
 
 
 def _cell(method, ratio, seed, acc, reached=None):
@@ -76,6 +84,8 @@ def test_a_learned_selection_far_from_its_target_is_warned_and_reported(tmp_path
     cell = json.loads((out / "cells" / "adapruner-r0.50-s0.json").read_text())
     assert abs(cell["prune_ratio_reached"] - 0.5) > 0.05
     assert "note: adapruner at prune 50% removed" in printed
+    mask_training = json.loads((out / "costs" / "select-adapruner-r0.50.json").read_text())
+    assert mask_training["samples_forwarded"] == 1078 and mask_training["epochs"] == 1  # charged to adapruner
 
 
 def test_long_trainings_print_epoch_progress_with_an_eta(tmp_path, capsys, monkeypatch):
@@ -94,3 +104,30 @@ def test_short_trainings_print_no_progress_lines(tmp_path, capsys):
     config.write_text(TINY)
     main(["score", "--config", str(config), "--output_dir", str(tmp_path / "run")])
     assert "[score] epoch" not in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_every_method_is_charged_its_total_cost(tmp_path, capsys):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY)  # 1,078 training samples, score_epochs 3, train_epochs 1, prune 50%
+    out = tmp_path / "run"
+    main(["run", "--config", str(config), "--output_dir", str(out)])
+    cells = {c["method"]: c for c in json.loads((out / "report.json").read_text())["cells"]}
+    assert cells["full"]["train_samples_forwarded"] == 1078 and cells["full"]["train_epochs"] == 1
+    assert cells["tdds"]["train_samples_forwarded"] == 539 and cells["random"]["train_samples_forwarded"] == 539
+    assert json.loads((out / "costs" / "score-tdds.json").read_text())["samples_forwarded"] == 3 * 1078
+    costs = json.loads((out / "report.json").read_text())["total_cost"]
+    assert costs["tdds"]["0.50"]["relative"] == pytest.approx((3 * 1078 + 539) / 1078)  # scoring run charged
+    assert costs["forgetting"]["0.50"]["relative"] == pytest.approx((3 * 1078 + 539) / 1078)  # to each method
+    assert costs["random"]["0.50"]["relative"] == pytest.approx(0.5)
+    assert costs["full"]["0.00"]["relative"] == pytest.approx(1.0)
+    printed = capsys.readouterr().out
+    assert "Total cost" in printed and "3.50x" in printed and "0.50x" in printed
+    assert (out / "plots" / "accuracy_vs_cost.png").stat().st_size > 1000
+
+
+def test_costs_of_a_run_made_before_they_were_recorded_are_unknown(tmp_path):
+    cells = [_cell("full", 0.0, 0, 0.99), _cell("tdds", 0.5, 0, 0.95)]
+    results = RunResults(tmp_path, {}, ["tdds"], [0.5], [0], cells, upfront_costs={"tdds": {"0.50": None}})
+    table = format_cost_table(total_costs(results), [0.5])
+    assert "unknown" in table

@@ -9,6 +9,7 @@ class registered in :data:`LEARNED`.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
@@ -16,6 +17,8 @@ import lightning.pytorch as pl
 
 from lightning_prune.collectors.base import ScoreCollector
 from lightning_prune.collectors.registry import COLLECTORS, make_collector
+from lightning_prune.pipeline.cost import CostMeter, write_cost
+from lightning_prune.pipeline.names import ratio_tag
 from lightning_prune.selection.scores import Scores
 from lightning_prune.selection.selection import Selection
 from lightning_prune.selection.strategies import select
@@ -64,6 +67,9 @@ class Method(Protocol):
     def selection(self, run: PruningRun, spec: MethodSpec, ratio: float) -> Selection:
         """The method's selection at ``ratio`` (the runner records and saves it)."""
 
+    def cost_names(self, spec: MethodSpec, ratio: float) -> list[str]:
+        """The recorded costs (``RUN/costs/NAME.json``) a selection at ``ratio`` paid before its coreset training."""
+
 
 class ScoreBased:
     """A collector of :data:`~lightning_prune.COLLECTORS` and a selection strategy."""
@@ -76,6 +82,9 @@ class ScoreBased:
         # two labels gets two state keys (Lightning refuses two stateful callbacks with one key)
         args = {"name": spec.label, **spec.args} if spec.label else dict(spec.args)
         return make_collector(spec.name, **args)
+
+    def cost_names(self, spec: MethodSpec, ratio: float) -> list[str]:
+        return [scoring_cost_name(spec)]
 
     def selection(self, run: PruningRun, spec: MethodSpec, ratio: float) -> Selection:
         scores = Scores.load(run.score_path(spec))
@@ -100,6 +109,9 @@ class AdaPrunerMethod:
     def collector(self, spec: MethodSpec) -> None:
         return None
 
+    def cost_names(self, spec: MethodSpec, ratio: float) -> list[str]:
+        return [f"select-{spec.key}-{ratio_tag(ratio)}"]
+
     def selection(self, run: PruningRun, spec: MethodSpec, ratio: float) -> Selection:
         from lightning_prune.adapruner import AdaPruner
 
@@ -112,8 +124,10 @@ class AdaPrunerMethod:
         num_samples, _ = run.training_set_facts()
         run.log(f"[select] {spec.key}: learning a mask keeping {1 - ratio:.2f} for {epochs} epochs")
         pruner = AdaPruner(backbone, num_samples=num_samples, keep_ratio=1.0 - ratio, **args)
-        trainer = run.make_trainer(epochs, progress=f"[select] {spec.key} r{ratio:.2f}")
+        meter = CostMeter()
+        trainer = run.make_trainer(epochs, [meter], progress=f"[select] {spec.key} r{ratio:.2f}")
         trainer.fit(pruner, datamodule=run.make_data())
+        write_cost(run.run_dir, self.cost_names(spec, ratio)[0], meter.record())
         return pruner.selection()
 
 
@@ -126,6 +140,9 @@ class InfluenceMethod:
     def collector(self, spec: MethodSpec) -> None:
         return None
 
+    def cost_names(self, spec: MethodSpec, ratio: float) -> list[str]:
+        return [scoring_cost_name(spec), f"select-{spec.key}"]
+
     def selection(self, run: PruningRun, spec: MethodSpec, ratio: float) -> Selection:
         from lightning_prune.influence import InfluencePruner
 
@@ -136,7 +153,12 @@ class InfluenceMethod:
                 raise RuntimeError("internal: the influence method needs the scoring run's model")  # score() trains it
             cache["pruner"] = InfluencePruner(**spec.args)
             run.log(f"[select] {spec.key}: last-layer influence of every training sample")
+            start = time.perf_counter()
             cache["vectors"] = cache["pruner"].influence(model, run.make_data())
+            # one inference pass over the training set, counted as one forward per sample
+            num_samples, _ = run.training_set_facts()
+            record = {"samples_forwarded": num_samples, "epochs": 0, "seconds": round(time.perf_counter() - start, 2)}
+            write_cost(run.run_dir, f"select-{spec.key}", record)
         run.log(f"[select] {spec.key}: solving for prune ratio {ratio:.2f}")
         return cache["pruner"].select_from(cache["vectors"], prune_ratio=ratio)
 
@@ -153,6 +175,11 @@ def method_for(name: str) -> Method:
     if name in COLLECTORS:
         return _SCORE_BASED
     raise ValueError(f"Unknown method {name!r}; choose from {known_methods()}.")
+
+
+def scoring_cost_name(spec: MethodSpec) -> str:
+    """The recorded cost of the scoring run that served ``spec``."""
+    return f"score-{spec.key}"
 
 
 def known_methods() -> list[str]:

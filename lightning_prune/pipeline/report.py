@@ -37,6 +37,8 @@ class RunResults:
         seeds: the coreset-training seeds.
         cells: one result per finished training (``method``, ``prune_ratio``, ``seed``, ``test_acc``...).
         scores: each score-based method's per-sample scores, for the histograms.
+        upfront_costs: per method and ratio label, what its selection cost before the coreset training
+            (``{"samples_forwarded", "seconds"}``; ``None`` where not recorded).
     """
 
     run_dir: Path
@@ -46,6 +48,7 @@ class RunResults:
     seeds: list[int]
     cells: list[dict[str, Any]]
     scores: dict[str, np.ndarray] = field(default_factory=dict)
+    upfront_costs: dict[str, dict[str, dict[str, Any] | None]] = field(default_factory=dict)
 
 
 def summarise(results: list[dict[str, Any]]) -> Summary:
@@ -71,6 +74,62 @@ def summarise(results: list[dict[str, Any]]) -> Summary:
                 ),
             }
     return summary
+
+
+def total_costs(results: RunResults) -> dict[str, dict[str, dict[str, float] | None]]:
+    """``{method: {ratio: {"samples_forwarded", "seconds", "relative"}}}``: each method's total cost, its
+    selection's (the scoring run for score-based methods, the mask training for AdaPruner) plus the
+    mean coreset training over seeds; ``relative`` to the mean full-data training. ``None`` where a
+    part was not recorded (a run made before costs were)."""
+    trainings: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
+    for cell in results.cells:
+        trainings[cell["method"]][ratio_label(float(cell["prune_ratio"]))].append(cell)
+
+    def mean_training(cells: list[dict[str, Any]]) -> dict[str, float] | None:
+        if not cells or any("train_samples_forwarded" not in cell for cell in cells):
+            return None
+        return {
+            "samples_forwarded": statistics.fmean(cell["train_samples_forwarded"] for cell in cells),
+            "seconds": statistics.fmean(cell["train_seconds"] for cell in cells),
+        }
+
+    full = mean_training(next(iter(trainings.get(FULL, {}).values()), []))
+    totals: dict[str, dict[str, dict[str, float] | None]] = {}
+    for method, by_ratio in trainings.items():
+        totals[method] = {}
+        for label, cells in by_ratio.items():
+            training = mean_training(cells)
+            upfront = results.upfront_costs.get(method, {}).get(label, {"samples_forwarded": 0, "seconds": 0.0})
+            if training is None or upfront is None:
+                totals[method][label] = None
+                continue
+            samples = training["samples_forwarded"] + upfront["samples_forwarded"]
+            relative = samples / full["samples_forwarded"] if full and full["samples_forwarded"] else float("nan")
+            seconds = training["seconds"] + upfront["seconds"]
+            totals[method][label] = {"samples_forwarded": samples, "seconds": seconds, "relative": relative}
+    return totals
+
+
+def format_cost_table(costs: dict[str, dict[str, dict[str, float] | None]], ratios: list[float]) -> str:
+    """Total cost (scoring or mask training + coreset training) per method and ratio, x one full-data training."""
+    header = ["method"] + [f"prune {r:.0%}" for r in ratios]
+    rows = []
+    for method, by_label in costs.items():
+        if method == FULL:
+            continue
+        cells = []
+        for ratio in ratios:
+            label = ratio_label(ratio)
+            entry = by_label.get(label)
+            cells.append("-" if label not in by_label else "unknown" if entry is None else f"{entry['relative']:.2f}x")
+        rows.append([method, *cells])
+    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
+    lines = [
+        "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
+        for row in [header, *rows]
+    ]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
 
 
 def format_accuracy(entry: dict[str, Any]) -> str:
@@ -141,6 +200,36 @@ def _plot_accuracy(summary: Summary, path: Path, title: str, num_seeds: int) -> 
     plt.close(figure)
 
 
+def _plot_accuracy_vs_cost(summary: Summary, costs: dict[str, dict[str, dict[str, float] | None]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(8.0, 4.4))
+    for method, by_ratio in summary.items():
+        points = [
+            (costs[method][label]["relative"], 100 * entry["mean"])  # type: ignore[index]
+            for label, entry in by_ratio.items()
+            if costs.get(method, {}).get(label) is not None
+        ]
+        if not points:
+            continue
+        xs, ys = zip(*sorted(points), strict=True)
+        style: dict[str, Any] = {"linestyle": "--", "color": "gray"} if method == RANDOM else {"marker": "o"}
+        if method == FULL:
+            style = {"marker": "*", "color": "black", "markersize": 10, "linestyle": "none"}
+        axis.plot(xs, ys, label="full data" if method == FULL else method, **style)
+    axis.set_xlabel("total cost (samples forwarded, x one full-data training; scoring included)")
+    axis.set_ylabel("test accuracy (%)")
+    axis.set_title("accuracy against total cost (mean over seeds)", fontsize=10)
+    axis.grid(alpha=0.3)
+    axis.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
 def histogram_bins(values: np.ndarray, max_bins: int = 50) -> Any:
     """50 equal bins, or one bin per integer for integer-valued scores (forgetting counts) with few values."""
     finite = values[np.isfinite(values)]
@@ -175,6 +264,7 @@ def _plot_histograms(scores: dict[str, np.ndarray], path: Path) -> None:
 def write_report(results: RunResults, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Write ``report.json`` and the plots into the run directory, print the table; return the report."""
     summary = summarise(results.cells)
+    costs = total_costs(results)
     report = {
         "run_dir": str(results.run_dir),
         "description": results.description,
@@ -182,6 +272,7 @@ def write_report(results: RunResults, log: Callable[[str], None] = print) -> dic
         "prune_ratios": results.prune_ratios,
         "seeds": results.seeds,
         "test_accuracy": summary,
+        "total_cost": costs,
         "cells": results.cells,
     }
     write_text_atomic(results.run_dir / "report.json", json.dumps(report, indent=2, default=str))
@@ -189,6 +280,7 @@ def write_report(results: RunResults, log: Callable[[str], None] = print) -> dic
     plots.mkdir(parents=True, exist_ok=True)
     title = f"{results.run_dir.name}: coreset accuracy"
     _plot_accuracy(summary, plots / "accuracy_vs_prune_ratio.png", title, len(results.seeds))
+    _plot_accuracy_vs_cost(summary, costs, plots / "accuracy_vs_cost.png")
     if results.scores:
         _plot_histograms(results.scores, plots / "score_histograms.png")
     spread = "mean ± std over seeds " if len(results.seeds) > 1 else "seed "
@@ -197,6 +289,10 @@ def write_report(results: RunResults, log: Callable[[str], None] = print) -> dic
         + ", ".join(map(str, results.seeds))
         + "):\n"
         + format_table(summary, results.prune_ratios)
+    )
+    log(
+        "\nTotal cost (samples forwarded: scoring or mask training + coreset training, x one full-data training):\n"
+        + format_cost_table(costs, results.prune_ratios)
     )
     log(f"\nReport: {results.run_dir / 'report.json'}; plots: {plots}")
     return report

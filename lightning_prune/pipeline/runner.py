@@ -6,7 +6,8 @@ A run lives in one directory::
       run.json                   what the run is (data, model, epochs, trainer); checked on re-runs
       scores/METHOD.npz          one score file per scoring method (with manifest)
       selections/METHOD-rR.npz   one selection per method and pruning ratio (with manifest)
-      cells/METHOD-rR-sS.json    one result per (method, ratio, seed): test accuracy, size, time
+      cells/METHOD-rR-sS.json    one result per (method, ratio, seed): test accuracy, size, time, cost
+      costs/NAME.json            what the scoring run / a mask training cost (samples forwarded, time)
       report.json, plots/*.png   written by the report step
 
 Every artefact is written atomically when its step finishes and skipped when it already exists, so
@@ -30,8 +31,9 @@ from lightning_prune.collectors.base import ScoreCollector
 from lightning_prune.collectors.registry import make_collector
 from lightning_prune.data.indexed import dataset_targets
 from lightning_prune.data.pruned import PrunedDataModule
-from lightning_prune.pipeline.methods import MethodSpec, method_for
-from lightning_prune.pipeline.names import FULL, RANDOM, ratio_tag
+from lightning_prune.pipeline.cost import CostMeter, add_costs, read_cost, write_cost
+from lightning_prune.pipeline.methods import MethodSpec, method_for, scoring_cost_name
+from lightning_prune.pipeline.names import FULL, RANDOM, ratio_label, ratio_tag
 from lightning_prune.pipeline.progress import EpochProgress
 from lightning_prune.pipeline.report import RunResults, write_report
 from lightning_prune.pipeline.run_dir import check_identity, locked, read_json
@@ -176,6 +178,18 @@ class PruningRun:
             self.train()
             return write_report(self.results_for_report(), log=self.log)
 
+    def upfront_costs(self) -> dict[str, dict[str, dict[str, Any] | None]]:
+        """Per method and ratio, what its selection cost before the coreset training (``None``: not recorded)."""
+        return {
+            spec.key: {
+                ratio_label(ratio): add_costs(
+                    *(read_cost(self.run_dir, name) for name in method_for(spec.name).cost_names(spec, ratio))
+                )
+                for ratio in self.ratios_for(spec)
+            }
+            for spec in self.methods
+        }
+
     def results_for_report(self) -> RunResults:
         """What the report step reads: the finished cells and the score files, as plain data."""
         scores = {
@@ -191,6 +205,7 @@ class PruningRun:
             seeds=self.seeds,
             cells=self.results(),
             scores=scores,
+            upfront_costs=self.upfront_costs(),
         )
 
     def locked(self) -> contextlib.AbstractContextManager[None]:
@@ -259,10 +274,14 @@ class PruningRun:
             pl.seed_everything(self.score_seed, verbose=False)
             model, data = self.make_model(), self.make_data()
             start = time.perf_counter()
-            self.make_trainer(self.score_epochs, list(collectors.values()), progress="[score]").fit(
+            meter = CostMeter()
+            self.make_trainer(self.score_epochs, [*collectors.values(), meter], progress="[score]").fit(
                 model, datamodule=data
             )
             self.trained_scoring_model = model
+            served = [*missing, *(spec for spec in self.methods if method_for(spec.name).needs_scoring_model)]
+            for spec in served:  # the scoring run is charged to every method it served
+                write_cost(self.run_dir, scoring_cost_name(spec), meter.record())
             for key, collector in collectors.items():
                 path = collector.scores.save(self.run_dir / "scores" / f"{key}.npz")
                 self.log(f"[score] wrote {path} ({time.perf_counter() - start:.1f} s)")
@@ -370,8 +389,9 @@ class PruningRun:
                 # learned methods (adapruner, influence) and random pruning produce no importance weights
                 weighted = self.weighted and selection.weights is not None
                 data = PrunedDataModule(data, selection, weighted=weighted, seed=seed)
+            meter = CostMeter()
             trainer = self.make_trainer(
-                self.train_epochs, progress=f"[train {number}/{len(todo)}] {key} r{ratio:.2f} s{seed}"
+                self.train_epochs, [meter], progress=f"[train {number}/{len(todo)}] {key} r{ratio:.2f} s{seed}"
             )
             trainer.fit(model, datamodule=data)
             metrics = trainer.test(model, datamodule=data, verbose=False)[0]
@@ -389,6 +409,7 @@ class PruningRun:
                 "test_acc": float(metrics["test_acc"]),
                 "num_train": None if selected is None else len(selected),
                 "seconds": round(time.perf_counter() - start, 2),
+                **{f"train_{name}": value for name, value in meter.record().items()},
             }
             write_text_atomic(self.cell_path(key, ratio, seed), json.dumps(result, indent=2))
             elapsed = time.perf_counter() - started
