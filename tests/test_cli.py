@@ -36,6 +36,11 @@ train_epochs: 1
 """
 
 
+def run_cli(command: str, config: Path, out: Path, *extra: str) -> None:
+    """``lightning-prune COMMAND --config CONFIG --output_dir OUT EXTRA...``, in process."""
+    main([command, "--config", str(config), "--output_dir", str(out), *extra])
+
+
 @pytest.fixture
 def tiny_config(tmp_path: Path) -> Path:
     path = tmp_path / "tiny.yaml"
@@ -46,7 +51,7 @@ def tiny_config(tmp_path: Path) -> Path:
 @pytest.mark.slow
 def test_run_scores_selects_trains_reports_and_resumes(tmp_path, tiny_config, capsys):
     out = tmp_path / "run"
-    main(["run", "--config", str(tiny_config), "--output_dir", str(out)])
+    run_cli("run", tiny_config, out)
     printed = capsys.readouterr().out
     assert "[score]" in printed and "[train 4/4]" in printed and "prune 50%" in printed
 
@@ -64,7 +69,7 @@ def test_run_scores_selects_trains_reports_and_resumes(tmp_path, tiny_config, ca
     assert balanced.hparams["strategy"] == "class_balanced"
 
     stamps = {p: p.stat().st_mtime_ns for p in (out / "cells").iterdir()}
-    main(["run", "--config", str(tiny_config), "--output_dir", str(out)])
+    run_cli("run", tiny_config, out)
     printed = capsys.readouterr().out
     assert "Resuming" in printed and "4 of 4 trainings already done" in printed and "[score] training" not in printed
     assert {p: p.stat().st_mtime_ns for p in (out / "cells").iterdir()} == stamps
@@ -72,7 +77,7 @@ def test_run_scores_selects_trains_reports_and_resumes(tmp_path, tiny_config, ca
 
 def test_rerun_with_other_settings_in_the_same_directory_is_refused(tmp_path, tiny_config):
     out = tmp_path / "run"
-    main(["select", "--config", str(tiny_config), "--output_dir", str(out)])
+    run_cli("select", tiny_config, out)
     assert sorted(p.name for p in (out / "selections").iterdir()) == [
         "forgetting-r0.50.npz",
         "random-r0.50-s0.npz",
@@ -153,17 +158,7 @@ def test_example_configs_build_a_valid_run(name, tmp_path):
 
 def test_adapruner_is_a_method_of_the_pipeline(tmp_path, tiny_config):
     out = tmp_path / "run"
-    main(
-        [
-            "select",
-            "--config",
-            str(tiny_config),
-            "--output_dir",
-            str(out),
-            "--methods",
-            "[{name: adapruner, args: {epochs: 3, alpha: [0.1, 5.0]}}]",
-        ]
-    )
+    run_cli("select", tiny_config, out, "--methods", "[{name: adapruner, args: {epochs: 3, alpha: [0.1, 5.0]}}]")
     selection = lp.Selection.load(out / "selections" / "adapruner-r0.50.npz")
     assert selection.method == "adapruner" and selection.num_samples == 1078
     assert selection.hparams["keep_ratio"] == pytest.approx(0.5)  # the target it was given...
@@ -175,18 +170,14 @@ def test_adapruner_is_a_method_of_the_pipeline(tmp_path, tiny_config):
 @pytest.mark.slow
 def test_influence_is_a_method_of_the_pipeline(tmp_path, tiny_config, capsys):
     out = tmp_path / "run"
-    main(
-        [
-            "select",
-            "--config",
-            str(tiny_config),
-            "--output_dir",
-            str(out),
-            "--prune_ratios",
-            "[0.3, 0.5]",
-            "--methods",
-            "[{name: influence, args: {damping: 0.001, time_limit: 20}}]",
-        ]
+    run_cli(
+        "select",
+        tiny_config,
+        out,
+        "--prune_ratios",
+        "[0.3, 0.5]",
+        "--methods",
+        "[{name: influence, args: {damping: 0.001, time_limit: 20}}]",
     )
     printed = capsys.readouterr().out
     assert printed.count("last-layer influence of every training sample") == 1  # once for both ratios
@@ -206,7 +197,7 @@ def test_influence_is_a_method_of_the_pipeline(tmp_path, tiny_config, capsys):
 )
 def test_resuming_with_changed_method_settings_is_refused(tmp_path, tiny_config, override):
     out = tmp_path / "run"
-    main(["select", "--config", str(tiny_config), "--output_dir", str(out)])
+    run_cli("select", tiny_config, out)
     with pytest.raises(ValueError, match="other settings than method 'tdds'.*new `label:`"):
         main(["select", "--debug", "--config", str(tiny_config), "--output_dir", str(out), *override])
 
@@ -221,18 +212,14 @@ def test_close_ratios_get_distinct_files_and_report_keys():
 @pytest.mark.slow
 def test_weighted_run_trains_learned_selections_unweighted(tmp_path, tiny_config):
     out = tmp_path / "run"
-    main(
-        [
-            "run",
-            "--config",
-            str(tiny_config),
-            "--output_dir",
-            str(out),
-            "--weighted",
-            "true",
-            "--methods",
-            "[{name: tdds, args: {trajectory: 3, window: 3}}, {name: influence, args: {damping: 0.001}}]",
-        ]
+    run_cli(
+        "run",
+        tiny_config,
+        out,
+        "--weighted",
+        "true",
+        "--methods",
+        "[{name: tdds, args: {trajectory: 3, window: 3}}, {name: influence, args: {damping: 0.001}}]",
     )
     assert lp.Selection.load(out / "selections" / "tdds-r0.50.npz").weights is not None
     assert lp.Selection.load(out / "selections" / "influence-r0.50.npz").weights is None

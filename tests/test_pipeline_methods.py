@@ -6,10 +6,9 @@ import json
 
 import numpy as np
 import pytest
-from test_cli import TINY
+from test_cli import TINY, run_cli
 
 import lightning_prune as lp
-from lightning_prune.cli import main
 from lightning_prune.pipeline.methods import LEARNED, AdaPrunerMethod, InfluenceMethod, ScoreBased, method_for
 
 
@@ -50,7 +49,7 @@ def test_a_registered_method_runs_end_to_end(tmp_path, monkeypatch):
     config = tmp_path / "tiny.yaml"
     config.write_text(TINY)
     out = tmp_path / "run"
-    main(["run", "--config", str(config), "--output_dir", str(out), "--methods", "[{name: lowest}]"])
+    run_cli("run", config, out, "--methods", "[{name: lowest}]")
     selection = lp.Selection.load(out / "selections" / "lowest-r0.50.npz")
     assert selection.indices.tolist() == list(range(len(selection)))
     assert not (out / "scores").exists() or not list((out / "scores").iterdir())  # no scoring run was needed

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_cli import TINY
+from test_cli import TINY, run_cli
 
 import lightning_prune as lp
 from lightning_prune.cli import main
@@ -37,16 +37,12 @@ def _fails(capsys, argv: list[str], message: str) -> str:
 
 def test_one_collector_twice_under_two_labels_gets_two_state_keys(tmp_path, tiny_config):
     out = tmp_path / "run"
-    main(
-        [
-            "score",
-            "--config",
-            str(tiny_config),
-            "--output_dir",
-            str(out),
-            "--methods",
-            "[{name: el2n, args: {epochs: 2}}, {name: el2n, label: el2n-ccs, args: {epochs: 2}, strategy: ccs}]",
-        ]
+    run_cli(
+        "score",
+        tiny_config,
+        out,
+        "--methods",
+        "[{name: el2n, args: {epochs: 2}}, {name: el2n, label: el2n-ccs, args: {epochs: 2}, strategy: ccs}]",
     )
     assert {p.name for p in (out / "scores").iterdir()} == {"el2n.npz", "el2n-ccs.npz"}
 
@@ -54,11 +50,11 @@ def test_one_collector_twice_under_two_labels_gets_two_state_keys(tmp_path, tiny
 @pytest.mark.slow
 def test_a_damaged_cell_is_trained_again(tmp_path, tiny_config, capsys):
     out = tmp_path / "run"
-    main(["run", "--config", str(tiny_config), "--output_dir", str(out)])
+    run_cli("run", tiny_config, out)
     cell = out / "cells" / "tdds-r0.50-s0.json"
     cell.write_text('{"method": "td')  # a kill -9 during a non-atomic copy, a full disk...
     capsys.readouterr()
-    main(["run", "--config", str(tiny_config), "--output_dir", str(out)])
+    run_cli("run", tiny_config, out)
     printed = capsys.readouterr().out
     assert "unreadable" in printed and "tdds-r0.50-s0.json" in printed
     assert json.loads(cell.read_text())["method"] == "tdds"
@@ -66,7 +62,7 @@ def test_a_damaged_cell_is_trained_again(tmp_path, tiny_config, capsys):
 
 def test_an_unreadable_run_json_is_named(tmp_path, tiny_config, capsys):
     out = tmp_path / "run"
-    main(["select", "--config", str(tiny_config), "--output_dir", str(out)])
+    run_cli("select", tiny_config, out)
     (out / "run.json").write_text("{not json")
     _fails(capsys, ["run", "--config", str(tiny_config), "--output_dir", str(out)], str(out / "run.json"))
 
@@ -77,7 +73,7 @@ def test_a_second_run_on_the_same_directory_is_refused_while_the_first_holds_it(
     with open(out / ".lock", "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # another process's run
         _fails(capsys, ["run", "--config", str(tiny_config), "--output_dir", str(out)], "is in use by another")
-    main(["select", "--config", str(tiny_config), "--output_dir", str(out)])  # released: runs
+    run_cli("select", tiny_config, out)  # released: runs
 
 
 @pytest.mark.slow
@@ -103,24 +99,20 @@ def test_sigterm_exits_143_and_says_how_to_resume(tmp_path, tiny_config):
 
 def test_display_only_trainer_settings_do_not_block_a_resume(tmp_path, tiny_config, capsys):
     out = tmp_path / "run"
-    main(["select", "--config", str(tiny_config), "--output_dir", str(out)])
-    main(
-        [
-            "select",
-            "--config",
-            str(tiny_config),
-            "--output_dir",
-            str(out),
-            "--trainer",
-            "{enable_progress_bar: true, enable_model_summary: true, log_every_n_steps: 5}",
-        ]
+    run_cli("select", tiny_config, out)
+    run_cli(
+        "select",
+        tiny_config,
+        out,
+        "--trainer",
+        "{enable_progress_bar: true, enable_model_summary: true, log_every_n_steps: 5}",
     )
     assert "Resuming" in capsys.readouterr().out
 
 
 def test_a_refused_resume_names_the_setting_and_both_values(tmp_path, tiny_config, capsys):
     out = tmp_path / "run"
-    main(["select", "--config", str(tiny_config), "--output_dir", str(out)])
+    run_cli("select", tiny_config, out)
     _fails(
         capsys,
         ["run", "--config", str(tiny_config), "--output_dir", str(out), "--score_epochs", "4"],
@@ -131,27 +123,17 @@ def test_a_refused_resume_names_the_setting_and_both_values(tmp_path, tiny_confi
 def test_a_run_that_crashed_on_a_bad_setting_does_not_lock_its_directory(tmp_path, tiny_config, capsys):
     out = tmp_path / "run"
     with pytest.raises(SystemExit):
-        main(
-            [
-                "select",
-                "--config",
-                str(tiny_config),
-                "--output_dir",
-                str(out),
-                "--trainer",
-                "{not_a_trainer_argument: 1}",
-            ]
-        )
+        run_cli("select", tiny_config, out, "--trainer", "{not_a_trainer_argument: 1}")
     capsys.readouterr()
-    main(["select", "--config", str(tiny_config), "--output_dir", str(out)])  # the corrected config runs
+    run_cli("select", tiny_config, out)  # the corrected config runs
     assert (out / "selections" / "tdds-r0.50.npz").exists()
 
 
 def test_adding_a_seed_in_front_keeps_every_finished_artefact(tmp_path, tiny_config, capsys):
     out = tmp_path / "run"
-    main(["select", "--config", str(tiny_config), "--output_dir", str(out)])
+    run_cli("select", tiny_config, out)
     stamp = (out / "selections" / "tdds-r0.50.npz").stat().st_mtime_ns
-    main(["select", "--config", str(tiny_config), "--output_dir", str(out), "--seeds", "[5, 0]"])
+    run_cli("select", tiny_config, out, "--seeds", "[5, 0]")
     assert (out / "selections" / "tdds-r0.50.npz").stat().st_mtime_ns == stamp
     assert (out / "selections" / "random-r0.50-s5.npz").exists()
     assert lp.Selection.load(out / "selections" / "tdds-r0.50.npz").hparams["run_settings"]["seed"] == 0
@@ -163,14 +145,14 @@ def test_trainer_callbacks_and_a_logger_by_class_path_log_under_the_run_director
         "{callbacks: [{class_path: lightning.pytorch.callbacks.LearningRateMonitor}], "
         "logger: {class_path: lightning.pytorch.loggers.CSVLogger, init_args: {save_dir: " + str(out / "csv") + "}}}"
     )
-    main(["score", "--config", str(tiny_config), "--output_dir", str(out), "--trainer", trainer])
+    run_cli("score", tiny_config, out, "--trainer", trainer)
     assert list((out / "csv").rglob("metrics.csv"))
 
 
 def test_logger_true_writes_under_the_run_directory(tmp_path, tiny_config, monkeypatch):
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "run"
-    main(["score", "--config", str(tiny_config), "--output_dir", str(out), "--trainer", "{logger: true}"])
+    run_cli("score", tiny_config, out, "--trainer", "{logger: true}")
     assert not (tmp_path / "lightning_logs").exists()
     assert list((out / "logs").rglob("*"))
 
@@ -201,7 +183,7 @@ def test_only_rank_zero_prints(tmp_path, tiny_config, capsys, monkeypatch):
     from lightning.pytorch.utilities import rank_zero_only
 
     monkeypatch.setattr(rank_zero_only, "rank", 1)
-    main(["select", "--config", str(tiny_config), "--output_dir", str(tmp_path / "run")])
+    run_cli("select", tiny_config, tmp_path / "run")
     assert capsys.readouterr().out == ""
 
 
@@ -213,8 +195,8 @@ def test_bad_seeds_are_named(tmp_path, tiny_config, capsys):
 
 def test_temp_files_left_by_a_kill_are_cleaned(tmp_path, tiny_config):
     out = tmp_path / "run"
-    main(["select", "--config", str(tiny_config), "--output_dir", str(out)])
+    run_cli("select", tiny_config, out)
     stale = out / "selections" / ".tdds-r0.50.npz.abc123.tmp"
     stale.write_bytes(b"half")
-    main(["select", "--config", str(tiny_config), "--output_dir", str(out)])
+    run_cli("select", tiny_config, out)
     assert not stale.exists()

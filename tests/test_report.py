@@ -6,9 +6,8 @@ import json
 
 import numpy as np
 import pytest
-from test_cli import TINY
+from test_cli import TINY, run_cli
 
-from lightning_prune.cli import main
 from lightning_prune.pipeline.report import (
     RunResults,
     format_cost_table,
@@ -68,17 +67,7 @@ def test_a_learned_selection_far_from_its_target_is_warned_and_reported(tmp_path
     config.write_text(TINY)
     out = tmp_path / "run"
     # one epoch of AdaPruner with no warm-up cannot move the mask from keeping everything to keeping half
-    main(
-        [
-            "run",
-            "--config",
-            str(config),
-            "--output_dir",
-            str(out),
-            "--methods",
-            "[{name: adapruner, args: {epochs: 1, warmup_epochs: 0, mask_lr: 0.0}}]",
-        ]
-    )
+    run_cli("run", config, out, "--methods", "[{name: adapruner, args: {epochs: 1, warmup_epochs: 0, mask_lr: 0.0}}]")
     printed = capsys.readouterr().out
     assert "WARNING: adapruner at prune ratio 0.50 removed" in printed
     cell = json.loads((out / "cells" / "adapruner-r0.50-s0.json").read_text())
@@ -94,7 +83,7 @@ def test_long_trainings_print_epoch_progress_with_an_eta(tmp_path, capsys, monke
     monkeypatch.setattr(progress, "PROGRESS_INTERVAL_S", 0.0)  # every epoch counts as long here
     config = tmp_path / "tiny.yaml"
     config.write_text(TINY)
-    main(["score", "--config", str(config), "--output_dir", str(tmp_path / "run")])
+    run_cli("score", config, tmp_path / "run")
     printed = capsys.readouterr().out
     assert "[score] epoch 1/3 (" in printed and "ETA" in printed
 
@@ -102,7 +91,7 @@ def test_long_trainings_print_epoch_progress_with_an_eta(tmp_path, capsys, monke
 def test_short_trainings_print_no_progress_lines(tmp_path, capsys):
     config = tmp_path / "tiny.yaml"
     config.write_text(TINY)
-    main(["score", "--config", str(config), "--output_dir", str(tmp_path / "run")])
+    run_cli("score", config, tmp_path / "run")
     assert "[score] epoch" not in capsys.readouterr().out
 
 
@@ -111,7 +100,7 @@ def test_every_method_is_charged_its_total_cost(tmp_path, capsys):
     config = tmp_path / "tiny.yaml"
     config.write_text(TINY)  # 1,078 training samples, score_epochs 3, train_epochs 1, prune 50%
     out = tmp_path / "run"
-    main(["run", "--config", str(config), "--output_dir", str(out)])
+    run_cli("run", config, out)
     cells = {c["method"]: c for c in json.loads((out / "report.json").read_text())["cells"]}
     assert cells["full"]["train_samples_forwarded"] == 1078 and cells["full"]["train_epochs"] == 1
     assert cells["tdds"]["train_samples_forwarded"] == 539 and cells["random"]["train_samples_forwarded"] == 539
