@@ -16,8 +16,8 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.utilities.data import extract_batch_size
 
-from lightning_prune.data.indexed import split_batch
 from lightning_prune.pipeline.run_dir import read_json
 from lightning_prune.selection.files import write_text_atomic
 
@@ -38,9 +38,7 @@ class CostMeter(pl.Callback):
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        inputs, targets, _ = split_batch(batch, need_indices=False, need_targets=False, class_targets=False)
-        sized = inputs if isinstance(inputs, torch.Tensor) else targets
-        self._local += int(sized.shape[0]) if isinstance(sized, torch.Tensor) else 0  # shape: no device sync
+        self._local += extract_batch_size(batch)  # Lightning's own reading of a batch: shapes only, no device sync
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         local = torch.tensor(float(self._local), device=pl_module.device)

@@ -28,7 +28,6 @@ import lightning.pytorch as pl
 from lightning.pytorch.utilities import rank_zero_only
 
 from lightning_prune.collectors.base import ScoreCollector
-from lightning_prune.collectors.registry import make_collector
 from lightning_prune.data.indexed import dataset_targets
 from lightning_prune.data.pruned import PrunedDataModule
 from lightning_prune.pipeline.cost import CostMeter, add_costs, read_cost, write_cost
@@ -302,7 +301,7 @@ class PruningRun:
 
     def _check_reused_scores(self, spec: MethodSpec) -> None:
         path = self.score_path(spec)
-        scores, collector = Scores.load(path), make_collector(spec.name, **spec.args)
+        scores, collector = Scores.load(path), self._collector(spec)
         if scores.method != collector.method or scores.hparams != to_jsonable(collector.hparams()):
             self._refuse_reuse(path, spec)
 
