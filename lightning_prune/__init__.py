@@ -32,6 +32,7 @@ from lightning_prune.data import (
     dataset_targets,
     unpack_batch,
 )
+from lightning_prune.dynamic import DynamicDataModule, DynamicSampler, InfoBatch
 from lightning_prune.influence import (
     InfluencePruner,
     InfluenceVectors,
@@ -43,6 +44,7 @@ from lightning_prune.influence import (
     solve_epsilon,
 )
 from lightning_prune.models import Classifier, SmallCNN, cifar_resnet18
+from lightning_prune.models.schedules import progress_cosine
 from lightning_prune.selection.files import ScoreFileError
 from lightning_prune.selection.scores import Scores
 from lightning_prune.selection.selection import Selection
@@ -53,7 +55,10 @@ __all__ = [
     "AUM",
     "COLLECTORS",
     "EL2N",
+    "DynamicDataModule",
+    "DynamicSampler",
     "DynamicUncertainty",
+    "InfoBatch",
     "Entropy",
     "GraNd",
     "Herding",
@@ -91,6 +96,7 @@ __all__ = [
     "dataset_targets",
     "default_adapter",
     "importance_weights",
+    "progress_cosine",
     "random_selection",
     "recompute_logits",
     "select",

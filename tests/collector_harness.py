@@ -378,3 +378,34 @@ def fit(
     val_loader = make_loader(shuffle=False) if with_validation else None
     trainer.fit(model, train_dataloaders=make_loader(), val_dataloaders=val_loader, ckpt_path=ckpt_path)
     return trainer, model
+
+
+SYNCING_METHODS = ("item", "tolist", "cpu", "numpy", "nonzero", "__bool__", "__int__", "__float__")
+"""Tensor methods that make the host wait for the device (each blocks a GPU pipeline)."""
+
+
+def host_syncs_in_middle_batches(monkeypatch, callback: pl.Callback) -> list[str]:
+    """Spy on ``callback.on_train_batch_end``: the returned list fills with the syncing calls it makes
+    between the first and the last batch of an epoch (the first and last may synchronise once)."""
+    calls: list[str] = []
+    inside = {"middle_batch": False}
+    for method in SYNCING_METHODS:
+        original = getattr(torch.Tensor, method)
+
+        def spy(self, *args, _original=original, _method=method, **kwargs):
+            if inside["middle_batch"]:
+                calls.append(_method)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, method, spy)
+    hook = callback.on_train_batch_end
+
+    def watched(trainer, pl_module, outputs, batch, batch_idx):
+        inside["middle_batch"] = 0 < batch_idx < trainer.num_training_batches - 1
+        try:
+            hook(trainer, pl_module, outputs, batch, batch_idx)
+        finally:
+            inside["middle_batch"] = False
+
+    monkeypatch.setattr(callback, "on_train_batch_end", watched)
+    return calls

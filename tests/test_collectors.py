@@ -10,7 +10,16 @@ import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
-from collector_harness import CASES, CRASH_EPOCH, EPOCHS, fit, make_labels, make_loader, tdds_reference
+from collector_harness import (
+    CASES,
+    CRASH_EPOCH,
+    EPOCHS,
+    fit,
+    host_syncs_in_middle_batches,
+    make_labels,
+    make_loader,
+    tdds_reference,
+)
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 import lightning_prune as lp
@@ -160,9 +169,6 @@ def test_save_path_writes_score_file_at_fit_end(tmp_path):
     assert loaded.method == "forgetting"
 
 
-_SYNCING_METHODS = ("item", "tolist", "cpu", "numpy", "nonzero", "__bool__", "__int__", "__float__")
-
-
 class _SyncingForgetting(lp.Forgetting):
     def _collect(self, epoch, view, fresh):
         if view.logits.max() > 1e9:  # `if tensor` waits for the device
@@ -179,27 +185,7 @@ def test_no_host_synchronisation_in_the_batch_hook(name, monkeypatch):
     control collector synchronises on purpose and must be caught.
     """
     collector = _SyncingForgetting() if name == "syncing-control" else CASES[name].make()
-    calls: list[str] = []
-    inside = {"middle_batch": False}
-    for method in _SYNCING_METHODS:
-        original = getattr(torch.Tensor, method)
-
-        def spy(self, *args, _original=original, _method=method, **kwargs):
-            if inside["middle_batch"]:
-                calls.append(_method)
-            return _original(self, *args, **kwargs)
-
-        monkeypatch.setattr(torch.Tensor, method, spy)
-    hook = collector.on_train_batch_end
-
-    def watched(trainer, pl_module, outputs, batch, batch_idx):
-        inside["middle_batch"] = 0 < batch_idx < trainer.num_training_batches - 1
-        try:
-            hook(trainer, pl_module, outputs, batch, batch_idx)
-        finally:
-            inside["middle_batch"] = False
-
-    monkeypatch.setattr(collector, "on_train_batch_end", watched)
+    calls = host_syncs_in_middle_batches(monkeypatch, collector)
     fit([collector])
     if name == "syncing-control":
         assert "__bool__" in calls

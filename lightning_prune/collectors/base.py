@@ -40,6 +40,7 @@ from lightning_prune.data.indexed import unpack_batch
 from lightning_prune.distributed import RankRows, first_occurrence
 from lightning_prune.models.layers import find_last_linear
 from lightning_prune.selection.scores import Scores
+from lightning_prune.trainer_access import trainer_callbacks
 
 STATE_FORMAT_VERSION = 1
 
@@ -396,8 +397,7 @@ class ScoreCollector(pl.Callback):
         score from the remaining epochs alone. Fail instead, naming both sides.
         """
         states: Mapping[str, Any] = checkpoint.get("callbacks") or {}
-        # Trainer.callbacks is assigned by Lightning's callback connector, not declared on the class
-        present = {callback.state_key: callback for callback in trainer.callbacks}  # type: ignore[attr-defined]
+        present = {callback.state_key: callback for callback in trainer_callbacks(trainer)}
         orphans = [key for key, state in states.items() if _is_collector_state(state) and key not in present]
         collectors = [key for key, callback in present.items() if isinstance(callback, ScoreCollector)]
         if orphans:
@@ -537,16 +537,19 @@ class ScoreCollector(pl.Callback):
         rows = [self._buffers["labels"], *self._epoch_rows(epoch)]
         self._exchange(trainer, rows)
         seen = self._buffers["seen"]
-        covered = int(seen.sum())
+        self._check_coverage(epoch, int(seen.sum()))
+        self._buffers["times_seen"] += seen.to(torch.int32)
+        self._fold(epoch, seen)
+        seen.zero_()
+        self._epochs_collected += 1
+
+    def _check_coverage(self, epoch: int, covered: int) -> None:
+        """Warn when an epoch did not see every sample (their state keeps its previous values)."""
         if covered < self._state_num_samples:
             rank_zero_warn(
                 f"{type(self).__name__}: epoch {epoch} covered {covered} of {self._num_samples_seen} samples; "
                 "samples not seen keep their previous values. Train on full epochs for exact scores."
             )
-        self._buffers["times_seen"] += seen.to(torch.int32)
-        self._fold(epoch, seen)
-        seen.zero_()
-        self._epochs_collected += 1
 
     def _raise_batch_faults(self, trainer: pl.Trainer, epoch: int) -> None:
         """Raise, on every rank at once, what this epoch's batch screening found."""

@@ -31,10 +31,10 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
-from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler
 
 from lightning_prune.data.indexed import dataset_length, dataset_targets
+from lightning_prune.data.wrapped import WrappedDataModule
 from lightning_prune.selection.selection import Selection
 
 WEIGHT_KEY = "weight"
@@ -138,7 +138,7 @@ class WeightedDataset(Dataset):
         return dataset_targets(self.dataset)
 
 
-class PrunedDataModule(pl.LightningDataModule):
+class PrunedDataModule(WrappedDataModule):
     """Wraps any ``LightningDataModule`` so that training sees only a :class:`Selection`.
 
     Args:
@@ -165,12 +165,7 @@ class PrunedDataModule(pl.LightningDataModule):
         seed: int = 0,
         shuffle: bool = True,
     ) -> None:
-        super().__init__()
-        if not isinstance(datamodule, pl.LightningDataModule):
-            raise TypeError(
-                f"PrunedDataModule wraps a LightningDataModule, got {type(datamodule).__name__}. For plain "
-                "DataLoaders, build one with a SelectionSampler over selection.indices instead."
-            )
+        super().__init__(datamodule)
         if isinstance(selection, (str, os.PathLike)):
             selection = Selection.load(selection)
         if not isinstance(selection, Selection):
@@ -186,61 +181,14 @@ class PrunedDataModule(pl.LightningDataModule):
             raise ValueError("The selection keeps no samples; there is nothing to train on.")
         if int(seed) != seed or seed < 0:
             raise ValueError(f"seed={seed} must be a non-negative integer.")
-        self.datamodule = datamodule
         self.selection = selection
         self.weighted = bool(weighted)
         self.seed = int(seed)
         self.shuffle = bool(shuffle)
-        self.prepare_data_per_node = datamodule.prepare_data_per_node
         self._checked_dataset: Dataset | None = None
-        # Lightning decides whether a loop or hook exists by whether the data module overrides it, so
-        # forward exactly the ones the wrapped module defines (binding them on the instance counts as
-        # an override); the rest keep LightningDataModule's defaults.
-        for name in (
-            "val_dataloader",
-            "test_dataloader",
-            "predict_dataloader",
-            "on_before_batch_transfer",
-            "transfer_batch_to_device",
-            "on_after_batch_transfer",
-        ):
-            if is_overridden(name, datamodule, pl.LightningDataModule):
-                setattr(self, name, getattr(datamodule, name))
-
-    def prepare_data(self) -> None:
-        self.datamodule.prepare_data()
-
-    def setup(self, stage: str) -> None:
-        self.datamodule.trainer = self.trainer
-        self.datamodule.setup(stage)
-
-    def teardown(self, stage: str) -> None:
-        self.datamodule.teardown(stage)
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.datamodule.state_dict()
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.datamodule.load_state_dict(state_dict)
-
-    def __getattr__(self, name: str) -> Any:
-        # Attributes the wrapped module exposes (num_classes, input_shape, ...) stay reachable, so code
-        # that reads them from trainer.datamodule keeps working.
-        if name.startswith("_") or name == "datamodule":
-            raise AttributeError(name)
-        try:
-            inner = self.__dict__["datamodule"]
-        except KeyError:
-            raise AttributeError(name) from None
-        return getattr(inner, name)
 
     def train_dataloader(self) -> DataLoader:
-        loader = self.datamodule.train_dataloader()
-        if not isinstance(loader, DataLoader):
-            raise TypeError(
-                f"PrunedDataModule needs the wrapped {type(self.datamodule).__name__}.train_dataloader() to return "
-                f"one torch DataLoader, got {type(loader).__name__}."
-            )
+        loader = self.wrapped_train_loader()
         batch_size, drop_last = loader.batch_size, loader.drop_last
         if batch_size is None:
             if type(loader.batch_sampler) is not BatchSampler:
@@ -255,20 +203,11 @@ class PrunedDataModule(pl.LightningDataModule):
             weights = np.zeros(self.selection.num_samples, dtype=np.float32)
             weights[self.selection.indices] = self.selection.weights
             dataset = WeightedDataset(dataset, weights)
-        num_replicas, rank = self._world()
+        num_replicas, rank = self.world()
         sampler = SelectionSampler(self.selection.indices, num_replicas, rank, shuffle=self.shuffle, seed=self.seed)
         return DataLoader(
             dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last, **loader_settings(loader)
         )
-
-    def _world(self) -> tuple[int, int]:
-        trainer = self.trainer
-        kwargs = trainer.distributed_sampler_kwargs if trainer is not None else None
-        if kwargs:
-            return int(kwargs["num_replicas"]), int(kwargs["rank"])
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            return torch.distributed.get_world_size(), torch.distributed.get_rank()
-        return 1, 0
 
     def _check_selection(self, dataset: Dataset) -> None:
         if self._checked_dataset is dataset:

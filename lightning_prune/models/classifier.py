@@ -13,6 +13,8 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from lightning_prune.data.indexed import split_batch, unpack_batch
 from lightning_prune.models.layers import find_last_linear
+from lightning_prune.models.schedules import progress_cosine
+from lightning_prune.trainer_access import changes_epoch_length
 
 SCHEDULERS = ("cosine", "none")
 WEIGHTED_LOSSES = ("normalized", "mean")
@@ -45,7 +47,10 @@ class Classifier(pl.LightningModule):
 
     Optimiser: SGD with ``momentum`` and ``weight_decay``; ``scheduler="cosine"``
     anneals the learning rate to 0 over the whole run, stepped per optimiser step
-    (``trainer.estimated_stepping_batches``). Logs ``train_loss``, ``val_loss``/``val_acc`` and
+    (``trainer.estimated_stepping_batches``); with a callback that changes the number of batches per
+    epoch (``varies_epoch_length = True``, e.g. :class:`~lightning_prune.InfoBatch`) it follows the
+    fraction of training done instead (:func:`~lightning_prune.models.schedules.progress_cosine`), so
+    it still ends at 0. Logs ``train_loss``, ``val_loss``/``val_acc`` and
     ``test_loss``/``test_acc``.
 
     Args:
@@ -131,6 +136,9 @@ class Classifier(pl.LightningModule):
         )
         if hp["scheduler"] == "none":
             return optimizer
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+        if changes_epoch_length(self.trainer):
+            cosine: torch.optim.lr_scheduler.LRScheduler = progress_cosine(optimizer, self.trainer)
+        else:
+            total = max(1, int(self.trainer.estimated_stepping_batches))
+            cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": cosine, "interval": "step"}}

@@ -1,0 +1,177 @@
+"""The training loader of dynamic pruning: a sampler that serves each epoch's plan, with its weights.
+
+:class:`DynamicSampler` asks its :class:`~lightning_prune.InfoBatch` for the plan of the epoch being
+served, permutes it with ``numpy.random.default_rng([seed, epoch])`` (the same on every rank), pads it
+to a multiple of the world size with its first entries and deals it out round-robin, exactly as
+:class:`~lightning_prune.SelectionSampler` deals a static selection: every rank runs the same number
+of batches, as DDP needs. It yields ``(index, weight)`` pairs, so the weight reaches the dataset in
+the main process and in worker processes alike; :class:`WeightedItems` appends it to the item (or
+multiplies it into the weight the item already carries).
+
+:class:`DynamicDataModule` rebuilds the wrapped module's training loader over that sampler. Over a
+:class:`~lightning_prune.PrunedDataModule`, the pool is the static selection (and its seed and
+shuffling); otherwise it is the whole training set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from typing import Any, cast
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler
+
+from lightning_prune.data.indexed import dataset_length, dataset_targets
+from lightning_prune.data.pruned import WEIGHT_KEY, SelectionSampler, loader_settings
+from lightning_prune.data.wrapped import WrappedDataModule
+from lightning_prune.dynamic.infobatch import EpochPlan, InfoBatch
+
+
+class DynamicSampler(DistributedSampler):
+    """Serves, each epoch, the samples its ``infobatch`` plans, as ``(index, weight)`` pairs.
+
+    Args:
+        infobatch: the callback that plans the epochs.
+        pool: the indices an epoch can serve (into the full training set).
+        num_replicas, rank: the world size and this process's rank.
+        shuffle: permute each epoch's plan (seeded by ``(seed, epoch)``); otherwise pool order.
+        seed: base seed of the permutations.
+    """
+
+    def __init__(
+        self,
+        infobatch: InfoBatch,
+        pool: np.ndarray,
+        num_replicas: int = 1,
+        rank: int = 0,
+        shuffle: bool = True,
+        seed: int = 0,
+    ) -> None:
+        pool = np.asarray(pool, dtype=np.int64).reshape(-1)
+        if pool.size == 0:
+            raise ValueError("DynamicSampler needs at least one index to serve.")
+        if num_replicas < 1 or not 0 <= rank < num_replicas:
+            raise ValueError(f"rank={rank} must lie in [0, num_replicas={num_replicas}).")
+        # DistributedSampler only reads len(dataset) here; each epoch's own length comes from its plan
+        super().__init__(
+            cast(Dataset, pool), num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=False
+        )
+        self.infobatch = infobatch
+        self.pool = pool
+        self._cached: tuple[tuple[int, int], EpochPlan] | None = None
+
+    def epoch_plan(self) -> EpochPlan:
+        """This epoch's plan; computed once per epoch and state (``len()`` and ``iter()`` both need it)."""
+        epoch = self.infobatch.serving_epoch(default=self.epoch)
+        key = (epoch, self.infobatch.epochs_collected)
+        if self._cached is None or self._cached[0] != key:
+            self._cached = (key, self.infobatch.plan(self.pool, epoch))
+        return self._cached[1]
+
+    def _share(self) -> tuple[np.ndarray, np.ndarray]:
+        plan = self.epoch_plan()
+        indices, weights = plan.indices, plan.weights
+        if self.shuffle:
+            epoch = self.infobatch.serving_epoch(default=self.epoch)
+            order = np.random.default_rng([self.seed, epoch]).permutation(indices.size)
+            indices, weights = indices[order], weights[order]
+        total = len(self) * self.num_replicas
+        if total > indices.size:
+            indices, weights = np.resize(indices, total), np.resize(weights, total)
+        return indices[self.rank : total : self.num_replicas], weights[self.rank : total : self.num_replicas]
+
+    def __iter__(self) -> Iterator[tuple[int, float]]:
+        indices, weights = self._share()
+        return iter(zip(indices.tolist(), weights.tolist(), strict=True))
+
+    def __len__(self) -> int:
+        return -(-int(self.epoch_plan().indices.size) // self.num_replicas)
+
+
+class WeightedItems(Dataset):
+    """Reads ``dataset[index]`` for the ``(index, weight)`` keys a :class:`DynamicSampler` yields and
+    appends the weight (tuples: ``(x, y, index, weight)``; dicts: ``"weight"``), multiplying it into a
+    weight the item already carries (a weighted :class:`~lightning_prune.PrunedDataModule`)."""
+
+    def __init__(self, dataset: Dataset, carries_weight: bool) -> None:
+        self.dataset = dataset
+        self.carries_weight = carries_weight
+
+    def __len__(self) -> int:
+        return dataset_length(self.dataset, "by DynamicDataModule")
+
+    def __getitem__(self, key: Any) -> Any:
+        index, weight = key if isinstance(key, tuple) else (key, 1.0)
+        item = self.dataset[index]
+        if isinstance(item, Mapping):
+            return {**item, WEIGHT_KEY: torch.as_tensor(weight, dtype=torch.float32) * item.get(WEIGHT_KEY, 1.0)}
+        if isinstance(item, (tuple, list)):
+            if self.carries_weight:
+                return (*item[:-1], item[-1] * torch.as_tensor(weight, dtype=torch.float32))
+            return (*item, torch.as_tensor(weight, dtype=torch.float32))
+        raise TypeError(
+            f"Dynamic pruning appends each sample's loss weight to its item, so items must be tuples or dicts, "
+            f"got {type(item).__name__}."
+        )
+
+    @property
+    def targets(self) -> np.ndarray:
+        return dataset_targets(self.dataset)
+
+
+class DynamicDataModule(WrappedDataModule):
+    """Wraps any ``LightningDataModule`` (a :class:`~lightning_prune.PrunedDataModule` too) so that each
+    epoch serves what ``infobatch`` plans. Usually made with ``infobatch.wrap(datamodule)``.
+
+    The wrapped training loader's settings (batch size, ``drop_last``, workers, collate, ...) are kept;
+    its sampler decides the pool: a :class:`~lightning_prune.SelectionSampler` gives its selection,
+    seed and shuffling; a plain shuffled loader (``RandomSampler``) the whole set, shuffled with the
+    InfoBatch seed; an unshuffled one the whole set in order. Other samplers are refused.
+    """
+
+    def __init__(self, datamodule: pl.LightningDataModule, infobatch: InfoBatch) -> None:
+        super().__init__(datamodule)
+        if not isinstance(infobatch, InfoBatch):
+            raise TypeError(f"DynamicDataModule needs an InfoBatch callback, got {type(infobatch).__name__}.")
+        self.infobatch = infobatch
+
+    def train_dataloader(self) -> DataLoader:
+        loader = self.wrapped_train_loader()
+        if loader.batch_size is None and type(loader.batch_sampler) is not BatchSampler:
+            raise TypeError(
+                f"The wrapped training DataLoader uses a custom batch_sampler ({type(loader.batch_sampler).__name__}); "
+                "DynamicDataModule can only rebuild loaders configured with batch_size."
+            )
+        pool, shuffle, seed = self._pool(loader)
+        num_replicas, rank = self.world()
+        sampler = DynamicSampler(self.infobatch, pool, num_replicas, rank, shuffle=shuffle, seed=seed)
+        carries_weight = isinstance(loader.sampler, SelectionSampler) and _carries_weight(loader.dataset)
+        return DataLoader(
+            WeightedItems(loader.dataset, carries_weight),
+            batch_size=loader.batch_size,
+            sampler=sampler,
+            drop_last=loader.drop_last,
+            **loader_settings(loader),
+        )
+
+    def _pool(self, loader: DataLoader) -> tuple[np.ndarray, bool, int]:
+        sampler = loader.sampler
+        if isinstance(sampler, SelectionSampler):
+            return sampler.indices, bool(sampler.shuffle), int(sampler.seed)
+        size = dataset_length(loader.dataset, "by DynamicDataModule")
+        if isinstance(sampler, RandomSampler):
+            return np.arange(size), True, self.infobatch.seed
+        if isinstance(sampler, SequentialSampler):
+            return np.arange(size), False, self.infobatch.seed
+        raise TypeError(
+            f"DynamicDataModule cannot tell which samples the wrapped loader's {type(sampler).__name__} serves; "
+            "give the wrapped train_dataloader() shuffle=True/False, or wrap a PrunedDataModule for a fixed subset."
+        )
+
+
+def _carries_weight(dataset: Dataset) -> bool:
+    from lightning_prune.data.pruned import WeightedDataset
+
+    return isinstance(dataset, WeightedDataset)
