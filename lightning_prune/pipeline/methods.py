@@ -1,15 +1,17 @@
 """How the pipeline runs each kind of pruning method: one protocol instead of name checks.
 
-A method of a run is either *score-based* (a collector attached to the scoring run, then a
-selection strategy per ratio) or *learned* (it produces a :class:`Selection` per ratio itself:
-AdaPruner trains a mask, influence pruning solves an optimisation over the scoring run's model).
-The runner asks the method what it needs and hands it the run; a new kind of method is one more
-class registered in :data:`LEARNED`.
+A method of a run is *score-based* (a collector attached to the scoring run, then a selection
+strategy per ratio), *learned* (it produces a :class:`Selection` per ratio itself: AdaPruner trains
+a mask, influence pruning solves an optimisation over the scoring run's model) or *dynamic* (no
+selection: each coreset training prunes inside itself, as InfoBatch does). The runner asks the
+method what it needs and hands it the run; a new kind of method is one more class registered in
+:data:`LEARNED`.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
@@ -17,6 +19,8 @@ import lightning.pytorch as pl
 
 from lightning_prune.collectors.base import ScoreCollector
 from lightning_prune.collectors.registry import COLLECTORS, make_collector
+from lightning_prune.data.pruned import PrunedDataModule
+from lightning_prune.dynamic.infobatch import InfoBatch
 from lightning_prune.pipeline.cost import CostMeter, write_cost
 from lightning_prune.pipeline.names import ratio_tag
 from lightning_prune.selection.scores import Scores
@@ -32,8 +36,9 @@ class MethodSpec:
     """One pruning method of a run.
 
     Attributes:
-        name: a collector name (``tdds``, ``forgetting``, ``el2n``, ...), ``adapruner`` or ``influence``.
-        args: keyword arguments of the collector / ``AdaPruner`` / ``InfluencePruner``.
+        name: a collector name (``tdds``, ``forgetting``, ``el2n``, ...), ``adapruner``, ``influence`` or
+            ``infobatch`` (dynamic: each ratio is InfoBatch's ``prune_ratio``).
+        args: keyword arguments of the collector / ``AdaPruner`` / ``InfluencePruner`` / ``InfoBatch``.
         strategy: selection strategy for score-based methods (default: the run's ``strategy``).
         label: the name shown in the report (default: ``name``; set it to run one method twice).
         select_args: further keyword arguments of :func:`~lightning_prune.select` (e.g. ``ccs_beta``).
@@ -53,13 +58,48 @@ class MethodSpec:
         return self.label or self.name
 
 
+@dataclass
+class CellTraining:
+    """How one coreset training of a cell is set up, and what it reports afterwards.
+
+    Attributes:
+        data: the data module the cell trains on.
+        callbacks: callbacks the cell's training needs besides the run's own.
+        selection: the static selection trained on, if any.
+        reached: after the fit, the fraction of the training set's sample presentations the cell skipped.
+    """
+
+    data: pl.LightningDataModule
+    callbacks: list[pl.Callback] = field(default_factory=list)
+    selection: Selection | None = None
+    reached: Callable[[], float] = lambda: 0.0
+    dynamic: bool = False
+
+
+def static_training(
+    run: PruningRun, key: str, ratio: float, seed: int, data: pl.LightningDataModule, per_seed: bool = False
+) -> CellTraining:
+    """A training (seeded ``seed``) on the saved selection of ``key`` at ``ratio``; ``per_seed``: each seed has its
+    own selection (the random baseline)."""
+    selection = Selection.load(run.selection_path(key, ratio, seed if per_seed else None))
+    # learned methods (adapruner, influence) and random pruning produce no importance weights
+    weighted = run.weighted and selection.weights is not None
+    pruned = PrunedDataModule(data, selection, weighted=weighted, seed=seed)
+    return CellTraining(pruned, selection=selection, reached=lambda: selection.prune_ratio)
+
+
 class Method(Protocol):
-    """What the runner needs to know of a kind of method, and how it gets a selection."""
+    """What the runner needs to know of a kind of method, how it gets a selection and how its cells train."""
 
     uses_scores: ClassVar[bool]
     """A collector scores it during the scoring run; a strategy then selects from the scores."""
     needs_scoring_model: ClassVar[bool]
     """It reads the model the scoring run trained."""
+    makes_selection: ClassVar[bool]
+    """It writes a selection file per ratio (dynamic methods do not)."""
+
+    def check(self, spec: MethodSpec, ratios: list[float]) -> None:
+        """Refuse settings the method cannot run with, before anything is trained."""
 
     def collector(self, spec: MethodSpec) -> ScoreCollector | None:
         """The collector to attach to the scoring run, if the method has one."""
@@ -70,12 +110,44 @@ class Method(Protocol):
     def cost_names(self, spec: MethodSpec, ratio: float) -> list[str]:
         """The recorded costs (``RUN/costs/NAME.json``) a selection at ``ratio`` paid before its coreset training."""
 
+    def training(
+        self,
+        run: PruningRun,
+        spec: MethodSpec,
+        ratio: float,
+        seed: int,
+        data: pl.LightningDataModule,
+        model: pl.LightningModule,
+    ) -> CellTraining:
+        """How the coreset training of ``spec`` at ``ratio`` seeded ``seed`` runs, on the full data module ``data``."""
 
-class ScoreBased:
+
+class SelectionMethod:
+    """Defaults of a method that writes a selection per ratio and trains on it (all but dynamic ones)."""
+
+    uses_scores: ClassVar[bool] = False
+    needs_scoring_model: ClassVar[bool] = False
+    makes_selection: ClassVar[bool] = True
+
+    def check(self, spec: MethodSpec, ratios: list[float]) -> None:
+        return None
+
+    def training(
+        self,
+        run: PruningRun,
+        spec: MethodSpec,
+        ratio: float,
+        seed: int,
+        data: pl.LightningDataModule,
+        model: pl.LightningModule,
+    ) -> CellTraining:
+        return static_training(run, spec.key, ratio, seed, data)
+
+
+class ScoreBased(SelectionMethod):
     """A collector of :data:`~lightning_prune.COLLECTORS` and a selection strategy."""
 
     uses_scores: ClassVar[bool] = True
-    needs_scoring_model: ClassVar[bool] = False
 
     def collector(self, spec: MethodSpec) -> ScoreCollector:
         # a labelled collector is named after its label, so that the same collector listed twice under
@@ -100,11 +172,8 @@ class ScoreBased:
         )
 
 
-class AdaPrunerMethod:
+class AdaPrunerMethod(SelectionMethod):
     """AdaPruner: a mask learned with the backbone, one training per ratio (``args.epochs``)."""
-
-    uses_scores: ClassVar[bool] = False
-    needs_scoring_model: ClassVar[bool] = False
 
     def collector(self, spec: MethodSpec) -> None:
         return None
@@ -131,10 +200,9 @@ class AdaPrunerMethod:
         return pruner.selection()
 
 
-class InfluenceMethod:
+class InfluenceMethod(SelectionMethod):
     """Influence-based pruning on the scoring run's model: influence computed once, solved per ratio."""
 
-    uses_scores: ClassVar[bool] = False
     needs_scoring_model: ClassVar[bool] = True
 
     def collector(self, spec: MethodSpec) -> None:
@@ -163,7 +231,55 @@ class InfluenceMethod:
         return cache["pruner"].select_from(cache["vectors"], prune_ratio=ratio)
 
 
-LEARNED: dict[str, Method] = {"adapruner": AdaPrunerMethod(), "influence": InfluenceMethod()}
+class InfoBatchMethod:
+    """InfoBatch: no selection; each coreset training prunes dynamically at ``prune_ratio = ratio``.
+
+    Its cost is its own training (metered like every cell); the cell records the fraction of sample
+    presentations it skipped as its ``prune_ratio_reached``.
+    """
+
+    uses_scores: ClassVar[bool] = False
+    needs_scoring_model: ClassVar[bool] = False
+    makes_selection: ClassVar[bool] = False
+
+    def check(self, spec: MethodSpec, ratios: list[float]) -> None:
+        for ratio in ratios:
+            InfoBatch(prune_ratio=ratio, **spec.args)  # refuses a bad ratio or argument, naming it
+
+    def collector(self, spec: MethodSpec) -> None:
+        return None
+
+    def cost_names(self, spec: MethodSpec, ratio: float) -> list[str]:
+        return []
+
+    def selection(self, run: PruningRun, spec: MethodSpec, ratio: float) -> Selection:
+        raise RuntimeError(f"internal: {spec.key} is dynamic and makes no selection")
+
+    def training(
+        self,
+        run: PruningRun,
+        spec: MethodSpec,
+        ratio: float,
+        seed: int,
+        data: pl.LightningDataModule,
+        model: pl.LightningModule,
+    ) -> CellTraining:
+        from lightning_prune.models.classifier import Classifier
+
+        if isinstance(model, Classifier) and model.hparams["weighted_loss"] != "mean":
+            # identical for unweighted batches; InfoBatch's rescaling needs the mean of weight x loss
+            model.hparams["weighted_loss"] = "mean"
+        infobatch = InfoBatch(prune_ratio=ratio, seed=seed, **spec.args)
+        return CellTraining(
+            infobatch.wrap(data), callbacks=[infobatch], reached=lambda: infobatch.fraction_skipped, dynamic=True
+        )
+
+
+LEARNED: dict[str, Method] = {
+    "adapruner": AdaPrunerMethod(),
+    "influence": InfluenceMethod(),
+    "infobatch": InfoBatchMethod(),
+}
 """Methods that produce a selection per ratio themselves, by name."""
 _SCORE_BASED = ScoreBased()
 

@@ -55,7 +55,8 @@ def summarise(results: list[dict[str, Any]]) -> Summary:
     """``{method: {ratio: {"mean", "std", "runs", "prune_ratio_reached"}}}`` of test accuracy over seeds.
 
     ``std`` is the population standard deviation over seeds (0 for one seed); ``prune_ratio_reached``
-    is the mean fraction actually removed (a learned selection may end away from its target).
+    is the mean fraction actually removed (a learned selection may end away from its target); for a
+    ``dynamic`` method (InfoBatch) it is the fraction of sample presentations its training skipped.
     """
     grouped: dict[str, dict[float, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     for result in results:
@@ -72,6 +73,7 @@ def summarise(results: list[dict[str, Any]]) -> Summary:
                 "prune_ratio_reached": statistics.fmean(
                     float(cell.get("prune_ratio_reached", ratio)) for cell in cells
                 ),
+                "dynamic": any(cell.get("dynamic", False) for cell in cells),
             }
     return summary
 
@@ -166,7 +168,12 @@ def reached_notes(summary: Summary) -> list[str]:
     for method, by_ratio in summary.items():
         for label, entry in by_ratio.items():
             reached = entry["prune_ratio_reached"]
-            if method != FULL and abs(reached - float(label)) > REACHED_NOTE_TOLERANCE:
+            if method != FULL and entry.get("dynamic"):
+                notes.append(
+                    f"  note: {method} (dynamic) at prune {float(label):.0%} skipped {reached:.1%} of the sample "
+                    "presentations (the ratio is its skip probability among well-learned samples)"
+                )
+            elif method != FULL and abs(reached - float(label)) > REACHED_NOTE_TOLERANCE:
                 notes.append(f"  note: {method} at prune {float(label):.0%} removed {reached:.1%} of the samples")
     return notes
 

@@ -29,9 +29,8 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from lightning_prune.collectors.base import ScoreCollector
 from lightning_prune.data.indexed import dataset_targets
-from lightning_prune.data.pruned import PrunedDataModule
 from lightning_prune.pipeline.cost import CostMeter, add_costs, read_cost, write_cost
-from lightning_prune.pipeline.methods import MethodSpec, method_for, scoring_cost_name
+from lightning_prune.pipeline.methods import CellTraining, MethodSpec, method_for, scoring_cost_name, static_training
 from lightning_prune.pipeline.names import FULL, RANDOM, ratio_label, ratio_tag
 from lightning_prune.pipeline.progress import EpochProgress
 from lightning_prune.pipeline.report import RunResults, write_report
@@ -71,6 +70,8 @@ def _check_settings(
             )
     for ratio in [*prune_ratios, *(r for spec in methods for r in spec.prune_ratios or [])]:
         check_prune_ratio(ratio)
+    for spec in methods:
+        method_for(spec.name).check(spec, sorted(spec.prune_ratios or prune_ratios))
     if not seeds:
         raise ValueError("seeds must list at least one seed.")
     for seed in seeds:
@@ -331,6 +332,8 @@ class PruningRun:
         """Write every selection file that is missing (score-based, learned and random)."""
         num_samples, labels = self.training_set_facts()
         for spec in self.methods:
+            if not method_for(spec.name).makes_selection:
+                continue
             for ratio in self.ratios_for(spec):
                 path = self.selection_path(spec.key, ratio)
                 settings = self._selection_settings(spec)
@@ -382,15 +385,14 @@ class PruningRun:
         for number, (key, ratio, seed) in enumerate(todo, start=1):
             start = time.perf_counter()
             pl.seed_everything(seed, verbose=False)
-            model, data = self.make_model(), self.make_data()
-            if key != FULL:
-                selection = Selection.load(self.selection_path(key, ratio, seed if key == RANDOM else None))
-                # learned methods (adapruner, influence) and random pruning produce no importance weights
-                weighted = self.weighted and selection.weights is not None
-                data = PrunedDataModule(data, selection, weighted=weighted, seed=seed)
+            model = self.make_model()
+            cell = self._cell_training(key, ratio, seed, model)
+            data = cell.data
             meter = CostMeter()
             trainer = self.make_trainer(
-                self.train_epochs, [meter], progress=f"[train {number}/{len(todo)}] {key} r{ratio:.2f} s{seed}"
+                self.train_epochs,
+                [*cell.callbacks, meter],
+                progress=f"[train {number}/{len(todo)}] {key} r{ratio:.2f} s{seed}",
             )
             trainer.fit(model, datamodule=data)
             metrics = trainer.test(model, datamodule=data, verbose=False)[0]
@@ -399,11 +401,12 @@ class PruningRun:
                     f"The model's test_step logged {sorted(metrics)} but no 'test_acc'; the report compares test "
                     "accuracy. Log it as lightning_prune.models.Classifier does."
                 )
-            selected = data.selection if isinstance(data, PrunedDataModule) else None
+            selected = cell.selection
             result = {
                 "method": key,
                 "prune_ratio": ratio,
-                "prune_ratio_reached": 0.0 if selected is None else round(selected.prune_ratio, 6),
+                "prune_ratio_reached": round(cell.reached(), 6),
+                **({"dynamic": True} if cell.dynamic else {}),
                 "seed": seed,
                 "test_acc": float(metrics["test_acc"]),
                 "num_train": None if selected is None else len(selected),
@@ -417,6 +420,15 @@ class PruningRun:
                 f"[train {number}/{len(todo)}] {key:>20} ratio {ratio:.2f} seed {seed}: "
                 f"test_acc {result['test_acc']:.4f} ({result['seconds']:.1f} s, ETA {eta:.0f} s)"
             )
+
+    def _cell_training(self, key: str, ratio: float, seed: int, model: pl.LightningModule) -> CellTraining:
+        data = self.make_data()
+        if key == FULL:
+            return CellTraining(data)
+        if key == RANDOM:
+            return static_training(self, RANDOM, ratio, seed, data, per_seed=True)
+        spec = next(spec for spec in self.methods if spec.key == key)
+        return method_for(spec.name).training(self, spec, ratio, seed, data, model)
 
     def _read_cell(self, key: str, ratio: float, seed: int) -> dict[str, Any] | None:
         """A finished cell's result; ``None`` when missing, or unreadable (then it is trained again)."""
