@@ -5,6 +5,7 @@ from lightning_prune.adapruner import AdaPruner
 from lightning_prune.collectors import (
     AUM,
     COLLECTORS,
+    DUAL,
     EL2N,
     TDDS,
     BatchView,
@@ -28,6 +29,7 @@ from lightning_prune.data import (
     IndexedDataset,
     PrunedDataModule,
     SelectionSampler,
+    TabularDataModule,
     WeightedDataset,
     dataset_targets,
     unpack_batch,
@@ -43,7 +45,7 @@ from lightning_prune.influence import (
     solve_cardinality,
     solve_epsilon,
 )
-from lightning_prune.models import Classifier, SmallCNN, cifar_resnet18
+from lightning_prune.models import MLP, Classifier, SmallCNN, cifar_resnet18
 from lightning_prune.models.schedules import progress_cosine
 from lightning_prune.selection.files import ScoreFileError
 from lightning_prune.selection.scores import Scores
@@ -54,6 +56,7 @@ __all__ = [
     "AdaPruner",
     "AUM",
     "COLLECTORS",
+    "DUAL",
     "EL2N",
     "DynamicDataModule",
     "DynamicSampler",
@@ -71,6 +74,7 @@ __all__ = [
     "CIFAR100DataModule",
     "CIFAR10DataModule",
     "Classifier",
+    "MLP",
     "DigitsDataModule",
     "Forgetting",
     "IndexedDataset",
@@ -89,6 +93,7 @@ __all__ = [
     "Scores",
     "Selection",
     "SelectionSampler",
+    "TabularDataModule",
     "SmallCNN",
     "WeightedDataset",
     "__version__",

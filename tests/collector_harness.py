@@ -196,6 +196,13 @@ def dynamic_uncertainty_reference(t: Trajectory, window: int) -> np.ndarray:
     return np.mean(stds, axis=0)
 
 
+def dual_reference(t: Trajectory, epochs: int, window: int) -> np.ndarray:
+    """The DUAL paper's score over the first ``epochs`` epochs, written out plainly."""
+    target = t.probs[:epochs, np.arange(t.probs.shape[1]), t.labels]  # [T, N]
+    windows = [target[k : k + window] for k in range(epochs - window + 1)]
+    return np.mean([10 * w.std(axis=0, ddof=1) * (1 - w.mean(axis=0)) for w in windows], axis=0)
+
+
 def entropy_reference(t: Trajectory, epoch: int = -1) -> np.ndarray:
     probs = t.probs[epoch]
     return -(probs * np.log(probs)).sum(axis=1)
@@ -311,6 +318,10 @@ CASES: dict[str, Case] = {
         make=lambda: DynamicUncertainty(window=4, source="eval_pass"),
         reference=lambda t: dynamic_uncertainty_reference(t, 4),
         atol=1e-6,
+    ),
+    "dual": Case(make=lambda: lp.DUAL(epochs=6, window=3), reference=lambda t: dual_reference(t, 6, 3), atol=1e-5),
+    "dual_all_epochs": Case(
+        make=lambda: lp.DUAL(epochs=EPOCHS, window=4), reference=lambda t: dual_reference(t, EPOCHS, 4), atol=1e-5
     ),
     "entropy": Case(make=lambda: Entropy(), reference=entropy_reference, atol=1e-6),
     "entropy_epoch": Case(make=lambda: Entropy(epoch=3), reference=lambda t: entropy_reference(t, 3), atol=1e-6),

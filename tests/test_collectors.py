@@ -191,3 +191,19 @@ def test_no_host_synchronisation_in_the_batch_hook(name, monkeypatch):
         assert "__bool__" in calls
     else:
         assert calls == []
+
+
+def test_dual_stores_the_mean_label_probability_of_its_epochs():
+    collector = lp.DUAL(epochs=6, window=3)
+    _, model = fit([collector])
+    t = model.trajectory()
+    expected = t.probs[:6, np.arange(t.probs.shape[1]), t.labels].mean(axis=0)
+    np.testing.assert_allclose(collector.scores.extras["confidence"], expected, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("epochs", "window", "match"), [(1, 1, "epochs must be an integer >= 2"), (4, 6, "cannot exceed")]
+)
+def test_dual_refuses_impossible_windows(epochs, window, match):
+    with pytest.raises(ValueError, match=match):
+        lp.DUAL(epochs=epochs, window=window)

@@ -85,3 +85,62 @@ def test_a_ratio_infobatch_cannot_run_is_refused_before_training(tmp_path):
     with pytest.raises(SystemExit):
         run_cli("run", config, tmp_path / "run", "--methods", "[{name: infobatch}]", "--prune_ratios", "[0.95]")
     assert not (tmp_path / "run" / "cells").exists()
+
+
+@pytest.mark.slow
+def test_a_method_can_score_from_a_shorter_run_and_pays_only_for_it(tmp_path, capsys):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY)
+    out = tmp_path / "run"
+    methods = "[{name: tdds, args: {trajectory: 3, window: 3}}, {name: el2n, label: el2n-early, args: {epochs: 1}, score_epochs: 1}]"
+    run_cli("run", config, out, "--methods", methods)
+    printed = capsys.readouterr().out
+    assert "for 3 epochs with collectors: tdds" in printed and "for 1 epochs with collectors: el2n-early" in printed
+    costs = {name: json.loads((out / "costs" / f"score-{name}.json").read_text()) for name in ("tdds", "el2n-early")}
+    assert costs["el2n-early"]["epochs"] == 1 and costs["tdds"]["epochs"] == 3
+    assert 3 * costs["el2n-early"]["samples_forwarded"] == costs["tdds"]["samples_forwarded"]
+    assert lp.Scores.load(out / "scores" / "el2n-early.npz").hparams["score_epochs"] == 1
+    report = json.loads((out / "report.json").read_text())
+    relative = {m: report["total_cost"][m]["0.50"]["relative"] for m in ("tdds", "el2n-early")}
+    # one coreset epoch is one full-data training here: 1 + 0.5 against 3 + 0.5
+    assert relative == {"el2n-early": pytest.approx(1.5, abs=0.01), "tdds": pytest.approx(3.5, abs=0.01)}
+    # the same label with another scoring-run length would mix two set-ups: refused
+    longer = methods.replace("score_epochs: 1", "score_epochs: 2")
+    with pytest.raises(SystemExit):
+        run_cli("run", config, out, "--methods", longer)
+    assert "was made with other settings" in capsys.readouterr().err
+
+
+def test_score_epochs_on_a_method_without_scores_is_refused(tmp_path, capsys):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY)
+    with pytest.raises(SystemExit):
+        run_cli("run", config, tmp_path / "run", "--methods", "[{name: infobatch, score_epochs: 2}]")
+    assert "only score-based methods read a scoring run" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_validated_selection_keeps_the_candidate_best_on_validation(tmp_path, capsys):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY)
+    out = tmp_path / "run"
+    method = "[{name: dual, label: rec, args: {epochs: 2, window: 2}, strategy: auto, select_args: {validate: true}}]"
+    run_cli("run", config, out, "--methods", method)
+    selection = lp.Selection.load(out / "selections" / "rec-r0.50.npz")
+    validated = selection.hparams["validated"]
+    assert set(validated["val_acc"]) == {"dual", "ccs", "random"}
+    assert validated["val_acc"][validated["chosen"]] == max(validated["val_acc"].values())
+    assert "validation accuracy ccs" in capsys.readouterr().out
+    # the three candidate trainings (each on half the data for one epoch) are charged to the method
+    cost = json.loads((out / "costs" / "select-rec-r0.50.json").read_text())
+    assert cost["samples_forwarded"] == 3 * len(selection)
+    report = json.loads((out / "report.json").read_text())
+    assert report["total_cost"]["rec"]["0.50"]["relative"] == pytest.approx(3 + 1.5 + 0.5, abs=0.01)
+
+
+def test_validate_without_the_auto_strategy_is_refused(tmp_path, capsys):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY)
+    with pytest.raises(SystemExit):
+        run_cli("run", config, tmp_path / "run", "--methods", "[{name: el2n, select_args: {validate: true}}]")
+    assert "set `strategy: auto`" in capsys.readouterr().err

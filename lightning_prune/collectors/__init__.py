@@ -2,6 +2,7 @@
 
 from lightning_prune.collectors.aum import AUM
 from lightning_prune.collectors.base import BatchView, ScoreCollector, default_adapter, recompute_logits
+from lightning_prune.collectors.dual import DUAL
 from lightning_prune.collectors.dynamic_uncertainty import DynamicUncertainty
 from lightning_prune.collectors.el2n import EL2N
 from lightning_prune.collectors.entropy import Entropy
@@ -19,6 +20,7 @@ from lightning_prune.collectors.tdds import TDDS
 __all__ = [
     "AUM",
     "COLLECTORS",
+    "DUAL",
     "EL2N",
     "TDDS",
     "BatchView",

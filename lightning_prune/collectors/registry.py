@@ -6,6 +6,7 @@ from typing import Any
 
 from lightning_prune.collectors.aum import AUM
 from lightning_prune.collectors.base import ScoreCollector
+from lightning_prune.collectors.dual import DUAL
 from lightning_prune.collectors.dynamic_uncertainty import DynamicUncertainty
 from lightning_prune.collectors.el2n import EL2N
 from lightning_prune.collectors.entropy import Entropy
@@ -23,6 +24,7 @@ COLLECTORS: dict[str, type[ScoreCollector]] = {
     "grand": GraNd,
     "aum": AUM,
     "dynamic_uncertainty": DynamicUncertainty,
+    "dual": DUAL,
     "entropy": Entropy,
     "herding": Herding,
     "moderate": Moderate,

@@ -31,6 +31,15 @@ class ArrayDataset(Dataset):
         return self.inputs[index], int(self.targets[index])
 
 
+def flip_labels(labels: np.ndarray, fraction: float, num_classes: int, seed: int) -> np.ndarray:
+    """``labels`` with ``round(fraction * N)`` of them, chosen at random, replaced by another class."""
+    rng = np.random.default_rng(seed)
+    flipped = np.array(labels, dtype=np.int64, copy=True)
+    chosen = rng.choice(labels.size, int(round(fraction * labels.size)), replace=False)
+    flipped[chosen] = (labels[chosen] + rng.integers(1, num_classes, chosen.size)) % num_classes
+    return flipped
+
+
 class DigitsDataModule(pl.LightningDataModule):
     """The 1797 8x8 handwritten digits bundled with scikit-learn (10 classes), split three ways.
 
@@ -51,6 +60,10 @@ class DigitsDataModule(pl.LightningDataModule):
         test_fraction: fraction of all 1797 samples held out for testing.
         split_seed: seed of the stratified split.
         num_workers: ``DataLoader`` worker processes.
+        label_noise: fraction of the TRAINING labels replaced by another class, drawn uniformly (web-scale
+            data is noisy; CCS and AUM were made for it). Validation and test labels stay clean, so
+            accuracy is measured against the truth. ``clean_targets`` keeps the true training labels.
+        noise_seed: seed of which labels are flipped and to what.
     """
 
     num_classes: int = 10
@@ -66,8 +79,14 @@ class DigitsDataModule(pl.LightningDataModule):
         test_fraction: float = 0.25,
         split_seed: int = 0,
         num_workers: int = 0,
+        label_noise: float = 0.0,
+        noise_seed: int = 0,
     ) -> None:
         super().__init__()
+        if not 0.0 <= label_noise < 1.0:
+            raise ValueError(
+                f"label_noise={label_noise} must lie in [0, 1): it is the fraction of training labels flipped."
+            )
         if batch_size < 1 or num_workers < 0:
             raise ValueError(f"Need batch_size >= 1 and num_workers >= 0; got {batch_size} and {num_workers}.")
         if val_fraction < 0 or test_fraction <= 0 or val_fraction + test_fraction >= 1:
@@ -96,7 +115,9 @@ class DigitsDataModule(pl.LightningDataModule):
         self.split_indices = {"train": train_idx, "val": val_idx, "test": test_idx}
         mean, std = images[train_idx].mean(), images[train_idx].std()
         images = (images - mean) / std
-        self.train_dataset = IndexedDataset(ArrayDataset(images[train_idx], labels[train_idx]))
+        self.clean_targets = labels[train_idx]
+        noisy = flip_labels(self.clean_targets, label_noise, self.num_classes, noise_seed)
+        self.train_dataset = IndexedDataset(ArrayDataset(images[train_idx], noisy))
         self.val_dataset = ArrayDataset(images[val_idx], labels[val_idx])
         self.test_dataset = ArrayDataset(images[test_idx], labels[test_idx])
         if num_val > 0:

@@ -1,9 +1,38 @@
-"""Small reference backbones: a CNN for 8x8 digits and the CIFAR variant of ResNet-18."""
+"""Small reference backbones: an MLP for tabular data, a CNN for 8x8 digits and the CIFAR variant of ResNet-18."""
 
 from __future__ import annotations
 
 import torchvision
 from torch import Tensor, nn
+
+
+class MLP(nn.Module):
+    """A multi-layer perceptron for feature vectors: ``Linear-BatchNorm-ReLU`` blocks, then ``self.fc``.
+
+    Args:
+        in_features: input features.
+        num_classes: number of output logits.
+        hidden: width of each hidden layer.
+        depth: number of hidden layers.
+    """
+
+    def __init__(self, in_features: int, num_classes: int, hidden: int = 128, depth: int = 2) -> None:
+        super().__init__()
+        if in_features < 1 or num_classes < 2 or hidden < 1 or depth < 1:
+            raise ValueError(
+                f"MLP needs in_features >= 1, num_classes >= 2, hidden >= 1 and depth >= 1; got {in_features}, "
+                f"{num_classes}, {hidden}, {depth}."
+            )
+        layers: list[nn.Module] = []
+        width = in_features
+        for _ in range(depth):
+            layers += [nn.Linear(width, hidden, bias=False), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True)]
+            width = hidden
+        self.features = nn.Sequential(*layers)
+        self.fc = nn.Linear(width, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.features(x.flatten(1)))
 
 
 class SmallCNN(nn.Module):

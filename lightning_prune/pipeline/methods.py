@@ -23,6 +23,7 @@ from lightning_prune.data.pruned import PrunedDataModule
 from lightning_prune.dynamic.infobatch import InfoBatch
 from lightning_prune.pipeline.cost import CostMeter, write_cost
 from lightning_prune.pipeline.names import ratio_tag
+from lightning_prune.pipeline.validated import VALIDATE, validated_selection
 from lightning_prune.selection.scores import Scores
 from lightning_prune.selection.selection import Selection
 from lightning_prune.selection.strategies import select
@@ -44,6 +45,10 @@ class MethodSpec:
         select_args: further keyword arguments of :func:`~lightning_prune.select` (e.g. ``ccs_beta``).
         prune_ratios: the ratios this method is run at (default: all of the run's). Papers tune some
             methods per ratio (TDDS's trajectory and window): list one labelled method per setting.
+        score_epochs: score-based methods only: the length of the scoring run this method reads
+            (default: the run's ``score_epochs``). A shorter run makes the method cheaper (EL2N from
+            the first epochs, TDDS on a short trajectory, "Selection via Proxy"); methods with the same
+            length share one scoring run, and each is charged the run it reads.
     """
 
     name: str
@@ -52,6 +57,7 @@ class MethodSpec:
     label: str | None = None
     select_args: dict[str, Any] = field(default_factory=dict)
     prune_ratios: list[float] | None = None
+    score_epochs: int | None = None
 
     @property
     def key(self) -> str:
@@ -149,6 +155,13 @@ class ScoreBased(SelectionMethod):
 
     uses_scores: ClassVar[bool] = True
 
+    def check(self, spec: MethodSpec, ratios: list[float]) -> None:
+        if spec.select_args.get(VALIDATE) and spec.strategy != "auto":
+            raise ValueError(
+                f"Method {spec.key!r}: select_args.validate chooses among the ratio-aware candidates of "
+                f"strategy 'auto' (dual, ccs, random); set `strategy: auto` on the method (it has {spec.strategy!r})."
+            )
+
     def collector(self, spec: MethodSpec) -> ScoreCollector:
         # a labelled collector is named after its label, so that the same collector listed twice under
         # two labels gets two state keys (Lightning refuses two stateful callbacks with one key)
@@ -156,12 +169,16 @@ class ScoreBased(SelectionMethod):
         return make_collector(spec.name, **args)
 
     def cost_names(self, spec: MethodSpec, ratio: float) -> list[str]:
+        if spec.select_args.get(VALIDATE):
+            return [scoring_cost_name(spec), validation_cost_name(spec, ratio)]
         return [scoring_cost_name(spec)]
 
     def selection(self, run: PruningRun, spec: MethodSpec, ratio: float) -> Selection:
         scores = Scores.load(run.score_path(spec))
         num_samples, labels = run.training_set_facts()
         scores.check_dataset(num_samples, labels)
+        if spec.select_args.get(VALIDATE):
+            return validated_selection(run, spec, ratio, scores, validation_cost_name(spec, ratio))
         return select(
             scores,
             ratio,
@@ -291,6 +308,11 @@ def method_for(name: str) -> Method:
     if name in COLLECTORS:
         return _SCORE_BASED
     raise ValueError(f"Unknown method {name!r}; choose from {known_methods()}.")
+
+
+def validation_cost_name(spec: MethodSpec, ratio: float) -> str:
+    """The recorded cost of the candidate trainings a validated selection at ``ratio`` ran."""
+    return f"select-{spec.key}-{ratio_tag(ratio)}"
 
 
 def scoring_cost_name(spec: MethodSpec) -> str:

@@ -41,6 +41,9 @@ from lightning_prune.selection.scores import Scores
 from lightning_prune.selection.selection import Selection
 from lightning_prune.selection.strategies import STRATEGIES, check_prune_ratio, check_seed, random_selection
 
+SCORE_EPOCHS_KEY = "score_epochs"
+"""Recorded next to a score file's hyper-parameters: the length of the scoring run that made it."""
+
 ADAPRUNER_RATIO_TOLERANCE = 0.05
 """How far a learned selection's pruning ratio may end from the target before the run warns."""
 
@@ -79,6 +82,16 @@ def _check_settings(
     check_seed(score_seed, "score_seed")
     if score_epochs < 1 or train_epochs < 1:
         raise ValueError(f"score_epochs and train_epochs must be >= 1; got {score_epochs} and {train_epochs}.")
+    for spec in methods:
+        if spec.score_epochs is None:
+            continue
+        if not method_for(spec.name).uses_scores:
+            raise ValueError(
+                f"Method {spec.key!r} sets score_epochs, but only score-based methods read a scoring run; "
+                "remove it (AdaPruner takes its training length as args.epochs)."
+            )
+        if int(spec.score_epochs) != spec.score_epochs or spec.score_epochs < 1:
+            raise ValueError(f"Method {spec.key!r}: score_epochs={spec.score_epochs} must be a positive integer.")
 
 
 class PruningRun:
@@ -255,37 +268,51 @@ class PruningRun:
             self._training_set_facts = (len(train_set), dataset_targets(train_set))
         return self._training_set_facts
 
-    def score(self, train_for_influence: bool = True) -> dict[str, Scores]:
-        """Train once on the full data with every missing collector attached; write the score files.
+    def score_epochs_of(self, spec: MethodSpec) -> int:
+        """The length of the scoring run ``spec`` reads (its own ``score_epochs`` or the run's)."""
+        return int(spec.score_epochs) if spec.score_epochs is not None else self.score_epochs
 
-        The influence method needs that trained model too; ``train_for_influence=False`` skips the
-        training when only the influence model is missing (``lightning-prune score``).
+    def score(self, train_for_influence: bool = True) -> dict[str, Scores]:
+        """Train on the full data with every missing collector attached; write the score files.
+
+        Methods whose scoring runs have the same length share one training; a method with its own
+        ``score_epochs`` gets a run of that length. The influence method needs the run-length
+        training's model too; ``train_for_influence=False`` skips the training when only that model
+        is missing (``lightning-prune score``).
         """
         specs = self.score_methods()
         for spec in specs:
             if self.score_path(spec).exists():
                 self._check_reused_scores(spec)
         missing = [spec for spec in specs if not self.score_path(spec).exists()]
-        needs_model = train_for_influence and self._model_needed()
-        if missing or needs_model:
-            collectors = {spec.key: self._collector(spec) for spec in missing}
-            names = ", ".join(collectors) or "none (training the model a learned method needs)"
-            self.log(f"[score] training on the full data for {self.score_epochs} epochs with collectors: {names}")
-            pl.seed_everything(self.score_seed, verbose=False)
-            model, data = self.make_model(), self.make_data()
-            start = time.perf_counter()
-            meter = CostMeter()
-            self.make_trainer(self.score_epochs, [*collectors.values(), meter], progress="[score]").fit(
-                model, datamodule=data
-            )
-            self.trained_scoring_model = model
-            served = [*missing, *(spec for spec in self.methods if method_for(spec.name).needs_scoring_model)]
-            for spec in served:  # the scoring run is charged to every method it served
-                write_cost(self.run_dir, scoring_cost_name(spec), meter.record())
-            for key, collector in collectors.items():
-                path = collector.scores.save(self.run_dir / "scores" / f"{key}.npz")
-                self.log(f"[score] wrote {path} ({time.perf_counter() - start:.1f} s)")
+        lengths = sorted({self.score_epochs_of(spec) for spec in missing})
+        if train_for_influence and self._model_needed() and self.score_epochs not in lengths:
+            lengths.append(self.score_epochs)
+        for epochs in lengths:
+            self._scoring_run(epochs, [spec for spec in missing if self.score_epochs_of(spec) == epochs])
         return {spec.key: Scores.load(self.score_path(spec)) for spec in specs}
+
+    def _scoring_run(self, epochs: int, missing: list[MethodSpec]) -> None:
+        """One full-data training of ``epochs`` epochs with the collectors of ``missing`` attached."""
+        collectors = {spec.key: self._collector(spec) for spec in missing}
+        names = ", ".join(collectors) or "none (training the model a learned method needs)"
+        self.log(f"[score] training on the full data for {epochs} epochs with collectors: {names}")
+        pl.seed_everything(self.score_seed, verbose=False)
+        model, data = self.make_model(), self.make_data()
+        start = time.perf_counter()
+        meter = CostMeter()
+        self.make_trainer(epochs, [*collectors.values(), meter], progress="[score]").fit(model, datamodule=data)
+        served = list(missing)
+        if epochs == self.score_epochs:
+            self.trained_scoring_model = model
+            served += [spec for spec in self.methods if method_for(spec.name).needs_scoring_model]
+        for spec in served:  # a scoring run is charged to every method it served
+            write_cost(self.run_dir, scoring_cost_name(spec), meter.record())
+        for key, collector in collectors.items():
+            scores = collector.scores
+            scores.hparams = {**scores.hparams, SCORE_EPOCHS_KEY: epochs}
+            path = scores.save(self.run_dir / "scores" / f"{key}.npz")
+            self.log(f"[score] wrote {path} ({time.perf_counter() - start:.1f} s)")
 
     @staticmethod
     def _collector(spec: MethodSpec) -> ScoreCollector:
@@ -303,7 +330,14 @@ class PruningRun:
     def _check_reused_scores(self, spec: MethodSpec) -> None:
         path = self.score_path(spec)
         scores, collector = Scores.load(path), self._collector(spec)
-        if scores.method != collector.method or scores.hparams != to_jsonable(collector.hparams()):
+        hparams = dict(scores.hparams)
+        # score files written before scoring runs could differ in length came from the run's scoring run
+        epochs = hparams.pop(SCORE_EPOCHS_KEY, self.score_epochs)
+        if (
+            scores.method != collector.method
+            or hparams != to_jsonable(collector.hparams())
+            or epochs != self.score_epochs_of(spec)
+        ):
             self._refuse_reuse(path, spec)
 
     def _selection_settings(self, spec: MethodSpec) -> dict[str, Any]:
@@ -314,6 +348,7 @@ class PruningRun:
                 "args": spec.args,
                 "strategy": spec.strategy or self.strategy if method_for(spec.name).uses_scores else None,
                 "select_args": spec.select_args,
+                **({"score_epochs": spec.score_epochs} if spec.score_epochs is not None else {}),
                 "weighted": self.weighted,
                 "seed": self.score_seed,
             }
@@ -395,6 +430,7 @@ class PruningRun:
                 progress=f"[train {number}/{len(todo)}] {key} r{ratio:.2f} s{seed}",
             )
             trainer.fit(model, datamodule=data)
+            fit_metrics = dict(trainer.callback_metrics)
             metrics = trainer.test(model, datamodule=data, verbose=False)[0]
             if "test_acc" not in metrics:
                 raise ValueError(
@@ -409,6 +445,8 @@ class PruningRun:
                 **({"dynamic": True} if cell.dynamic else {}),
                 "seed": seed,
                 "test_acc": float(metrics["test_acc"]),
+                # the last epoch's validation accuracy, when the model logs one: what tuning may look at
+                **({"val_acc": float(val_acc)} if (val_acc := fit_metrics.get("val_acc")) is not None else {}),
                 "num_train": None if selected is None else len(selected),
                 "seconds": round(time.perf_counter() - start, 2),
                 **{f"train_{name}": value for name, value in meter.record().items()},

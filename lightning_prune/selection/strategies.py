@@ -20,6 +20,11 @@ Strategies (all deterministic for a given ``seed``):
     bins, give bins budgets smallest bin first (``min(bin size, remaining budget // bins left)``)
     and sample uniformly inside each bin.
 
+``dual``, ``auto``
+    Ratio-aware: DUAL's Beta sampling, and the library's recommended default (DUAL's sampling for
+    DUAL scores, CCS with a ratio-dependent hard cut-off otherwise); see
+    :mod:`lightning_prune.selection.ratio_aware`.
+
 ``weights="importance"`` attaches TDDS's importance weights (paper Eq. 13): the scores min-max
 normalised over all N samples to [0, 1]; each kept sample's weight is its normalised score. (When
 all N scores are equal every weight is 1.) :class:`~lightning_prune.PrunedDataModule` with
@@ -38,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from lightning_prune.selection import ratio_aware
 from lightning_prune.selection.files import label_fingerprint
 from lightning_prune.selection.scores import Scores
 from lightning_prune.selection.selection import Selection
@@ -232,6 +238,8 @@ STRATEGIES: dict[str, StrategyFn] = {
     "random": _random,
     "class_balanced": _class_balanced,
     "ccs": _ccs,
+    "dual": ratio_aware._dual,
+    "auto": ratio_aware._auto,
 }
 """Strategy name -> ``fn(scores, num_keep, seed, **options) -> kept indices``."""
 
@@ -254,6 +262,7 @@ def select(
     ccs_beta: float = 0.0,
     ccs_bins: int = 50,
     ccs_hardness: str = "auto",
+    dual_cd: float = 4.0,
 ) -> Selection:
     """Keep ``N - round(prune_ratio * N)`` samples of ``scores`` chosen by ``strategy``.
 
@@ -268,6 +277,8 @@ def select(
             paper tunes it per ratio (0.3 at 90% pruning on CIFAR-10); 0 turns the cut-off off. Must
             not exceed ``prune_ratio``.
         ccs_bins: CCS only: number of equal-width score bins (paper: 50).
+        dual_cd: ``dual`` and ``auto`` only: DUAL's ``c_d``, how fast the sampling moves towards easy
+            samples as the ratio grows (paper: 4).
         ccs_hardness: CCS only: what "hardest" means. ``"accumulated_margin"``: lowest
             ``scores.extras["accumulated_margin"]`` (AUM's, the official choice); ``"low_score"``:
             lowest score; ``"high_score"``: highest score (for difficulty scores such as forgetting
@@ -302,6 +313,12 @@ def select(
         hparams.update(
             ccs_beta=float(ccs_beta), ccs_bins=int(ccs_bins), ccs_hardness=_resolve_ccs_hardness(scores, ccs_hardness)
         )
+    elif strategy == "dual":
+        options = {"cd": float(dual_cd)}
+        hparams.update(ratio_aware.dual_plan(scores, float(prune_ratio), float(dual_cd)))
+    elif strategy == "auto":
+        options = {"cd": float(dual_cd)}
+        hparams.update(ratio_aware.auto_plan(scores, float(prune_ratio), float(dual_cd)))
     kept = np.sort(np.asarray(STRATEGIES[strategy](scores, num_keep, seed, **options), dtype=np.int64))
     if kept.size != num_keep or np.unique(kept).size != num_keep:
         raise RuntimeError(

@@ -1,0 +1,132 @@
+"""``TabularDataModule``: a synthetic tabular classification task the library makes, with no download.
+
+A data set of another kind than images, to check claims beyond digits: scikit-learn's
+``make_classification`` (Guyon's design: each class a few Gaussian clusters on the vertices of a
+hypercube in an informative subspace, plus redundant and useless features), standardised with the
+training split's statistics and split three ways like :class:`~lightning_prune.DigitsDataModule`.
+The same arguments always make the same data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from sklearn.datasets import make_classification
+from sklearn.model_selection import train_test_split
+from torch.utils.data import DataLoader, Dataset
+
+from lightning_prune.data.digits import ArrayDataset, flip_labels
+from lightning_prune.data.indexed import IndexedDataset
+
+
+class TabularDataModule(pl.LightningDataModule):
+    """``num_samples`` rows of ``num_features`` features in ``num_classes`` classes, split train/val/test.
+
+    Args:
+        num_samples: rows in all three splits together.
+        num_features: features per row (a quarter informative, a quarter redundant, the rest noise).
+        num_classes: classes, each made of ``clusters_per_class`` Gaussian clusters.
+        clusters_per_class: clusters per class (more = harder, multi-modal classes).
+        class_sep: the hypercube's size: larger = easier.
+        data_seed: seed of the data set itself.
+        batch_size, val_fraction, test_fraction, split_seed, num_workers, label_noise, noise_seed: as
+            for :class:`~lightning_prune.DigitsDataModule`.
+
+    Training items are ``(x, y, index)``; validation and test items ``(x, y)``; ``x`` is a float32
+    vector of ``num_features``.
+    """
+
+    val_dataloader: Callable[[], DataLoader]
+
+    def __init__(
+        self,
+        num_samples: int = 6000,
+        num_features: int = 32,
+        num_classes: int = 8,
+        clusters_per_class: int = 3,
+        class_sep: float = 1.0,
+        data_seed: int = 0,
+        batch_size: int = 128,
+        val_fraction: float = 0.15,
+        test_fraction: float = 0.25,
+        split_seed: int = 0,
+        num_workers: int = 0,
+        label_noise: float = 0.0,
+        noise_seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if num_samples < 10 * num_classes or num_features < 4 or num_classes < 2:
+            raise ValueError(
+                f"Need num_samples >= 10 x num_classes, num_features >= 4 and num_classes >= 2; got {num_samples}, "
+                f"{num_features} and {num_classes}."
+            )
+        if not 0.0 <= label_noise < 1.0:
+            raise ValueError(
+                f"label_noise={label_noise} must lie in [0, 1): it is the fraction of training labels flipped."
+            )
+        if val_fraction <= 0 or test_fraction <= 0 or val_fraction + test_fraction >= 1:
+            raise ValueError(
+                f"val_fraction={val_fraction} and test_fraction={test_fraction} must be > 0 with a sum below 1."
+            )
+        self.save_hyperparameters()
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.num_classes = num_classes
+        self.input_shape = (num_features,)
+        informative = max(2, num_features // 4)
+        features, labels = make_classification(
+            n_samples=num_samples,
+            n_features=num_features,
+            n_informative=informative,
+            n_redundant=informative,
+            n_classes=num_classes,
+            n_clusters_per_class=clusters_per_class,
+            class_sep=class_sep,
+            flip_y=0.0,
+            random_state=data_seed,
+        )
+        labels = np.asarray(labels, dtype=np.int64)
+        everything = np.arange(labels.size)
+        rest, test_idx = train_test_split(
+            everything, test_size=int(round(test_fraction * labels.size)), stratify=labels, random_state=split_seed
+        )
+        train_idx, val_idx = train_test_split(
+            rest, test_size=int(round(val_fraction * labels.size)), stratify=labels[rest], random_state=split_seed
+        )
+        train_idx, val_idx, test_idx = np.sort(train_idx), np.sort(val_idx), np.sort(test_idx)
+        self.split_indices = {"train": train_idx, "val": val_idx, "test": test_idx}
+        inputs = torch.as_tensor(features, dtype=torch.float32)
+        mean, std = inputs[train_idx].mean(dim=0), inputs[train_idx].std(dim=0).clamp_min(1e-6)
+        inputs = (inputs - mean) / std
+        self.clean_targets = labels[train_idx]
+        noisy = flip_labels(self.clean_targets, label_noise, num_classes, noise_seed)
+        self.train_dataset = IndexedDataset(ArrayDataset(inputs[train_idx], noisy))
+        self.val_dataset = ArrayDataset(inputs[val_idx], labels[val_idx])
+        self.test_dataset = ArrayDataset(inputs[test_idx], labels[test_idx])
+        self.val_dataloader = self._val_dataloader
+
+    @property
+    def targets(self) -> np.ndarray:
+        """Training labels in index order."""
+        return self.train_dataset.targets
+
+    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_dataset, shuffle=True)
+
+    def _val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_dataset, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_dataset, shuffle=False)

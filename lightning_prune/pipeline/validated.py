@@ -1,0 +1,79 @@
+"""``validate: true``: choose a method's selection at each ratio on the validation split.
+
+No single rule of which samples to keep wins on every data set and ratio (see the README's study):
+a data set with noisy labels rewards dropping the hard tail at every ratio, a clean one is served
+best by random subsets at moderate ratios and by easy ones at extreme ratios. So at each ratio the
+pipeline builds a few candidate selections from the method's scores -- the ratio-aware rule
+(``auto``), CCS with the ratio-dependent cut-off, and a uniform random subset -- trains one model on
+each (the run's coreset training, seeded with ``score_seed``), and keeps the candidate with the
+best final ``val_acc``. The test split is never read. Every candidate's validation accuracy and the
+choice are recorded in the selection's manifest, and the candidate trainings are charged to the
+method's cost (``RUN/costs/select-KEY-rR.json``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import lightning.pytorch as pl
+
+from lightning_prune.data.pruned import PrunedDataModule
+from lightning_prune.pipeline.cost import CostMeter, add_costs, write_cost
+from lightning_prune.selection.ratio_aware import CONFIDENCE, auto_ccs_beta
+from lightning_prune.selection.scores import Scores
+from lightning_prune.selection.selection import Selection
+from lightning_prune.selection.strategies import random_selection, select
+
+if TYPE_CHECKING:
+    from lightning_prune.pipeline.methods import MethodSpec
+    from lightning_prune.pipeline.runner import PruningRun
+
+VALIDATE = "validate"
+"""The ``select_args`` key that turns validation-based choice on."""
+
+
+def candidates(scores: Scores, ratio: float, seed: int, select_args: dict[str, Any]) -> dict[str, Selection]:
+    """The candidate selections at ``ratio``, by name."""
+    options = {key: value for key, value in select_args.items() if key != VALIDATE}
+    chosen = {
+        "ccs": select(scores, ratio, strategy="ccs", seed=seed, ccs_beta=auto_ccs_beta(ratio)),
+        "random": random_selection(len(scores), ratio, seed=seed, labels=scores.labels),
+    }
+    if CONFIDENCE in scores.extras:
+        chosen["dual"] = select(scores, ratio, strategy="dual", seed=seed, **options)
+    return chosen
+
+
+def validation_accuracy(run: PruningRun, selection: Selection, label: str) -> tuple[float, dict[str, Any]]:
+    """The final ``val_acc`` of the run's coreset training on ``selection``, and what that training cost."""
+    pl.seed_everything(run.score_seed, verbose=False)
+    model, data = run.make_model(), run.make_data()
+    meter = CostMeter()
+    trainer = run.make_trainer(run.train_epochs, [meter], progress=label)
+    trainer.fit(model, datamodule=PrunedDataModule(data, selection, seed=run.score_seed))
+    value = trainer.callback_metrics.get("val_acc")
+    if value is None:
+        raise ValueError(
+            "select_args.validate needs a validation accuracy: the data module must have a validation split "
+            "(val_dataloader) and the model must log 'val_acc', as DigitsDataModule and Classifier do."
+        )
+    return float(value), meter.record()
+
+
+def validated_selection(run: PruningRun, spec: MethodSpec, ratio: float, scores: Scores, cost_name: str) -> Selection:
+    """The candidate with the best validation accuracy (ties: the first in name order)."""
+    options = candidates(scores, ratio, run.score_seed, spec.select_args)
+    accuracies, costs = {}, []
+    for name in sorted(options):
+        accuracies[name], cost = validation_accuracy(run, options[name], f"[select] {spec.key} r{ratio:.2f} {name}")
+        costs.append(cost)
+    best = max(sorted(accuracies), key=lambda name: accuracies[name])
+    run.log(
+        f"[select] {spec.key} at prune ratio {ratio:.2f}: validation accuracy "
+        + ", ".join(f"{name} {100 * acc:.2f}" for name, acc in sorted(accuracies.items()))
+        + f"; keeping {best}"
+    )
+    write_cost(run.run_dir, cost_name, add_costs(*costs) or {"samples_forwarded": 0, "seconds": 0.0})
+    selection = options[best]
+    selection.hparams["validated"] = {"chosen": best, "val_acc": accuracies}
+    return selection

@@ -1,0 +1,105 @@
+"""Ratio-aware selection (``dual``, ``auto``) and the study's data sets (noisy digits, synthetic tabular)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import lightning_prune as lp
+from lightning_prune.selection.ratio_aware import (
+    auto_ccs_beta,
+    dual_beta_parameters,
+    sample_without_replacement,
+)
+
+
+def dual_scores(n: int = 2000, seed: int = 0) -> lp.Scores:
+    rng = np.random.default_rng(seed)
+    confidence = rng.random(n)
+    values = rng.random(n) * (1 - confidence)  # uncertain and not learned = high, as DUAL scores are
+    return lp.Scores(values, "dual", labels=rng.integers(0, 10, n), extras={"confidence": confidence})
+
+
+def test_dual_beta_parameters_follow_the_paper():
+    a, b = dual_beta_parameters(0.4, 0.5, 4.0)
+    assert b == pytest.approx(15 * 0.6 * (1 - 0.5**4)) and a + b == pytest.approx(16)
+
+
+@pytest.mark.parametrize("ratio", [0.3, 0.9])
+def test_dual_sampling_draws_by_score_times_the_beta_density(ratio):
+    scores = dual_scores()
+    plan = lp.select(scores, ratio, strategy="dual").hparams
+    density = torch.distributions.Beta(torch.tensor(plan["dual_beta_a"]), torch.tensor(plan["dual_beta_b"]))
+    weights = density.log_prob(torch.as_tensor(np.clip(scores.extras["confidence"], 1e-6, 1 - 1e-6))).exp().numpy()
+    weights = weights * scores.values
+    # over many seeds, a sample is kept more often the larger its weight
+    counts = np.zeros(len(scores))
+    for seed in range(40):
+        counts[lp.select(scores, ratio, strategy="dual", seed=seed).indices] += 1
+    heavy, light = weights > np.quantile(weights, 0.8), weights < np.quantile(weights, 0.2)
+    assert counts[heavy].mean() > 2 * counts[light].mean()
+
+
+def test_dual_moves_towards_confident_samples_as_the_ratio_grows():
+    scores = dual_scores()
+    mean_confidence = {
+        r: scores.extras["confidence"][lp.select(scores, r, strategy="dual").indices].mean() for r in (0.3, 0.9)
+    }
+    assert mean_confidence[0.9] > mean_confidence[0.3] + 0.1
+
+
+def test_sampling_without_replacement_matches_successive_draws():
+    weights = np.array([5.0, 3.0, 1.0, 1.0, 0.0])
+    firsts = np.bincount(
+        [sample_without_replacement(weights, 1, np.random.default_rng(s))[0] for s in range(4000)], minlength=5
+    )
+    np.testing.assert_allclose(firsts / 4000, weights / weights.sum(), atol=0.03)
+    # more than the positive weights: the zero-weight samples fill the rest
+    assert sorted(sample_without_replacement(weights, 5, np.random.default_rng(0)).tolist()) == [0, 1, 2, 3, 4]
+
+
+def test_auto_uses_dual_sampling_for_dual_scores_and_ccs_otherwise():
+    selection = lp.select(dual_scores(), 0.7, strategy="auto")
+    assert selection.hparams["auto_choice"] == "dual" and "dual_beta_a" in selection.hparams
+    rng = np.random.default_rng(1)
+    el2n = lp.Scores(rng.random(1000), "el2n", labels=rng.integers(0, 10, 1000))
+    for ratio, beta in [(0.3, 0.0), (0.5, 0.0), (0.7, 0.15), (0.9, 0.3)]:
+        chosen = lp.select(el2n, ratio, strategy="auto")
+        assert chosen.hparams["auto_choice"] == "ccs" and chosen.hparams["ccs_beta"] == pytest.approx(beta)
+        assert auto_ccs_beta(ratio) == pytest.approx(beta)
+        expected = lp.select(el2n, ratio, strategy="ccs", ccs_beta=beta)
+        np.testing.assert_array_equal(chosen.indices, expected.indices)
+    # CCS's cut removes the hardest (highest) difficulty scores
+    kept = lp.select(el2n, 0.9, strategy="auto").indices
+    assert el2n.values[kept].max() <= np.quantile(el2n.values, 0.7) + 1e-12
+
+
+def test_dual_needs_confidence_and_a_positive_cd():
+    rng = np.random.default_rng(0)
+    plain = lp.Scores(rng.random(100), "el2n", labels=rng.integers(0, 3, 100))
+    with pytest.raises(ValueError, match=r"extras\['confidence'\]"):
+        lp.select(plain, 0.5, strategy="dual")
+    with pytest.raises(ValueError, match="dual_cd=0"):
+        lp.select(dual_scores(100), 0.5, strategy="dual", dual_cd=0)
+
+
+def test_digits_label_noise_flips_only_training_labels():
+    clean, noisy = lp.DigitsDataModule(), lp.DigitsDataModule(label_noise=0.2, noise_seed=3)
+    flipped = noisy.targets != noisy.clean_targets
+    assert flipped.sum() == round(0.2 * len(noisy.targets))
+    np.testing.assert_array_equal(noisy.clean_targets, clean.targets)
+    np.testing.assert_array_equal(noisy.test_dataset.targets, clean.test_dataset.targets)
+    with pytest.raises(ValueError, match="label_noise=1.0"):
+        lp.DigitsDataModule(label_noise=1.0)
+
+
+def test_tabular_data_is_made_the_same_every_time_and_split_three_ways():
+    first, second = lp.TabularDataModule(num_samples=800), lp.TabularDataModule(num_samples=800)
+    np.testing.assert_array_equal(first.targets, second.targets)
+    torch.testing.assert_close(first.train_dataset[5][0], second.train_dataset[5][0])
+    sizes = {name: len(idx) for name, idx in first.split_indices.items()}
+    assert sizes == {"train": 480, "val": 120, "test": 200}
+    x, y, i = first.train_dataset[7]
+    assert x.shape == (32,) and i == 7 and 0 <= y < 8
+    assert lp.MLP(32, 8)(torch.zeros(4, 32)).shape == (4, 8)
