@@ -8,7 +8,7 @@ Part 2 (``stream``) does the same on a CIFAR-shaped ResNet-18 (3x3 stem, no max-
 32x32 stream with learnable labels (a fixed random class template plus noise), where the forward and
 backward passes dominate the time, so the wall-time ratio shows what skipping samples buys.
 
-Run: python benchmarks/infobatch_savings.py [--part study|stream|both] [--seeds 0 1 2] [--ratio 0.5]
+Run: python benchmarks/infobatch_savings.py [--part study|stream|both] [--seeds 0 1 2] [--ratio 0.5] [--delta 0.875]
 """
 
 from __future__ import annotations
@@ -75,8 +75,10 @@ def _report(rows: dict[str, list[tuple[int, float, float | None]]]) -> None:
         )
 
 
-def study(seeds: list[int], ratio: float, epochs: int = 20) -> None:
-    print(f"Part 1: the built-in study's model on digits, {epochs} epochs, InfoBatch prune_ratio={ratio}")
+def study(seeds: list[int], ratio: float, delta: float = 0.875, epochs: int = 20) -> None:
+    print(
+        f"Part 1: the built-in study's model on digits, {epochs} epochs, InfoBatch prune_ratio={ratio}, delta={delta}"
+    )
     rows: dict[str, list[tuple[int, float, float | None]]] = {"full": [], "infobatch": []}
     for seed in seeds:
         for name in ("full", "infobatch"):  # alternating, so that machine load hits both alike
@@ -84,7 +86,7 @@ def study(seeds: list[int], ratio: float, epochs: int = 20) -> None:
             backbone = lp.SmallCNN(num_classes=10, width=16)
             model = lp.Classifier(backbone, lr=0.05, weighted_loss="mean")
             data = lp.DigitsDataModule(batch_size=64)
-            infobatch = lp.InfoBatch(prune_ratio=ratio, seed=seed) if name == "infobatch" else None
+            infobatch = lp.InfoBatch(prune_ratio=ratio, delta=delta, seed=seed) if name == "infobatch" else None
             trainer, samples, seconds = _fit(model, data, epochs, infobatch)
             acc = trainer.test(model, datamodule=data, verbose=False)[0]["test_acc"]
             rows[name].append((samples, seconds, acc))
@@ -106,7 +108,7 @@ class _Stream(pl.LightningDataModule):
         return DataLoader(self.train_set, batch_size=self.batch_size, shuffle=True)
 
 
-def stream(seeds: list[int], ratio: float, epochs: int, num_samples: int, threads: int | None) -> None:
+def stream(seeds: list[int], ratio: float, delta: float, epochs: int, num_samples: int, threads: int | None) -> None:
     if threads:
         torch.set_num_threads(threads)
     print(
@@ -118,7 +120,7 @@ def stream(seeds: list[int], ratio: float, epochs: int, num_samples: int, thread
         for name in ("full", "infobatch"):
             pl.seed_everything(seed, verbose=False)
             model = lp.Classifier(lp.cifar_resnet18(num_classes=10), lr=0.05, weighted_loss="mean")
-            infobatch = lp.InfoBatch(prune_ratio=ratio, seed=seed) if name == "infobatch" else None
+            infobatch = lp.InfoBatch(prune_ratio=ratio, delta=delta, seed=seed) if name == "infobatch" else None
             _, samples, seconds = _fit(model, _Stream(num_samples, 128), epochs, infobatch)
             rows[name].append((samples, seconds, None))
     _report(rows)
@@ -129,14 +131,15 @@ def main() -> None:
     parser.add_argument("--part", choices=["study", "stream", "both"], default="both")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--ratio", type=float, default=0.5)
+    parser.add_argument("--delta", type=float, default=0.875)
     parser.add_argument("--stream-epochs", type=int, default=8)
     parser.add_argument("--stream-samples", type=int, default=1024)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args()
     if args.part in ("study", "both"):
-        study(args.seeds, args.ratio)
+        study(args.seeds, args.ratio, args.delta)
     if args.part in ("stream", "both"):
-        stream(args.seeds, args.ratio, args.stream_epochs, args.stream_samples, args.threads)
+        stream(args.seeds, args.ratio, args.delta, args.stream_epochs, args.stream_samples, args.threads)
 
 
 if __name__ == "__main__":

@@ -282,3 +282,13 @@ def test_a_fit_without_a_length_is_refused():
     trainer = pl.Trainer(max_epochs=-1, max_steps=5, callbacks=[infobatch], logger=False)
     with pytest.raises(ValueError, match="needs the length of training"):
         trainer.fit(model, datamodule=infobatch.wrap(lp.DigitsDataModule()))
+
+
+@pytest.mark.slow
+def test_worker_processes_receive_each_epochs_weights():
+    # the weights travel with the indices the sampler yields, so worker processes (which hold copies of
+    # the dataset made when the loader started) still see this epoch's plan
+    dm = lp.DigitsDataModule(batch_size=128, num_workers=1)
+    infobatch, log = lp.InfoBatch(prune_ratio=0.5), EpochLog()
+    digits_fit(infobatch, log, datamodule=infobatch.wrap(dm), epochs=3, weighted_loss="mean")
+    assert log.weights[1] == {1.0, 2.0} and log.forwarded[1] == infobatch.served[1][0] < len(dm.train_dataset)

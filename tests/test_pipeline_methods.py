@@ -128,14 +128,14 @@ def test_a_validated_selection_keeps_the_candidate_best_on_validation(tmp_path, 
     run_cli("run", config, out, "--methods", method)
     selection = lp.Selection.load(out / "selections" / "rec-r0.50.npz")
     validated = selection.hparams["validated"]
-    assert set(validated["val_acc"]) == {"dual", "ccs", "random"}
+    assert set(validated["val_acc"]) == {"dual", "ccs", "easy", "random"}
     assert validated["val_acc"][validated["chosen"]] == max(validated["val_acc"].values())
     assert "validation accuracy ccs" in capsys.readouterr().out
-    # the three candidate trainings (each on half the data for one epoch) are charged to the method
+    # the four candidate trainings (each on half the data for one epoch) are charged to the method
     cost = json.loads((out / "costs" / "select-rec-r0.50.json").read_text())
-    assert cost["samples_forwarded"] == 3 * len(selection)
+    assert cost["samples_forwarded"] == 4 * len(selection)
     report = json.loads((out / "report.json").read_text())
-    assert report["total_cost"]["rec"]["0.50"]["relative"] == pytest.approx(3 + 1.5 + 0.5, abs=0.01)
+    assert report["total_cost"]["rec"]["0.50"]["relative"] == pytest.approx(3 + 2 + 0.5, abs=0.01)
 
 
 def test_validate_without_the_auto_strategy_is_refused(tmp_path, capsys):
@@ -144,3 +144,22 @@ def test_validate_without_the_auto_strategy_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit):
         run_cli("run", config, tmp_path / "run", "--methods", "[{name: el2n, select_args: {validate: true}}]")
     assert "set `strategy: auto`" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_where_validation_keeps_random_the_method_trains_on_the_random_baseline(tmp_path, monkeypatch):
+    from lightning_prune.pipeline import validated
+
+    monkeypatch.setattr(
+        validated, "validation_accuracy", lambda run, selection, label: (0.5, {"samples_forwarded": 0, "seconds": 0.0})
+    )
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY)
+    out = tmp_path / "run"
+    method = "[{name: dual, label: rec, args: {epochs: 2, window: 2}, strategy: auto, select_args: {validate: true}}]"
+    run_cli("run", config, out, "--methods", method, "--seeds", "[0, 1]")
+    assert lp.Selection.load(out / "selections" / "rec-r0.50.npz").hparams["validated"]["chosen"] == "random"
+    for seed in (0, 1):  # every candidate tied: random pruning, on the baseline's own subsets
+        rec = json.loads((out / "cells" / f"rec-r0.50-s{seed}.json").read_text())
+        baseline = json.loads((out / "cells" / f"random-r0.50-s{seed}.json").read_text())
+        assert rec["test_acc"] == baseline["test_acc"] and rec["num_train"] == baseline["num_train"]

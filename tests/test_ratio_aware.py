@@ -103,3 +103,40 @@ def test_tabular_data_is_made_the_same_every_time_and_split_three_ways():
     x, y, i = first.train_dataset[7]
     assert x.shape == (32,) and i == 7 and 0 <= y < 8
     assert lp.MLP(32, 8)(torch.zeros(4, 32)).shape == (4, 8)
+
+
+class _FakeRun:
+    """What validated_selection reads of a run, without training anything."""
+
+    score_seed = 0
+
+    def __init__(self, tmp_path, accuracies):
+        self.run_dir = tmp_path
+        self.accuracies = accuracies
+        self.lines = []
+
+    def log(self, line):
+        self.lines.append(line)
+
+
+@pytest.mark.parametrize(
+    ("accuracies", "chosen"),
+    [
+        ({"ccs": 0.9, "dual": 0.9, "easy": 0.8, "random": 0.9}, "random"),
+        ({"ccs": 0.9, "dual": 0.95, "easy": 0.9, "random": 0.9}, "dual"),
+    ],
+)
+def test_validated_selection_needs_a_win_over_random_on_validation(tmp_path, monkeypatch, accuracies, chosen):
+    from lightning_prune.pipeline import validated
+    from lightning_prune.pipeline.methods import MethodSpec
+
+    def fake_accuracy(run, selection, label):
+        name = label.rsplit(" ", 1)[-1]
+        return run.accuracies[name], {"samples_forwarded": len(selection), "seconds": 0.1}
+
+    monkeypatch.setattr(validated, "validation_accuracy", fake_accuracy)
+    run = _FakeRun(tmp_path, accuracies)
+    spec = MethodSpec(name="dual", strategy="auto", select_args={"validate": True})
+    selection = validated.validated_selection(run, spec, 0.5, dual_scores(200), "select-x")
+    assert selection.hparams["validated"] == {"chosen": chosen, "val_acc": accuracies}
+    assert f"keeping {chosen}" in run.lines[-1]

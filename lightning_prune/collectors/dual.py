@@ -8,8 +8,10 @@ uncertainty by its difficulty:
     ``DUAL(i) = mean_k [ 10 * std(p_k(i)_y .. p_{k+J-1}(i)_y) * (1 - mean(p_k(i)_y .. p_{k+J-1}(i)_y)) ]``
 
 (sample standard deviation, ``J - 1`` denominator, and the factor 10, as the official code has them).
-Higher = uncertain and not yet learned = keep. The mean label probability over the T epochs is
-stored as ``Scores.extras["confidence"]``: the ratio-adaptive sampling of the paper
+It is :class:`~lightning_prune.DynamicUncertainty`'s window statistic weighted by the window's
+difficulty, so it shares that collector's ring of the last J values. Higher = uncertain and not yet
+learned = keep. The mean label probability over the T epochs is stored as
+``Scores.extras["confidence"]``: the ratio-adaptive sampling of the paper
 (``select(..., strategy="dual")``, and ``"auto"``) draws from it.
 
 Streaming: a ring of the last J values of ``p_y``, the running window sum and the running sum of
@@ -23,14 +25,13 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lightning_prune.collectors.averaged import target_probabilities
-from lightning_prune.collectors.base import BatchView, ScoreCollector
+from lightning_prune.collectors.dynamic_uncertainty import DynamicUncertainty
 
 CONFIDENCE = "confidence"
 """``Scores.extras`` key of DUAL's mean label probability over its epochs."""
 
 
-class DUAL(ScoreCollector):
+class DUAL(DynamicUncertainty):
     """Uncertainty x difficulty over sliding windows of the first ``epochs`` epochs; higher = keep.
 
     Args:
@@ -39,7 +40,8 @@ class DUAL(ScoreCollector):
         window: J, the window length in epochs (official: 10), at least 2 and at most ``epochs``.
         **kwargs: see :class:`~lightning_prune.collectors.base.ScoreCollector`.
 
-    State: J + 2 float32 values per sample.
+    State: J + 2 float32 values per sample. ``p_y`` comes from the training forward pass, as in the
+    official code.
     """
 
     method = "dual"
@@ -53,8 +55,7 @@ class DUAL(ScoreCollector):
         if window > epochs:
             raise ValueError(f"DUAL window={window} cannot exceed epochs={epochs}: no full window would fit.")
         self.epochs = epochs
-        self.window = window
-        super().__init__(**kwargs)
+        super().__init__(window=window, **kwargs)
 
     def hparams(self) -> dict[str, Any]:
         return {"epochs": self.epochs, "window": self.window}
@@ -72,21 +73,9 @@ class DUAL(ScoreCollector):
         return f"its {self.epochs} epochs"
 
     def _allocate(self, num_samples: int, num_classes: int, device: torch.device) -> dict[str, Tensor]:
-        return {
-            "target_probs": torch.zeros(self.window, num_samples, dtype=torch.float32, device=device),
-            "window_sum": torch.zeros(num_samples, dtype=torch.float32, device=device),
-            "confidence_sum": torch.zeros(num_samples, dtype=torch.float32, device=device),
-        }
-
-    def _slot(self, epoch: int) -> int:
-        return epoch % self.window
-
-    def _collect(self, epoch: int, view: BatchView, fresh: Tensor) -> None:
-        slot = self._buffers["target_probs"][self._slot(epoch)]
-        self._write(slot, view.indices, target_probabilities(view), fresh)
-
-    def _epoch_rows(self, epoch: int) -> list[Tensor]:
-        return [self._buffers["target_probs"][self._slot(epoch)]]
+        buffers = super()._allocate(num_samples, num_classes, device)
+        buffers["confidence_sum"] = torch.zeros(num_samples, dtype=torch.float32, device=device)
+        return buffers
 
     def _fold(self, epoch: int, seen: Tensor) -> None:
         ring = self._buffers["target_probs"]
@@ -94,10 +83,7 @@ class DUAL(ScoreCollector):
         if self._epochs_collected + 1 < self.window:  # this epoch is not yet counted
             return
         uncertainty = 10.0 * ring.std(dim=0, correction=1)
-        self._buffers["window_sum"] += uncertainty * (1.0 - ring.mean(dim=0))
-
-    def _compute(self) -> Tensor:
-        return self._buffers["window_sum"] / (self._epochs_collected - self.window + 1)
+        self._buffers["uncertainty_sum"] += uncertainty * (1.0 - ring.mean(dim=0))
 
     def _extras(self) -> dict[str, Tensor]:
         return {CONFIDENCE: self._buffers["confidence_sum"] / self._epochs_collected}

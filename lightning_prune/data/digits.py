@@ -2,45 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-import lightning.pytorch as pl
 import numpy as np
 import torch
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
-from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
 
+from lightning_prune.data.arrays import ArrayDataset, InMemoryDataModule, flip_labels
 from lightning_prune.data.indexed import IndexedDataset
 
 
-class ArrayDataset(Dataset):
-    """In-memory ``(x, y)`` pairs with a ``targets`` array (so labels are read without iterating)."""
-
-    def __init__(self, inputs: Tensor, targets: np.ndarray) -> None:
-        if len(inputs) != len(targets):
-            raise ValueError(f"{len(inputs)} inputs but {len(targets)} targets.")
-        self.inputs = inputs
-        self.targets = np.asarray(targets, dtype=np.int64)
-
-    def __len__(self) -> int:
-        return len(self.targets)
-
-    def __getitem__(self, index: int) -> tuple[Tensor, int]:
-        return self.inputs[index], int(self.targets[index])
-
-
-def flip_labels(labels: np.ndarray, fraction: float, num_classes: int, seed: int) -> np.ndarray:
-    """``labels`` with ``round(fraction * N)`` of them, chosen at random, replaced by another class."""
-    rng = np.random.default_rng(seed)
-    flipped = np.array(labels, dtype=np.int64, copy=True)
-    chosen = rng.choice(labels.size, int(round(fraction * labels.size)), replace=False)
-    flipped[chosen] = (labels[chosen] + rng.integers(1, num_classes, chosen.size)) % num_classes
-    return flipped
-
-
-class DigitsDataModule(pl.LightningDataModule):
+class DigitsDataModule(InMemoryDataModule):
     """The 1797 8x8 handwritten digits bundled with scikit-learn (10 classes), split three ways.
 
     A fixed stratified split (``split_seed``) into train / validation / test, all disjoint: the
@@ -68,9 +39,6 @@ class DigitsDataModule(pl.LightningDataModule):
 
     num_classes: int = 10
     input_shape: tuple[int, int, int] = (1, 8, 8)
-    # Bound per instance (to _val_dataloader) only when there is a validation split: Lightning runs a
-    # validation loop only when val_dataloader is overridden.
-    val_dataloader: Callable[[], DataLoader]
 
     def __init__(
         self,
@@ -82,21 +50,17 @@ class DigitsDataModule(pl.LightningDataModule):
         label_noise: float = 0.0,
         noise_seed: int = 0,
     ) -> None:
-        super().__init__()
+        super().__init__(batch_size, num_workers)
         if not 0.0 <= label_noise < 1.0:
             raise ValueError(
                 f"label_noise={label_noise} must lie in [0, 1): it is the fraction of training labels flipped."
             )
-        if batch_size < 1 or num_workers < 0:
-            raise ValueError(f"Need batch_size >= 1 and num_workers >= 0; got {batch_size} and {num_workers}.")
         if val_fraction < 0 or test_fraction <= 0 or val_fraction + test_fraction >= 1:
             raise ValueError(
                 f"val_fraction={val_fraction} and test_fraction={test_fraction} must be >= 0 and > 0 with a sum "
                 "below 1, leaving samples to train on."
             )
         self.save_hyperparameters()
-        self.batch_size = batch_size
-        self.num_workers = num_workers
         digits = load_digits()
         images = torch.as_tensor(digits.images, dtype=torch.float32).unsqueeze(1)
         labels = np.asarray(digits.target, dtype=np.int64)
@@ -120,30 +84,4 @@ class DigitsDataModule(pl.LightningDataModule):
         self.train_dataset = IndexedDataset(ArrayDataset(images[train_idx], noisy))
         self.val_dataset = ArrayDataset(images[val_idx], labels[val_idx])
         self.test_dataset = ArrayDataset(images[test_idx], labels[test_idx])
-        if num_val > 0:
-            # Only define a validation loop when there is a validation split (Lightning runs one when
-            # the data module overrides val_dataloader).
-            self.val_dataloader = self._val_dataloader
-
-    @property
-    def targets(self) -> np.ndarray:
-        """Training labels in index order."""
-        return self.train_dataset.targets
-
-    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_dataset, shuffle=True)
-
-    def _val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_dataset, shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_dataset, shuffle=False)
+        self._enable_validation()

@@ -106,6 +106,19 @@ class SelectionSampler(DistributedSampler):
         return self.num_samples
 
 
+def attach_weight(item: Any, weight: torch.Tensor, purpose: str, multiply: bool = False) -> Any:
+    """``item`` with its training weight: appended to a tuple (``(x, y, index, weight)``), under ``"weight"``
+    in a dict; ``multiply`` multiplies it into the weight the item already carries (the last element, or
+    the dict's ``"weight"``)."""
+    if isinstance(item, Mapping):
+        return {**item, WEIGHT_KEY: weight * item[WEIGHT_KEY] if multiply and WEIGHT_KEY in item else weight}
+    if isinstance(item, (tuple, list)):
+        return (*item[:-1], item[-1] * weight) if multiply else (*item, weight)
+    raise TypeError(
+        f"{purpose} needs dataset items that are tuples or dicts to append the weight to, got {type(item).__name__}."
+    )
+
+
 class WeightedDataset(Dataset):
     """Appends each sample's training weight to the items of ``dataset``.
 
@@ -122,16 +135,7 @@ class WeightedDataset(Dataset):
         return dataset_length(self.dataset, "by WeightedDataset")
 
     def __getitem__(self, index: int) -> Any:
-        item = self.dataset[index]
-        weight = self.weights[index]
-        if isinstance(item, Mapping):
-            return {**item, WEIGHT_KEY: weight}
-        if isinstance(item, (tuple, list)):
-            return (*item, weight)
-        raise TypeError(
-            f"weighted=True needs dataset items that are tuples or dicts to append the weight to, got "
-            f"{type(item).__name__}."
-        )
+        return attach_weight(self.dataset[index], self.weights[index], "weighted=True")
 
     @property
     def targets(self) -> np.ndarray:

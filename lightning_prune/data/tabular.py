@@ -9,20 +9,16 @@ The same arguments always make the same data.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-import lightning.pytorch as pl
 import numpy as np
 import torch
 from sklearn.datasets import make_classification
 from sklearn.model_selection import train_test_split
-from torch.utils.data import DataLoader, Dataset
 
-from lightning_prune.data.digits import ArrayDataset, flip_labels
+from lightning_prune.data.arrays import ArrayDataset, InMemoryDataModule, flip_labels
 from lightning_prune.data.indexed import IndexedDataset
 
 
-class TabularDataModule(pl.LightningDataModule):
+class TabularDataModule(InMemoryDataModule):
     """``num_samples`` rows of ``num_features`` features in ``num_classes`` classes, split train/val/test.
 
     Args:
@@ -38,8 +34,6 @@ class TabularDataModule(pl.LightningDataModule):
     Training items are ``(x, y, index)``; validation and test items ``(x, y)``; ``x`` is a float32
     vector of ``num_features``.
     """
-
-    val_dataloader: Callable[[], DataLoader]
 
     def __init__(
         self,
@@ -57,7 +51,7 @@ class TabularDataModule(pl.LightningDataModule):
         label_noise: float = 0.0,
         noise_seed: int = 0,
     ) -> None:
-        super().__init__()
+        super().__init__(batch_size, num_workers)
         if num_samples < 10 * num_classes or num_features < 4 or num_classes < 2:
             raise ValueError(
                 f"Need num_samples >= 10 x num_classes, num_features >= 4 and num_classes >= 2; got {num_samples}, "
@@ -72,8 +66,6 @@ class TabularDataModule(pl.LightningDataModule):
                 f"val_fraction={val_fraction} and test_fraction={test_fraction} must be > 0 with a sum below 1."
             )
         self.save_hyperparameters()
-        self.batch_size = batch_size
-        self.num_workers = num_workers
         self.num_classes = num_classes
         self.input_shape = (num_features,)
         informative = max(2, num_features // 4)
@@ -106,27 +98,4 @@ class TabularDataModule(pl.LightningDataModule):
         self.train_dataset = IndexedDataset(ArrayDataset(inputs[train_idx], noisy))
         self.val_dataset = ArrayDataset(inputs[val_idx], labels[val_idx])
         self.test_dataset = ArrayDataset(inputs[test_idx], labels[test_idx])
-        self.val_dataloader = self._val_dataloader
-
-    @property
-    def targets(self) -> np.ndarray:
-        """Training labels in index order."""
-        return self.train_dataset.targets
-
-    def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_dataset, shuffle=True)
-
-    def _val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_dataset, shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_dataset, shuffle=False)
+        self._enable_validation()

@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler
 
 from lightning_prune.data.indexed import dataset_length, dataset_targets
-from lightning_prune.data.pruned import WEIGHT_KEY, SelectionSampler, loader_settings
+from lightning_prune.data.pruned import SelectionSampler, attach_weight, loader_settings
 from lightning_prune.data.wrapped import WrappedDataModule
 from lightning_prune.dynamic.infobatch import EpochPlan, InfoBatch
 
@@ -105,16 +105,8 @@ class WeightedItems(Dataset):
     def __getitem__(self, key: Any) -> Any:
         index, weight = key if isinstance(key, tuple) else (key, 1.0)
         item = self.dataset[index]
-        if isinstance(item, Mapping):
-            return {**item, WEIGHT_KEY: torch.as_tensor(weight, dtype=torch.float32) * item.get(WEIGHT_KEY, 1.0)}
-        if isinstance(item, (tuple, list)):
-            if self.carries_weight:
-                return (*item[:-1], item[-1] * torch.as_tensor(weight, dtype=torch.float32))
-            return (*item, torch.as_tensor(weight, dtype=torch.float32))
-        raise TypeError(
-            f"Dynamic pruning appends each sample's loss weight to its item, so items must be tuples or dicts, "
-            f"got {type(item).__name__}."
-        )
+        scale = torch.as_tensor(weight, dtype=torch.float32)
+        return attach_weight(item, scale, "Dynamic pruning", multiply=self.carries_weight or isinstance(item, Mapping))
 
     @property
     def targets(self) -> np.ndarray:

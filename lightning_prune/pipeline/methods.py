@@ -22,7 +22,7 @@ from lightning_prune.collectors.registry import COLLECTORS, make_collector
 from lightning_prune.data.pruned import PrunedDataModule
 from lightning_prune.dynamic.infobatch import InfoBatch
 from lightning_prune.pipeline.cost import CostMeter, write_cost
-from lightning_prune.pipeline.names import ratio_tag
+from lightning_prune.pipeline.names import RANDOM, ratio_tag
 from lightning_prune.pipeline.validated import VALIDATE, validated_selection
 from lightning_prune.selection.scores import Scores
 from lightning_prune.selection.selection import Selection
@@ -88,6 +88,10 @@ def static_training(
     """A training (seeded ``seed``) on the saved selection of ``key`` at ``ratio``; ``per_seed``: each seed has its
     own selection (the random baseline)."""
     selection = Selection.load(run.selection_path(key, ratio, seed if per_seed else None))
+    if selection.hparams.get("validated", {}).get("chosen") == RANDOM:
+        # validation found no candidate better than random: the method is random pruning at this ratio,
+        # and trains on the random baseline's subset of this seed (a different draw would only add noise)
+        selection = Selection.load(run.selection_path(RANDOM, ratio, seed))
     # learned methods (adapruner, influence) and random pruning produce no importance weights
     weighted = run.weighted and selection.weights is not None
     pruned = PrunedDataModule(data, selection, weighted=weighted, seed=seed)
@@ -159,7 +163,7 @@ class ScoreBased(SelectionMethod):
         if spec.select_args.get(VALIDATE) and spec.strategy != "auto":
             raise ValueError(
                 f"Method {spec.key!r}: select_args.validate chooses among the ratio-aware candidates of "
-                f"strategy 'auto' (dual, ccs, random); set `strategy: auto` on the method (it has {spec.strategy!r})."
+                f"strategy 'auto' (dual, ccs, easy, random); set `strategy: auto` on the method (it has {spec.strategy!r})."
             )
 
     def collector(self, spec: MethodSpec) -> ScoreCollector:

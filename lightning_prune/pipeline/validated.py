@@ -3,12 +3,15 @@
 No single rule of which samples to keep wins on every data set and ratio (see the README's study):
 a data set with noisy labels rewards dropping the hard tail at every ratio, a clean one is served
 best by random subsets at moderate ratios and by easy ones at extreme ratios. So at each ratio the
-pipeline builds a few candidate selections from the method's scores -- the ratio-aware rule
-(``auto``), CCS with the ratio-dependent cut-off, and a uniform random subset -- trains one model on
+pipeline builds a few candidate selections from the method's scores -- DUAL's ratio-adaptive
+sampling (for DUAL scores), CCS with the ratio-dependent cut-off, the easiest samples of each class
+(what Sorscher et al. find best when little data is kept), and a uniform random subset -- trains one model on
 each (the run's coreset training, seeded with ``score_seed``), and keeps the candidate with the
-best final ``val_acc``. The test split is never read. Every candidate's validation accuracy and the
+best final ``val_acc`` (on a tie, random: a score-based candidate must do better on validation to be
+chosen). The test split is never read. Every candidate's validation accuracy and the
 choice are recorded in the selection's manifest, and the candidate trainings are charged to the
-method's cost (``RUN/costs/select-KEY-rR.json``).
+method's cost (``RUN/costs/select-KEY-rR.json``). When random wins, the method *is* random pruning at
+that ratio: its coreset trainings use the random baseline's subset of each seed.
 """
 
 from __future__ import annotations
@@ -32,11 +35,19 @@ VALIDATE = "validate"
 """The ``select_args`` key that turns validation-based choice on."""
 
 
+def easiness(scores: Scores) -> Scores:
+    """Scores ranking the easiest samples first: the mean label probability where the scores carry it
+    (DUAL), else minus the difficulty score (every difficulty score of the library is harder = higher)."""
+    values = scores.extras[CONFIDENCE] if CONFIDENCE in scores.extras else -scores.values
+    return Scores(values=values, method=f"{scores.method}-easy", hparams=scores.hparams, labels=scores.labels)
+
+
 def candidates(scores: Scores, ratio: float, seed: int, select_args: dict[str, Any]) -> dict[str, Selection]:
     """The candidate selections at ``ratio``, by name."""
     options = {key: value for key, value in select_args.items() if key != VALIDATE}
     chosen = {
         "ccs": select(scores, ratio, strategy="ccs", seed=seed, ccs_beta=auto_ccs_beta(ratio)),
+        "easy": select(easiness(scores), ratio, strategy="class_balanced", seed=seed),
         "random": random_selection(len(scores), ratio, seed=seed, labels=scores.labels),
     }
     if CONFIDENCE in scores.extras:
@@ -61,13 +72,14 @@ def validation_accuracy(run: PruningRun, selection: Selection, label: str) -> tu
 
 
 def validated_selection(run: PruningRun, spec: MethodSpec, ratio: float, scores: Scores, cost_name: str) -> Selection:
-    """The candidate with the best validation accuracy (ties: the first in name order)."""
+    """The candidate with the best validation accuracy (ties: random, else the first in name order)."""
     options = candidates(scores, ratio, run.score_seed, spec.select_args)
     accuracies, costs = {}, []
     for name in sorted(options):
         accuracies[name], cost = validation_accuracy(run, options[name], f"[select] {spec.key} r{ratio:.2f} {name}")
         costs.append(cost)
-    best = max(sorted(accuracies), key=lambda name: accuracies[name])
+    # a score-based candidate must beat random on validation to be chosen: a tie is no evidence for it
+    best = max(sorted(accuracies), key=lambda name: (accuracies[name], name == "random"))
     run.log(
         f"[select] {spec.key} at prune ratio {ratio:.2f}: validation accuracy "
         + ", ".join(f"{name} {100 * acc:.2f}" for name, acc in sorted(accuracies.items()))
