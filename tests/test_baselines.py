@@ -474,6 +474,7 @@ def test_registry_names_every_collector_by_its_method():
         "grand",
         "aum",
         "dynamic_uncertainty",
+        "dual",
         "entropy",
         "herding",
         "moderate",

@@ -3,6 +3,7 @@ the LightningCLI config and the Python scripts."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from lightning_prune.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
-RUN_CONFIGS = sorted(p.name for p in EXAMPLES.glob("*.yaml") if p.name != "fit.yaml")
+RUN_CONFIGS = sorted(str(p.relative_to(EXAMPLES)) for p in EXAMPLES.rglob("*.yaml") if p.name != "fit.yaml")
 
 
 class Started(Exception):
@@ -31,10 +32,9 @@ class StopAfterFirstBatches(pl.Callback):
 
 
 def test_every_example_is_covered():
-    shipped = {p.name for p in EXAMPLES.iterdir() if p.suffix in (".yaml", ".py")}
-    assert shipped == {*RUN_CONFIGS, "fit.yaml", "prune_digits.py", "influence_theory_check.py"}, (
-        "a new example needs a start test here"
-    )
+    shipped = {str(p.relative_to(EXAMPLES)) for p in EXAMPLES.rglob("*") if p.suffix in (".yaml", ".py")}
+    scripts = {"prune_digits.py", "influence_theory_check.py", "study/summarise.py"}
+    assert shipped == {*RUN_CONFIGS, "fit.yaml", *scripts}, "a new example needs a start test here"
 
 
 @pytest.mark.slow
@@ -46,7 +46,7 @@ def test_run_config_starts_as_shipped(name, tmp_path, monkeypatch):
         write_cifar10(tmp_path / "data", monkeypatch, per_batch=60)
     elif "CIFAR100DataModule" in text:
         write_cifar100(tmp_path / "data", monkeypatch, num_train=300)
-    config = tmp_path / name
+    config = tmp_path / Path(name).name
     config.write_text(text.replace("root: ./data", f"root: {tmp_path / 'data'}"))
     import lightning_prune.pipeline.runner as runner
 
@@ -94,3 +94,32 @@ def test_prune_digits_script_runs(tmp_path):
 def test_influence_theory_check_runs(tmp_path):
     printed = _run_script([str(EXAMPLES / "influence_theory_check.py"), "--sets-per-size", "1"], tmp_path)
     assert "influence vectors: S" in printed and "pearson" in printed.lower(), printed
+
+
+def _study_report(path: Path, gains: dict[str, float]) -> None:
+    ratios = ["0.30", "0.50", "0.70", "0.80", "0.90"]
+    entry = lambda mean: {"mean": mean, "std": 0.01, "runs": [mean]}  # noqa: E731
+    accuracy = {
+        "full": {"0.00": entry(0.95)},
+        "recommended": {r: entry(0.8 + gains.get(r, 0.0)) for r in ratios},
+        "random": {r: entry(0.8) for r in ratios},
+    }
+    costs = {"recommended": {r: {"relative": 1.5} for r in ratios}}
+    path.mkdir()
+    (path / "report.json").write_text(
+        json.dumps({"prune_ratios": [float(r) for r in ratios], "test_accuracy": accuracy, "total_cost": costs})
+    )
+
+
+def test_study_summary_tabulates_checks_and_plots(tmp_path):
+    _study_report(tmp_path / "a", {"0.70": 0.03, "0.90": 0.05})
+    _study_report(tmp_path / "b", {"0.30": -0.01})
+    _study_report(tmp_path / "c", {"0.70": 0.02, "0.90": 0.021})
+    plot = tmp_path / "study.png"
+    out = _run_script(
+        [str(EXAMPLES / "study" / "summarise.py"), *(str(tmp_path / n) for n in "abc"), "--plot", str(plot)], tmp_path
+    )
+    assert "| recommended | 80.00 ± 1.00 (1.50x)" in out
+    assert "BEHIND random at 30% (-1.00)" in out
+    assert ">= 2 points ahead of random at both 70% and 90%: 2 of 3 data sets" in out
+    assert plot.stat().st_size > 0
