@@ -59,20 +59,35 @@ def test_sampling_without_replacement_matches_successive_draws():
     assert sorted(sample_without_replacement(weights, 5, np.random.default_rng(0)).tolist()) == [0, 1, 2, 3, 4]
 
 
-def test_auto_uses_dual_sampling_for_dual_scores_and_ccs_otherwise():
+def test_auto_uses_dual_sampling_for_dual_scores_and_ccs_otherwise_below_80_percent():
     selection = lp.select(dual_scores(), 0.7, strategy="auto")
     assert selection.hparams["auto_choice"] == "dual" and "dual_beta_a" in selection.hparams
     rng = np.random.default_rng(1)
     el2n = lp.Scores(rng.random(1000), "el2n", labels=rng.integers(0, 10, 1000))
-    for ratio, beta in [(0.3, 0.0), (0.5, 0.0), (0.7, 0.15), (0.9, 0.3)]:
+    for ratio, beta in [(0.3, 0.0), (0.5, 0.0), (0.7, 0.15)]:
         chosen = lp.select(el2n, ratio, strategy="auto")
         assert chosen.hparams["auto_choice"] == "ccs" and chosen.hparams["ccs_beta"] == pytest.approx(beta)
         assert auto_ccs_beta(ratio) == pytest.approx(beta)
         expected = lp.select(el2n, ratio, strategy="ccs", ccs_beta=beta)
         np.testing.assert_array_equal(chosen.indices, expected.indices)
-    # CCS's cut removes the hardest (highest) difficulty scores
-    kept = lp.select(el2n, 0.9, strategy="auto").indices
-    assert el2n.values[kept].max() <= np.quantile(el2n.values, 0.7) + 1e-12
+
+
+@pytest.mark.parametrize("n", [1000, 1078])  # 0.8 of 1078 keeps 216, a reached ratio of 0.7996
+def test_from_80_percent_auto_keeps_the_easiest_of_each_class(n):
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 5, n)
+    el2n = lp.Scores(rng.random(n), "el2n", labels=labels)
+    chosen = lp.select(el2n, 0.8, strategy="auto")
+    assert chosen.hparams["auto_choice"] == "easy" and chosen.hparams["easy_by"] == "low_score"
+    for label in range(5):  # per class, every kept score is below every dropped one
+        members = np.flatnonzero(labels == label)
+        kept = np.intersect1d(members, chosen.indices)
+        dropped = np.setdiff1d(members, chosen.indices)
+        assert el2n.values[kept].max() < el2n.values[dropped].min()
+    dual = dual_scores(n)
+    easy = lp.select(dual, 0.9, strategy="auto")
+    assert easy.hparams["easy_by"] == "confidence"
+    assert dual.extras["confidence"][easy.indices].min() > np.quantile(dual.extras["confidence"], 0.8)
 
 
 def test_dual_needs_confidence_and_a_positive_cd():

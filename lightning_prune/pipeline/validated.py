@@ -22,7 +22,7 @@ import lightning.pytorch as pl
 
 from lightning_prune.data.pruned import PrunedDataModule
 from lightning_prune.pipeline.cost import CostMeter, add_costs, write_cost
-from lightning_prune.selection.ratio_aware import CONFIDENCE, auto_ccs_beta
+from lightning_prune.selection.ratio_aware import CONFIDENCE, auto_ccs_beta, easiness
 from lightning_prune.selection.scores import Scores
 from lightning_prune.selection.selection import Selection
 from lightning_prune.selection.strategies import random_selection, select
@@ -33,13 +33,6 @@ if TYPE_CHECKING:
 
 VALIDATE = "validate"
 """The ``select_args`` key that turns validation-based choice on."""
-
-
-def easiness(scores: Scores) -> Scores:
-    """Scores ranking the easiest samples first: the mean label probability where the scores carry it
-    (DUAL), else minus the difficulty score (every difficulty score of the library is harder = higher)."""
-    values = scores.extras[CONFIDENCE] if CONFIDENCE in scores.extras else -scores.values
-    return Scores(values=values, method=f"{scores.method}-easy", hparams=scores.hparams, labels=scores.labels)
 
 
 def candidates(scores: Scores, ratio: float, seed: int, select_args: dict[str, Any]) -> dict[str, Selection]:

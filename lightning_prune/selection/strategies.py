@@ -315,10 +315,11 @@ def select(
         )
     elif strategy == "dual":
         options = {"cd": float(dual_cd)}
-        hparams.update(ratio_aware.dual_plan(scores, float(prune_ratio), float(dual_cd)))
+        reached = ratio_aware.kept_ratio_removed(len(scores), num_keep)
+        hparams.update(ratio_aware.dual_plan(scores, reached, float(dual_cd)))
     elif strategy == "auto":
-        options = {"cd": float(dual_cd)}
-        hparams.update(ratio_aware.auto_plan(scores, float(prune_ratio), float(dual_cd)))
+        options = {"cd": float(dual_cd), "ratio": float(prune_ratio)}
+        hparams.update(ratio_aware.auto_plan(scores, float(prune_ratio), num_keep, float(dual_cd)))
     kept = np.sort(np.asarray(STRATEGIES[strategy](scores, num_keep, seed, **options), dtype=np.int64))
     if kept.size != num_keep or np.unique(kept).size != num_keep:
         raise RuntimeError(
