@@ -21,9 +21,9 @@ Strategies (all deterministic for a given ``seed``):
     and sample uniformly inside each bin.
 
 ``dual``, ``auto``
-    Ratio-aware: DUAL's Beta sampling, and the library's recommended default (DUAL's sampling for
-    DUAL scores, CCS with a ratio-dependent hard cut-off otherwise); see
-    :mod:`lightning_prune.selection.ratio_aware`.
+    Ratio-aware: DUAL's Beta sampling, and the library's recommended default (from a ratio of 0.8 the
+    easiest samples of each class; below, DUAL's sampling for DUAL scores and CCS with a
+    ratio-dependent hard cut-off otherwise); see :mod:`lightning_prune.selection.ratio_aware`.
 
 ``weights="importance"`` attaches TDDS's importance weights (paper Eq. 13): the scores min-max
 normalised over all N samples to [0, 1]; each kept sample's weight is its normalised score. (When
@@ -269,7 +269,8 @@ def select(
     Args:
         scores: per-sample scores, higher = more important.
         prune_ratio: fraction of the training set to REMOVE, strictly between 0 and 1.
-        strategy: one of :data:`STRATEGIES` (``"topk"``, ``"random"``, ``"class_balanced"``, ``"ccs"``).
+        strategy: one of :data:`STRATEGIES` (``"topk"``, ``"random"``, ``"class_balanced"``, ``"ccs"``,
+            ``"dual"``, ``"auto"``).
         seed: seed of every random choice (``random``, and sampling inside CCS bins).
         weights: ``None`` for an unweighted selection, or ``"importance"`` for TDDS Eq. 13 weights
             (min-max normalised scores over all N; see the module docs).
