@@ -58,6 +58,21 @@ def loader_settings(loader: DataLoader) -> dict[str, Any]:
     return settings
 
 
+def epoch_order(size: int, seed: int, epoch: int) -> np.ndarray:
+    """The permutation of ``size`` positions an epoch serves, the same on every rank."""
+    # SeedSequence hashes (seed, epoch), so consecutive epochs get unrelated permutations
+    # (torch.randperm under seeds s and s + 1 shares much of its order for small n).
+    return np.random.default_rng([seed, epoch]).permutation(size)
+
+
+def rank_share(order: np.ndarray, num_replicas: int, rank: int) -> np.ndarray:
+    """``rank``'s positions of ``order`` dealt round-robin, after padding ``order`` with its first
+    entries to a multiple of ``num_replicas`` (as ``DistributedSampler`` pads): every rank gets
+    ``ceil(len(order) / num_replicas)``."""
+    total = -(-order.size // num_replicas) * num_replicas
+    return np.resize(order, total)[rank:total:num_replicas]
+
+
 class SelectionSampler(DistributedSampler):
     """Serves a fixed subset of indices, reshuffled every epoch and split across ranks.
 
@@ -91,16 +106,8 @@ class SelectionSampler(DistributedSampler):
         self.indices = indices
 
     def __iter__(self) -> Iterator[int]:
-        if self.shuffle:
-            # SeedSequence hashes (seed, epoch), so consecutive epochs get unrelated permutations
-            # (torch.randperm under seeds s and s + 1 shares much of its order for small n).
-            order = np.random.default_rng([self.seed, self.epoch]).permutation(self.indices)
-        else:
-            order = self.indices
-        padding = self.total_size - order.size
-        if padding > 0:
-            order = np.concatenate([order, np.resize(order, padding)])
-        return iter(order[self.rank : self.total_size : self.num_replicas].tolist())
+        order = epoch_order(self.indices.size, self.seed, self.epoch) if self.shuffle else np.arange(self.indices.size)
+        return iter(self.indices[rank_share(order, self.num_replicas, self.rank)].tolist())
 
     def __len__(self) -> int:
         return self.num_samples

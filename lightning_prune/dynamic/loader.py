@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler
 
 from lightning_prune.data.indexed import dataset_length, dataset_targets
-from lightning_prune.data.pruned import SelectionSampler, attach_weight, loader_settings
+from lightning_prune.data.pruned import SelectionSampler, attach_weight, epoch_order, loader_settings, rank_share
 from lightning_prune.data.wrapped import WrappedDataModule
 from lightning_prune.dynamic.infobatch import EpochPlan, InfoBatch
 
@@ -70,21 +70,13 @@ class DynamicSampler(DistributedSampler):
             self._cached = (key, self.infobatch.plan(self.pool, epoch))
         return self._cached[1]
 
-    def _share(self) -> tuple[np.ndarray, np.ndarray]:
-        plan = self.epoch_plan()
-        indices, weights = plan.indices, plan.weights
-        if self.shuffle:
-            epoch = self.infobatch.serving_epoch(default=self.epoch)
-            order = np.random.default_rng([self.seed, epoch]).permutation(indices.size)
-            indices, weights = indices[order], weights[order]
-        total = len(self) * self.num_replicas
-        if total > indices.size:
-            indices, weights = np.resize(indices, total), np.resize(weights, total)
-        return indices[self.rank : total : self.num_replicas], weights[self.rank : total : self.num_replicas]
-
     def __iter__(self) -> Iterator[tuple[int, float]]:
-        indices, weights = self._share()
-        return iter(zip(indices.tolist(), weights.tolist(), strict=True))
+        plan = self.epoch_plan()
+        size = plan.indices.size
+        epoch = self.infobatch.serving_epoch(default=self.epoch)
+        order = epoch_order(size, self.seed, epoch) if self.shuffle else np.arange(size)
+        share = rank_share(order, self.num_replicas, self.rank)
+        return iter(zip(plan.indices[share].tolist(), plan.weights[share].tolist(), strict=True))
 
     def __len__(self) -> int:
         return -(-int(self.epoch_plan().indices.size) // self.num_replicas)
