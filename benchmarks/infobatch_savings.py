@@ -22,19 +22,12 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 import lightning_prune as lp
-
-
-class _Forwarded(pl.Callback):
-    def __init__(self) -> None:
-        self.samples = 0
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        self.samples += int(batch[0].shape[0])
+from lightning_prune.pipeline.cost import CostMeter
 
 
 def _fit(model: pl.LightningModule, data: pl.LightningDataModule, epochs: int, infobatch: lp.InfoBatch | None):
-    counter = _Forwarded()
-    callbacks: list[pl.Callback] = [counter, *([infobatch] if infobatch else [])]
+    meter = CostMeter()
+    callbacks: list[pl.Callback] = [meter, *([infobatch] if infobatch else [])]
     trainer = pl.Trainer(
         accelerator="cpu",
         devices=1,
@@ -49,7 +42,7 @@ def _fit(model: pl.LightningModule, data: pl.LightningDataModule, epochs: int, i
     start = time.perf_counter()
     trainer.fit(model, datamodule=infobatch.wrap(data) if infobatch else data)
     seconds = time.perf_counter() - start
-    return trainer, counter.samples, seconds
+    return trainer, meter.samples, seconds
 
 
 def _report(rows: dict[str, list[tuple[int, float, float | None]]]) -> None:
