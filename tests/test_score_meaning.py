@@ -163,7 +163,8 @@ def test_ccs_hard_cut_and_the_easy_branch_break_ties_at_random():
     scores = lp.Scores(values, "forgetting", labels=labels)
     cut = [lp.select(scores, 0.5, strategy="ccs", ccs_beta=0.3, seed=s).indices for s in range(10)]
     assert np.mean([np.mean(labels[k] == 0) for k in cut]) == pytest.approx(0.5, abs=0.05)
-    easy = lp.select(lp.Scores(values, "forgetting"), 0.9, strategy="auto", seed=1).indices  # no labels
+    with pytest.warns(UserWarning, match="carry no labels"):
+        easy = lp.select(lp.Scores(values, "forgetting"), 0.9, strategy="auto", seed=1).indices
     assert 0.2 < np.mean(labels[easy] == 0) < 0.8
 
 

@@ -128,25 +128,28 @@ def random_indices(num_samples: int, num_keep: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).choice(num_samples, size=num_keep, replace=False)
 
 
-def class_quotas(labels: np.ndarray, num_keep: int) -> dict[int, int]:
+def class_quotas(labels: np.ndarray, num_keep: int, seed: int | None = None) -> dict[int, int]:
     """Per-class kept counts proportional to class sizes, summing exactly to ``num_keep``.
 
     Largest-remainder rounding: each class first gets ``floor(n_c * num_keep / N)``; the samples
-    still missing go one each to the classes with the largest fractional parts (ties: lower class id).
+    still missing go one each to the classes with the largest fractional parts (ties: in a random
+    order of the classes drawn from ``seed``; lower class id first when ``seed`` is ``None``).
     """
     classes, counts = np.unique(np.asarray(labels), return_counts=True)
     exact = counts * (num_keep / counts.sum())
     quotas = np.floor(exact).astype(np.int64)
     missing = int(num_keep - quotas.sum())
     if missing > 0:
-        order = np.lexsort((classes, -(exact - quotas)))
+        ties = classes if seed is None else tie_ranks(classes.size, seed)
+        order = np.lexsort((ties, -(exact - quotas)))
         quotas[order[:missing]] += 1
     return {int(c): int(q) for c, q in zip(classes, quotas, strict=True)}
 
 
-def classes_left_empty(labels: np.ndarray, num_keep: int) -> str | None:
-    """Why keeping ``num_keep`` per class is impossible (a class would keep nothing), or ``None``."""
-    quotas = class_quotas(labels, num_keep)
+def classes_left_empty(labels: np.ndarray, num_keep: int, seed: int) -> str | None:
+    """Why keeping ``num_keep`` per class is impossible (a class would keep nothing), or ``None``; ``seed``
+    breaks the ties of :func:`class_quotas` as :func:`class_balanced` does."""
+    quotas = class_quotas(labels, num_keep, seed)
     empty = sorted(c for c, q in quotas.items() if q == 0)
     if not empty:
         return None
@@ -161,7 +164,7 @@ def classes_left_empty(labels: np.ndarray, num_keep: int) -> str | None:
 def class_balanced(values: np.ndarray, labels: np.ndarray, num_keep: int, seed: int) -> np.ndarray:
     """The highest ``values`` within each class, every class keeping its share (:func:`class_quotas`)."""
     values = np.asarray(values, dtype=np.float64)
-    quotas = class_quotas(labels, num_keep)
+    quotas = class_quotas(labels, num_keep, seed)
     kept = [ranked(values, np.flatnonzero(labels == c), seed)[:q] for c, q in quotas.items()]
     return np.concatenate(kept)
 

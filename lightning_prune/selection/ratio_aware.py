@@ -175,13 +175,13 @@ def _first_outside_selection() -> int:
     return level
 
 
-def within_classes(scores: Scores, num_keep: int, keeps: str, strategy: str) -> str:
+def within_classes(scores: Scores, num_keep: int, seed: int, keeps: str, strategy: str) -> str:
     """``"class"`` where every class can keep its share of ``num_keep``, else ``"all"`` with a warning
     that names why and what ``strategy`` ``keeps`` instead."""
     reason = (
         f"these {scores.method} scores carry no labels"
         if scores.labels is None
-        else classes_left_empty(scores.labels, num_keep)
+        else classes_left_empty(scores.labels, num_keep, seed)
     )
     if reason is None:
         return "class"
@@ -195,10 +195,10 @@ def within_classes(scores: Scores, num_keep: int, keeps: str, strategy: str) -> 
     return "all"
 
 
-def easy_plan(scores: Scores, num_keep: int, strategy: str = "easy") -> dict[str, Any]:
+def easy_plan(scores: Scores, num_keep: int, seed: int, strategy: str = "easy") -> dict[str, Any]:
     """The easiest samples of each class (or of the whole data set where a class would keep none)."""
     easiness(scores)  # refuses preference scores before anything is drawn
-    return {"easy_by": easy_by(scores), "easy_within": within_classes(scores, num_keep, "easiest", strategy)}
+    return {"easy_by": easy_by(scores), "easy_within": within_classes(scores, num_keep, seed, "easiest", strategy)}
 
 
 def easy_run(scores: Scores, num_keep: int, seed: int, plan: Mapping[str, Any]) -> np.ndarray:
@@ -208,8 +208,7 @@ def easy_run(scores: Scores, num_keep: int, seed: int, plan: Mapping[str, Any]) 
 
 def keep_top(scores: Scores, num_keep: int, seed: int, within: str) -> np.ndarray:
     """The top of ``scores`` within each class (``within="class"``) or in the whole data set (``"all"``)."""
-    if within == "class":
-        assert scores.labels is not None  # within_classes() chose "class" because labels exist
+    if within == "class" and scores.labels is not None:  # within_classes() chose "class" because labels exist
         return class_balanced(scores.values, scores.labels, num_keep, seed)
     return top(scores.values, num_keep, seed)
 
@@ -228,9 +227,9 @@ def auto_plan(
     selection's manifest and executed by :func:`auto_run`): the choice follows the ratio asked for,
     DUAL's parameters the ratio reached."""
     if scores.meaning == ScoreMeaning.PREFERENCE:
-        return {"auto_choice": "top", "easy_within": within_classes(scores, num_keep, "top", "auto")}
+        return {"auto_choice": "top", "easy_within": within_classes(scores, num_keep, seed, "top", "auto")}
     if prune_ratio >= AUTO_EASY_FROM:
-        return {"auto_choice": "easy", **easy_plan(scores, num_keep, "auto")}
+        return {"auto_choice": "easy", **easy_plan(scores, num_keep, seed, "auto")}
     if CONFIDENCE in scores.extras and scores.meaning == ScoreMeaning.DIFFICULTY:
         return {"auto_choice": "dual", **dual_plan(scores, kept_ratio_removed(len(scores), num_keep), cd, seed)}
     beta = auto_ccs_beta(prune_ratio)

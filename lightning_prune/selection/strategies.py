@@ -224,7 +224,7 @@ def _class_balanced(scores: Scores, num_keep: int, seed: int, plan: Mapping[str,
             f"strategy='class_balanced' needs the training labels, but these {scores.method} scores carry "
             "none. Create the Scores with labels=... (collectors record them), or use strategy='topk'."
         )
-    empty = classes_left_empty(scores.labels, num_keep)
+    empty = classes_left_empty(scores.labels, num_keep, seed)
     if empty:
         raise ValueError(f"strategy='class_balanced': {empty}. Lower prune_ratio, or use strategy='topk'.")
     return class_balanced(scores.values, scores.labels, num_keep, seed)
@@ -268,7 +268,7 @@ def _auto_plan(
 def _easy_plan(
     scores: Scores, prune_ratio: float, num_keep: int, seed: int, options: Mapping[str, Any]
 ) -> dict[str, Any]:
-    return ratio_aware.easy_plan(scores, num_keep)
+    return ratio_aware.easy_plan(scores, num_keep, seed)
 
 
 CCS_BETA = Option("ccs_beta", 0.0, check_ccs_beta)
