@@ -59,6 +59,13 @@ def test_every_registered_collector_declares_its_meaning_in_its_own_class():
 
 def test_scores_carry_the_meaning_default_difficulty_and_refuse_unknown_ones():
     assert lp.Scores(np.ones(3), "mine").meaning == DIFFICULTY
+    # scores named after a collector of the library take its declared meaning unless told otherwise
+    assert lp.Scores(np.ones(3), "moderate").meaning == PREFERENCE
+    assert lp.Scores(np.ones(3), "prototypicality").meaning == DIFFICULTY  # keep="hard", the default
+    assert lp.Scores(np.ones(3), "prototypicality", {"keep": "easy"}).meaning == EASINESS
+    assert lp.Scores(np.ones(3), "moderate", meaning="difficulty").meaning == DIFFICULTY
+    with pytest.raises(ValueError, match=r"follows the hyper-parameter 'keep'.*Scores\(\.\.\., meaning=\.\.\.\)"):
+        lp.Scores(np.ones(3), "prototypicality", {"keep": "middle"})
     assert lp.Scores(np.ones(3), "mine", meaning="preference").meaning == PREFERENCE
     with pytest.raises(ValueError, match=r"meaning='harder' is not one of \['difficulty', 'easiness', 'preference'\]"):
         lp.Scores(np.ones(3), "mine", meaning="harder")

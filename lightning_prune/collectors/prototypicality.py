@@ -50,7 +50,7 @@ class Prototypicality(FeatureCollector):
     """
 
     method = "prototypicality"
-    score_meaning = MeaningBy("keep", {"hard": ScoreMeaning.DIFFICULTY, "easy": ScoreMeaning.EASINESS})
+    score_meaning = MeaningBy("keep", {"hard": ScoreMeaning.DIFFICULTY, "easy": ScoreMeaning.EASINESS}, "hard")
 
     def __init__(
         self,

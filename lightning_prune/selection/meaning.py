@@ -4,9 +4,12 @@ Every score is oriented so that higher = keep (``topk`` keeps the highest values
 mean). What "higher" measures differs, and the ratio-aware strategies depend on it:
 
 ``difficulty``
-    Higher = harder: EL2N, GraNd, Forgetting, TDDS, AUM (its values are minus the area under the
-    margin), Entropy, DynamicUncertainty, DUAL, ``Prototypicality(keep="hard")``. The easy end is the
-    low scores, the hard end (CCS's cut-off) the high ones.
+    Higher = harder: EL2N, GraNd, Forgetting, TDDS, AUM, Entropy, DynamicUncertainty, DUAL,
+    ``Prototypicality(keep="hard")``. The easy end is the low scores, the hard end (CCS's cut-off) the
+    high ones. AUM's values are minus the mean margin (a low margin marks a hard or mislabelled
+    sample), so they are a difficulty; its ``extras["accumulated_margin"]`` is the sum of the margins,
+    not negated, so higher = easier there, and CCS reads the hard end of it as its lowest values
+    whatever the values mean. DUAL's ``extras["confidence"]`` (mean label probability) is an easiness.
 ``easiness``
     Higher = easier: ``Prototypicality(keep="easy")`` (minus the distance to the prototype, the
     difficulty negated). The easy end is the high scores, the hard end the low ones.
@@ -55,18 +58,24 @@ def check_meaning(meaning: Any) -> ScoreMeaning:
 
 @dataclass(frozen=True)
 class MeaningBy:
-    """A meaning that follows one hyper-parameter, e.g. ``MeaningBy("keep", {"hard": ..., "easy": ...})``."""
+    """A meaning that follows one hyper-parameter, e.g. ``MeaningBy("keep", {"hard": ..., "easy": ...}, "hard")``.
+
+    ``default`` is the hyper-parameter's value where ``hparams`` do not give it (the constructor's default).
+    """
 
     hparam: str
     meanings: Mapping[Any, ScoreMeaning]
+    default: Any = None
 
     def resolve(self, hparams: Mapping[str, Any], method: str = "these") -> ScoreMeaning:
-        if self.hparam not in hparams or hparams[self.hparam] not in self.meanings:
+        value = hparams.get(self.hparam, self.default)
+        if value not in self.meanings:
             raise ValueError(
                 f"the meaning of {method} scores follows the hyper-parameter {self.hparam!r} (one of "
-                f"{sorted(map(str, self.meanings))}), which their hyper-parameters {dict(hparams)} do not give."
+                f"{sorted(map(str, self.meanings))}), which their hyper-parameters {dict(hparams)} do not give "
+                "as one of those."
             )
-        return self.meanings[hparams[self.hparam]]
+        return self.meanings[value]
 
 
 MeaningDeclaration = ScoreMeaning | MeaningBy

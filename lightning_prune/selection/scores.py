@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -57,10 +57,12 @@ class Scores:
         extras: further per-sample arrays of length N a method exposes (e.g. AUM's accumulated margin);
             numeric ones must be finite, as the values.
         meaning: what higher values measure (:class:`~lightning_prune.selection.meaning.ScoreMeaning`):
-            ``"difficulty"`` (higher = harder; the default, what hand-made scores meant before meanings
-            were declared and what most methods measure), ``"easiness"`` (higher = easier) or
-            ``"preference"`` (higher = keep in another sense, e.g. more representative). Collectors set
-            it from their declared ``score_meaning``; ``auto``, CCS's hardness and ``dual`` read it.
+            ``"difficulty"`` (higher = harder), ``"easiness"`` (higher = easier) or ``"preference"``
+            (higher = keep in another sense, e.g. more representative). Collectors set it from their
+            declared ``score_meaning``; ``auto``, ``easy``, CCS's hardness and ``dual`` read it. When not
+            given: the meaning the library's collector named ``method`` declares (``Scores(v, "moderate")``
+            means ``"preference"``), else ``"difficulty"`` (what every score meant before meanings were
+            declared, and what most methods measure).
     """
 
     values: np.ndarray
@@ -68,7 +70,8 @@ class Scores:
     hparams: dict[str, Any] = field(default_factory=dict)
     labels: np.ndarray | None = None
     extras: dict[str, np.ndarray] = field(default_factory=dict)
-    meaning: ScoreMeaning = ScoreMeaning.DIFFICULTY
+    # None (not given) is resolved in __post_init__, so the attribute is always a ScoreMeaning
+    meaning: ScoreMeaning = cast(ScoreMeaning, None)
 
     def __post_init__(self) -> None:
         values = np.asarray(self.values, dtype=np.float64)
@@ -81,7 +84,9 @@ class Scores:
                 "finite number for every sample. Check the training run that produced them."
             )
         self.values = values
-        self.meaning = check_meaning(self.meaning)
+        self.meaning = (
+            _default_meaning(self.method, self.hparams) if self.meaning is None else check_meaning(self.meaning)
+        )
         if self.labels is not None:
             labels = np.asarray(self.labels)
             if labels.shape != values.shape:
@@ -192,3 +197,12 @@ def _file_meaning(
             "to record it."
         )
     return declared
+
+
+def _default_meaning(method: str, hparams: dict[str, Any]) -> ScoreMeaning:
+    """The meaning of scores built without one: their method's declared one, else difficulty."""
+    try:
+        declared = registered_meaning(method, hparams)
+    except ValueError as error:
+        raise ValueError(f"{error} Pass Scores(..., meaning=...) to say what these scores mean.") from None
+    return ScoreMeaning.DIFFICULTY if declared is None else declared

@@ -14,10 +14,11 @@ Strategies (all deterministic for a given ``seed``):
     :func:`random_selection`.
 ``class_balanced``
     Top scores within each class; every class keeps its share of the data set (largest-remainder
-    rounding so the total is exact). Needs labels; a class whose share rounds to zero is an error.
+    rounding so the total is exact; equal remainders and equal scores in ``seed``'s random order). Needs labels; a class whose share rounds to zero is an error.
 ``ccs``
     Coverage-centric coreset selection (Zheng et al., ICLR 2023): drop the hardest ``ccs_beta``
-    fraction of the whole data set, split the remaining score range into ``ccs_bins`` equal-width
+    fraction of the whole data set (``ccs_hardness``: the lowest accumulated margin, or the hard end
+    the scores' meaning names; ties at random), split the remaining score range into ``ccs_bins`` equal-width
     bins, give bins budgets smallest bin first (``min(bin size, remaining budget // bins left)``)
     and sample uniformly inside each bin.
 
@@ -46,11 +47,12 @@ The strategies live in :data:`STRATEGIES`, each a :class:`Strategy`: the functio
 options it takes (their ``select()`` keyword names, defaults and checks) and the plan it records.
 ``select()`` dispatches through it alone, so a new strategy is one entry::
 
-    STRATEGIES["every"] = Strategy(
-        run=lambda scores, num_keep, seed, plan: np.arange(num_keep) * plan["every_step"],
-        options=(Option("every_step", 1, check=int),),
+    # below the top: skip the `skip_top` highest scores, keep the next ones
+    STRATEGIES["below_top"] = Strategy(
+        run=lambda scores, num_keep, seed, plan: np.argsort(-scores.values)[plan["skip_top"] :][:num_keep],
+        options=(Option("skip_top", 0, check=int),),
     )
-    select(scores, 0.5, strategy="every", every_step=2)
+    select(scores, 0.5, strategy="below_top", skip_top=10)  # hparams record skip_top=10
 
 A plain function ``fn(scores, num_keep, seed, **options) -> np.ndarray`` (kept indices) is accepted
 too; its keyword parameters with defaults are its options.
