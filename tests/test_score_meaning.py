@@ -308,7 +308,7 @@ def test_auto_easy_branch_falls_back_to_the_whole_data_set_and_says_so(labels):
     scores = lp.Scores(values, "el2n", labels=labels)
     with pytest.warns(UserWarning, match=r"strategy='auto' .*easiest samples of each class.*whole data set"):
         selection = lp.select(scores, 0.9, strategy="auto")
-    assert selection.hparams["easy_within"] == "all"
+    assert selection.hparams["within"] == "all"
     assert values[selection.indices].max() <= np.quantile(values, 0.11)
 
 
@@ -317,3 +317,19 @@ def test_auto_is_not_called_the_default():
 
     for module in (ratio_aware, strategies):
         assert "recommended default" not in (module.__doc__ or "")
+
+
+def test_validated_candidates_pass_the_options_each_strategy_takes_and_survive_a_class_of_one():
+    from lightning_prune.pipeline.validated import candidates
+
+    rng = np.random.default_rng(0)
+    labels = np.concatenate([[0], rng.integers(1, 4, 399)])
+    confidence = rng.random(400)
+    scores = lp.Scores(rng.random(400), "dual", labels=labels, extras={"confidence": confidence})
+    with pytest.warns(UserWarning, match=r"no sample of class\(es\) \[0\]"):
+        chosen = candidates(scores, 0.9, 0, {"validate": True, "ccs_bins": 2, "dual_cd": 2.0})
+    assert chosen["ccs"].hparams["ccs_bins"] == 2 and chosen["dual"].hparams["dual_cd"] == 2.0
+    assert chosen["easy"].hparams["within"] == "all"
+    assert confidence[chosen["easy"].indices].min() >= np.sort(confidence)[-40]
+    with pytest.raises(ValueError, match=r"select_args key 'ccs_beta'.*'auto' chooses its CCS cut-off"):
+        candidates(scores, 0.5, 0, {"validate": True, "ccs_beta": 0.2})

@@ -30,7 +30,7 @@ score range win (Sorscher et al., NeurIPS 2022; Zheng et al., ICLR 2023). Two st
     Where "of each class" is impossible -- the scores carry no labels, or the ratio leaves a class
     with no sample (1000 classes of 5 samples at 90%, a class of one sample) -- ``auto`` keeps the
     easiest (or top) samples of the whole data set instead, warns, and records
-    ``easy_within="all"`` (else ``"class"``). What it chose is recorded in the selection's manifest,
+    ``within="all"`` (else ``"class"``). What it chose is recorded in the selection's manifest,
     from the same plan the selection is drawn with.
 """
 
@@ -187,7 +187,7 @@ def within_classes(scores: Scores, num_keep: int, seed: int, keeps: str, strateg
         return "class"
     warnings.warn(
         f"strategy={strategy!r} keeps the {keeps} samples of each class here, but {reason}; it keeps the {keeps} "
-        "samples of the whole data set instead (recorded as easy_within='all'). Give the Scores labels=... or lower "
+        "samples of the whole data set instead (recorded as within='all'). Give the Scores labels=... or lower "
         "prune_ratio to keep every class, or choose strategy='topk' to rank the whole data set on purpose.",
         UserWarning,
         stacklevel=_first_outside_selection(),
@@ -198,12 +198,12 @@ def within_classes(scores: Scores, num_keep: int, seed: int, keeps: str, strateg
 def easy_plan(scores: Scores, num_keep: int, seed: int, strategy: str = "easy") -> dict[str, Any]:
     """The easiest samples of each class (or of the whole data set where a class would keep none)."""
     easiness(scores)  # refuses preference scores before anything is drawn
-    return {"easy_by": easy_by(scores), "easy_within": within_classes(scores, num_keep, seed, "easiest", strategy)}
+    return {"easy_by": easy_by(scores), "within": within_classes(scores, num_keep, seed, "easiest", strategy)}
 
 
 def easy_run(scores: Scores, num_keep: int, seed: int, plan: Mapping[str, Any]) -> np.ndarray:
     """The easiest samples as :func:`easy_plan` planned them."""
-    return keep_top(easiness(scores), num_keep, seed, plan["easy_within"])
+    return keep_top(easiness(scores), num_keep, seed, plan["within"])
 
 
 def keep_top(scores: Scores, num_keep: int, seed: int, within: str) -> np.ndarray:
@@ -227,7 +227,7 @@ def auto_plan(
     selection's manifest and executed by :func:`auto_run`): the choice follows the ratio asked for,
     DUAL's parameters the ratio reached."""
     if scores.meaning == ScoreMeaning.PREFERENCE:
-        return {"auto_choice": "top", "easy_within": within_classes(scores, num_keep, seed, "top", "auto")}
+        return {"auto_choice": "top", "within": within_classes(scores, num_keep, seed, "top", "auto")}
     if prune_ratio >= AUTO_EASY_FROM:
         return {"auto_choice": "easy", **easy_plan(scores, num_keep, seed, "auto")}
     if CONFIDENCE in scores.extras and scores.meaning == ScoreMeaning.DIFFICULTY:
@@ -245,7 +245,7 @@ def auto_run(scores: Scores, num_keep: int, seed: int, plan: Mapping[str, Any]) 
     """``auto`` as :func:`auto_plan` planned it."""
     choice = plan["auto_choice"]
     if choice == "top":
-        return keep_top(scores, num_keep, seed, plan["easy_within"])
+        return keep_top(scores, num_keep, seed, plan["within"])
     if choice == "easy":
         return easy_run(scores, num_keep, seed, plan)
     if choice == "dual":

@@ -26,7 +26,7 @@ Strategies (all deterministic for a given ``seed``):
     The easiest samples of each class (every class its share), read from the scores' meaning: the
     lowest difficulty, the highest easiness, or DUAL's mean label probability. Where a class would
     keep none (or without labels) the easiest of the whole data set, with a warning, recorded as
-    ``easy_within="all"``. Preference scores have no easy end: refused. It is ``auto``'s choice from a
+    ``within="all"``. Preference scores have no easy end: refused. It is ``auto``'s choice from a
     ratio of 0.8, and a validated candidate.
 ``dual``, ``auto``
     Ratio-aware: DUAL's Beta sampling, and the library's recommended strategy (not ``select()``'s
