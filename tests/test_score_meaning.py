@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from collector_harness import fit
 
 import lightning_prune as lp
 from lightning_prune.collectors.registry import COLLECTORS
@@ -333,3 +334,18 @@ def test_validated_candidates_pass_the_options_each_strategy_takes_and_survive_a
     assert confidence[chosen["easy"].indices].min() >= np.sort(confidence)[-40]
     with pytest.raises(ValueError, match=r"select_args key 'ccs_beta'.*'auto' chooses its CCS cut-off"):
         candidates(scores, 0.5, 0, {"validate": True, "ccs_beta": 0.2})
+
+
+def test_collected_scores_carry_the_declared_meaning_through_a_fit_and_a_file(tmp_path):
+    collectors = {
+        "moderate": lp.Moderate(),
+        "easy_prototypes": lp.Prototypicality(metric="euclidean", keep="easy"),
+        "el2n": lp.EL2N(epochs=2),
+    }
+    fit(list(collectors.values()))
+    meanings = {name: collector.scores.meaning for name, collector in collectors.items()}
+    assert meanings == {"moderate": PREFERENCE, "easy_prototypes": EASINESS, "el2n": DIFFICULTY}
+    moderate = collectors["moderate"].scores
+    assert lp.Scores.load(moderate.save(tmp_path / "moderate")).meaning == PREFERENCE
+    kept = lp.select(moderate, 0.8, strategy="auto").indices
+    assert moderate.values[kept].mean() > np.median(moderate.values)  # the most moderate, not the least
