@@ -349,3 +349,17 @@ def test_collected_scores_carry_the_declared_meaning_through_a_fit_and_a_file(tm
     assert lp.Scores.load(moderate.save(tmp_path / "moderate")).meaning == PREFERENCE
     kept = lp.select(moderate, 0.8, strategy="auto").indices
     assert moderate.values[kept].mean() > np.median(moderate.values)  # the most moderate, not the least
+
+
+def test_a_strategy_cannot_shadow_what_select_records():
+    with pytest.raises(ValueError, match=r"options \['seed'\] are select\(\)'s own arguments"):
+        Strategy(run=lambda scores, num_keep, seed, plan: np.arange(num_keep), options=(Option("seed", 0),))
+
+    def sneaky(scores, prune_ratio, num_keep, seed, options):
+        return {"prune_ratio": 0.1}
+
+    entry = Strategy(run=lambda scores, num_keep, seed, plan: np.arange(num_keep), plan=sneaky)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(STRATEGIES, "sneaky", entry)
+        with pytest.raises(ValueError, match=r"plan may not set \['prune_ratio'\]"):
+            lp.select(lp.Scores(np.arange(10.0), "mine"), 0.5, strategy="sneaky")

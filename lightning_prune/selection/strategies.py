@@ -137,6 +137,12 @@ class Option:
     check: Callable[[Any], Any] = _unchecked
 
 
+RESERVED = frozenset(
+    {"scores", "prune_ratio", "strategy", "seed", "weights", "options", "score_meaning", "scores_hparams", "validated"}
+)
+"""Names no strategy option or plan key may take: ``select()``'s arguments and the keys it records itself."""
+
+
 def _options_as_plan(
     scores: Scores, prune_ratio: float, num_keep: int, seed: int, options: Mapping[str, Any]
 ) -> dict[str, Any]:
@@ -159,6 +165,28 @@ class Strategy:
     options: tuple[Option, ...] = ()
     plan: PlanFn = _options_as_plan
     description: str = ""
+
+    def __post_init__(self) -> None:
+        names = [option.name for option in self.options]
+        reserved = sorted(set(names) & RESERVED)
+        if reserved:
+            raise ValueError(
+                f"Strategy options {reserved} are select()'s own arguments or recorded keys; name them otherwise."
+            )
+        if len(set(names)) != len(names):
+            raise ValueError(f"Strategy options {names} name an option twice.")
+
+    def make_plan(
+        self, scores: Scores, prune_ratio: float, num_keep: int, seed: int, options: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """:attr:`plan`, checked: a mapping whose keys leave the keys ``select()`` records alone."""
+        plan = self.plan(scores, prune_ratio, num_keep, seed, options)
+        if not isinstance(plan, Mapping):
+            raise TypeError(f"A strategy's plan must return a dict of what it will do, got {type(plan).__name__}.")
+        clash = sorted(set(plan) & RESERVED)
+        if clash:
+            raise ValueError(f"A strategy's plan may not set {clash}: select() records those itself.")
+        return dict(plan)
 
     @classmethod
     def from_function(cls, fn: StrategyFn) -> Strategy:
@@ -380,7 +408,7 @@ def select(
     num_keep = num_to_keep(len(scores), prune_ratio)
     named = {"ccs_beta": ccs_beta, "ccs_bins": ccs_bins, "ccs_hardness": ccs_hardness, "dual_cd": dual_cd}
     given = {**{key: value for key, value in named.items() if value is not None}, **options}
-    plan = entry.plan(scores, ratio, num_keep, seed, entry.check_options(strategy, given))
+    plan = entry.make_plan(scores, ratio, num_keep, seed, entry.check_options(strategy, given))
     kept = np.sort(np.asarray(entry.run(scores, num_keep, seed, plan), dtype=np.int64))
     if kept.size != num_keep or np.unique(kept).size != num_keep:
         raise RuntimeError(
