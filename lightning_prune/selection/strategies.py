@@ -225,8 +225,8 @@ def _owners_hint(name: str, key: str) -> str:
 
 
 def _unknown_option(name: str, strategy: Strategy, key: str, what: str) -> str:
-    takes = ", ".join(strategy.option_names) or "no option"
-    return f"{what} {key!r}: strategy {name!r} does not take {key}; it takes: {takes}.{_owners_hint(name, key)}"
+    takes = f"it takes: {', '.join(strategy.option_names)}" if strategy.options else "it takes no option"
+    return f"{what} {key!r}: strategy {name!r} does not take {key}; {takes}.{_owners_hint(name, key)}"
 
 
 def as_strategy(entry: Strategy | StrategyFn) -> Strategy:
@@ -333,9 +333,10 @@ def check_select_args(strategy: str, select_args: Mapping[str, Any], *, allowed:
     given = {key: value for key, value in select_args.items() if key not in allowed}
     for key in given:
         if key not in entry.option_names:
-            keys = ", ".join([*entry.option_names, *allowed]) or "no key"
+            keys = [*entry.option_names, *allowed]
+            takes = f"takes: {', '.join(keys)}" if keys else "takes no select_args"
             raise ValueError(
-                f"select_args key {key!r} is not known here: strategy {strategy!r} takes: {keys}."
+                f"select_args key {key!r} is not known here: strategy {strategy!r} {takes}."
                 f"{_owners_hint(strategy, key)} Fix the key's spelling, or remove it."
             )
     entry.check_options(strategy, given)
