@@ -22,6 +22,7 @@ from torch import Tensor
 
 from lightning_prune.collectors.averaged import EpochAverageCollector, Epochs
 from lightning_prune.collectors.base import BatchView
+from lightning_prune.selection.meaning import ScoreMeaning
 
 _MARGINS = ("probs", "logits")
 
@@ -39,6 +40,7 @@ class AUM(EpochAverageCollector):
     """
 
     method = "aum"
+    score_meaning = ScoreMeaning.DIFFICULTY
 
     def __init__(self, epochs: Epochs = None, *, margin: str = "probs", **kwargs: Any) -> None:
         if margin not in _MARGINS:

@@ -39,6 +39,7 @@ from lightning_prune.collectors.state import PerSample, allocate_declared, epoch
 from lightning_prune.data.indexed import unpack_batch
 from lightning_prune.distributed import RankRows, first_occurrence
 from lightning_prune.models.layers import find_last_linear
+from lightning_prune.selection.meaning import MeaningDeclaration, ScoreMeaning, meaning_of
 from lightning_prune.selection.scores import Scores
 from lightning_prune.trainer_access import trainer_callbacks
 
@@ -129,6 +130,8 @@ class ScoreCollector(pl.Callback):
     """
 
     method: ClassVar[str] = "collector"
+    score_meaning: ClassVar[MeaningDeclaration] = ScoreMeaning.DIFFICULTY
+    """What higher scores mean (``Scores.meaning``); every collector of the library declares its own."""
     _declared_spec: dict[str, PerSample] | None
     needs_features: ClassVar[bool] = False
 
@@ -305,7 +308,9 @@ class ScoreCollector(pl.Callback):
         values = self._compute().detach().double().cpu().numpy()
         labels = self._buffers["labels"].cpu().numpy()
         extras = {key: value.detach().cpu().numpy() for key, value in self._extras().items()}
-        return Scores(values=values, method=self.method, hparams=self.hparams(), labels=labels, extras=extras)
+        hparams = self.hparams()
+        meaning = meaning_of(type(self), hparams)
+        return Scores(values=values, method=self.method, hparams=hparams, labels=labels, extras=extras, meaning=meaning)
 
     def _describe_need(self) -> str:
         return "one full epoch"

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from lightning_prune.collectors.dynamic_uncertainty import DynamicUncertainty
+from lightning_prune.selection.meaning import ScoreMeaning
 
 CONFIDENCE = "confidence"
 """``Scores.extras`` key of DUAL's mean label probability over its epochs."""
@@ -45,6 +46,7 @@ class DUAL(DynamicUncertainty):
     """
 
     method = "dual"
+    score_meaning = ScoreMeaning.DIFFICULTY
 
     def __init__(self, epochs: int = 30, window: int = 10, **kwargs: Any) -> None:
         for name, value in (("epochs", epochs), ("window", window)):

@@ -40,6 +40,7 @@ from torch.utils.data import DataLoader
 from lightning_prune.collectors.averaged import target_probabilities
 from lightning_prune.collectors.base import BatchView, ScoreCollector
 from lightning_prune.collectors.eval_pass import EvalPassMixin
+from lightning_prune.selection.meaning import ScoreMeaning
 
 
 class DynamicUncertainty(EvalPassMixin, ScoreCollector):
@@ -56,6 +57,7 @@ class DynamicUncertainty(EvalPassMixin, ScoreCollector):
     """
 
     method = "dynamic_uncertainty"
+    score_meaning = ScoreMeaning.DIFFICULTY
     _eval_schedule = "epoch"
 
     def __init__(

@@ -15,6 +15,7 @@ from torch import Tensor
 
 from lightning_prune.collectors.averaged import EpochAverageCollector, Epochs, error_norm
 from lightning_prune.collectors.base import BatchView
+from lightning_prune.selection.meaning import ScoreMeaning
 
 
 class EL2N(EpochAverageCollector):
@@ -35,6 +36,7 @@ class EL2N(EpochAverageCollector):
     """
 
     method = "el2n"
+    score_meaning = ScoreMeaning.DIFFICULTY
 
     def __init__(self, epochs: Epochs = 10, **kwargs: Any) -> None:
         super().__init__(epochs, **kwargs)

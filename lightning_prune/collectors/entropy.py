@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader
 
 from lightning_prune.collectors.base import BatchView, ScoreCollector
 from lightning_prune.collectors.eval_pass import EvalPassMixin
+from lightning_prune.selection.meaning import ScoreMeaning
 
 
 class Entropy(EvalPassMixin, ScoreCollector):
@@ -39,6 +40,7 @@ class Entropy(EvalPassMixin, ScoreCollector):
     """
 
     method = "entropy"
+    score_meaning = ScoreMeaning.DIFFICULTY
     _eval_schedule = "end"
 
     def __init__(

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from lightning_prune.collectors.base import BatchView, ScoreCollector
+from lightning_prune.selection.meaning import ScoreMeaning
 
 _NOT_SEEN = -1
 
@@ -28,6 +29,7 @@ class Forgetting(ScoreCollector):
     """
 
     method = "forgetting"
+    score_meaning = ScoreMeaning.DIFFICULTY
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)

@@ -24,6 +24,7 @@ from torch import Tensor
 from lightning_prune.collectors.averaged import EpochAverageCollector, Epochs, error_norm
 from lightning_prune.collectors.base import BatchView, _find_final_linear
 from lightning_prune.collectors.features import check_features
+from lightning_prune.selection.meaning import ScoreMeaning
 
 
 class GraNd(EpochAverageCollector):
@@ -41,6 +42,7 @@ class GraNd(EpochAverageCollector):
     """
 
     method = "grand"
+    score_meaning = ScoreMeaning.DIFFICULTY
     needs_features = True
 
     def __init__(self, epochs: Epochs = 10, **kwargs: Any) -> None:

@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from lightning_prune.collectors.features import FeatureCollector, class_members
+from lightning_prune.selection.meaning import ScoreMeaning
 
 
 def herding_order(features: Tensor) -> Tensor:
@@ -63,6 +64,7 @@ class Herding(FeatureCollector):
     """
 
     method = "herding"
+    score_meaning = ScoreMeaning.PREFERENCE
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)

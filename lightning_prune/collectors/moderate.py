@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from lightning_prune.collectors.features import FeatureCollector, class_members, median
+from lightning_prune.selection.meaning import ScoreMeaning
 
 _CENTRES = ("median", "mean")
 
@@ -34,6 +35,7 @@ class Moderate(FeatureCollector):
     """
 
     method = "moderate"
+    score_meaning = ScoreMeaning.PREFERENCE
 
     def __init__(self, *, centre: str = "median", **kwargs: Any) -> None:
         if centre not in _CENTRES:

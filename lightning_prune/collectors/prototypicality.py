@@ -29,6 +29,7 @@ from torch import Tensor
 
 from lightning_prune.collectors.features import FeatureCollector, class_members
 from lightning_prune.collectors.kmeans import METRICS, kmeans
+from lightning_prune.selection.meaning import MeaningBy, ScoreMeaning
 
 _KEEP = ("hard", "easy")
 
@@ -49,6 +50,7 @@ class Prototypicality(FeatureCollector):
     """
 
     method = "prototypicality"
+    score_meaning = MeaningBy("keep", {"hard": ScoreMeaning.DIFFICULTY, "easy": ScoreMeaning.EASINESS}, "hard")
 
     def __init__(
         self,

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from lightning_prune.collectors.base import BatchView, ScoreCollector
+from lightning_prune.selection.meaning import ScoreMeaning
 
 LOG_EPS = 1e-8
 _PRECISIONS = {"float16": torch.float16, "float32": torch.float32}
@@ -45,6 +46,7 @@ class TDDS(ScoreCollector):
     """
 
     method = "tdds"
+    score_meaning = ScoreMeaning.DIFFICULTY
 
     def __init__(
         self,

@@ -22,10 +22,11 @@ import lightning.pytorch as pl
 
 from lightning_prune.data.pruned import PrunedDataModule
 from lightning_prune.pipeline.cost import CostMeter, add_costs, write_cost
-from lightning_prune.selection.ratio_aware import CONFIDENCE, auto_ccs_beta, easiness
+from lightning_prune.selection.meaning import ScoreMeaning
+from lightning_prune.selection.ratio_aware import CONFIDENCE, auto_ccs_beta
 from lightning_prune.selection.scores import Scores
 from lightning_prune.selection.selection import Selection
-from lightning_prune.selection.strategies import random_selection, select
+from lightning_prune.selection.strategies import STRATEGIES, as_strategy, check_select_args, random_selection, select
 
 if TYPE_CHECKING:
     from lightning_prune.pipeline.methods import MethodSpec
@@ -36,15 +37,29 @@ VALIDATE = "validate"
 
 
 def candidates(scores: Scores, ratio: float, seed: int, select_args: dict[str, Any]) -> dict[str, Selection]:
-    """The candidate selections at ``ratio``, by name."""
+    """The candidate selections at ``ratio``, by name, each given the method's ``select_args`` it takes.
+
+    The method's strategy is ``auto`` (``validate`` chooses among its candidates), so ``select_args`` are
+    checked against ``auto``'s options; each candidate strategy gets the ones it takes (``ccs`` its
+    ``ccs_bins`` and ``ccs_hardness``, ``dual`` its ``dual_cd``). The candidates read the scores' meaning:
+    difficulty and easiness scores get ``ccs``, ``easy`` (and ``dual`` for DUAL scores); preference scores,
+    which have no easy or hard end, get ``top`` (``auto``'s choice for them: the top of each class).
+    """
     options = {key: value for key, value in select_args.items() if key != VALIDATE}
-    chosen = {
-        "ccs": select(scores, ratio, strategy="ccs", seed=seed, ccs_beta=auto_ccs_beta(ratio)),
-        "easy": select(easiness(scores), ratio, strategy="class_balanced", seed=seed),
-        "random": random_selection(len(scores), ratio, seed=seed, labels=scores.labels),
-    }
-    if CONFIDENCE in scores.extras:
-        chosen["dual"] = select(scores, ratio, strategy="dual", seed=seed, **options)
+    check_select_args("auto", options)
+
+    def taken(strategy: str) -> dict[str, Any]:
+        names = as_strategy(STRATEGIES[strategy]).option_names
+        return {key: value for key, value in options.items() if key in names}
+
+    chosen = {"random": random_selection(len(scores), ratio, seed=seed, labels=scores.labels)}
+    if scores.meaning == ScoreMeaning.PREFERENCE:
+        chosen["top"] = select(scores, ratio, strategy="auto", seed=seed, **taken("auto"))
+        return chosen
+    chosen["ccs"] = select(scores, ratio, strategy="ccs", seed=seed, ccs_beta=auto_ccs_beta(ratio), **taken("ccs"))
+    chosen["easy"] = select(scores, ratio, strategy="easy", seed=seed, **taken("easy"))
+    if CONFIDENCE in scores.extras and scores.meaning == ScoreMeaning.DIFFICULTY:
+        chosen["dual"] = select(scores, ratio, strategy="dual", seed=seed, **taken("dual"))
     return chosen
 
 

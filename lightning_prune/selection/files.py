@@ -137,11 +137,15 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     return write_atomic(path, lambda handle: handle.write(text.encode("utf-8")))
 
 
-def write_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], manifest: Mapping[str, Any]) -> Path:
-    """Write ``arrays`` and ``manifest`` to ``path`` atomically; returns the final path."""
+def npz_path(path: str | os.PathLike) -> Path:
+    """The file ``write_npz(path)`` writes: ``path`` with ``.npz`` appended unless it ends so."""
     target = Path(path)
-    if target.suffix != ".npz":
-        target = target.with_name(target.name + ".npz")
+    return target if target.suffix == ".npz" else target.with_name(target.name + ".npz")
+
+
+def write_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], manifest: Mapping[str, Any]) -> Path:
+    """Write ``arrays`` and ``manifest`` to ``npz_path(path)`` atomically; returns the final path."""
+    target = npz_path(path)
     payload = {name: np.asarray(array) for name, array in arrays.items()}
     payload[_MANIFEST_KEY] = np.array(json.dumps(manifest, sort_keys=True))
     # numpy's stub, savez(file, *args, allow_pickle: bool = ..., **kwds: ArrayLike), makes mypy match the
@@ -150,8 +154,14 @@ def write_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray], manifes
 
 
 def read_npz(path: str | os.PathLike, kind: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Read a file written by :func:`write_npz`, checking that it is a complete file of ``kind``."""
+    """Read a file written by :func:`write_npz`, checking that it is a complete file of ``kind``.
+
+    ``path`` is read as given when it exists, else as ``npz_path(path)``: ``save("x")`` writes ``x.npz``
+    and ``load("x")`` reads it back.
+    """
     source = Path(path)
+    if not source.exists() and npz_path(source).exists():
+        source = npz_path(source)
     if not source.exists():
         raise ScoreFileError(f"{source}: no such file. Check the path, or write it first with .save().")
     expected = f"lightning-prune/{kind}"

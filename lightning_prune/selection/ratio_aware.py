@@ -12,23 +12,48 @@ score range win (Sorscher et al., NeurIPS 2022; Zheng et al., ICLR 2023). Two st
     the pruning ratio and ``m`` the mean confidence of the 10 highest-scored samples: as ``r`` grows the
     Beta density moves towards confident (easy) samples. ``c_d`` (``dual_cd``, default 4) sets how fast.
 ``auto``
-    The library's recommended default. From a pruning ratio of 0.8 on it keeps the easiest samples
-    of each class (the highest mean label probability for DUAL scores, the lowest difficulty score
-    otherwise): with so little data kept, hard samples are noise and outliers (Sorscher et al.), and
+    The library's recommended strategy (``select()``'s default stays ``topk``). It reads the scores'
+    declared meaning (:class:`~lightning_prune.selection.meaning.ScoreMeaning`). For difficulty and
+    easiness scores, from a pruning ratio of 0.8 on it keeps the easiest samples of each class (the highest mean label probability for DUAL scores, the lowest difficulty or the highest
+    easiness score otherwise): with so little data kept, hard samples are noise and outliers (Sorscher et al.), and
     in the README's three-data-set study this candidate won on the validation split at 80% and 90%
     on every data set. Below 0.8: for scores with ``extras["confidence"]`` it is ``dual``; for every
-    other difficulty score it is CCS with a hard cut-off that grows with the ratio,
-    ``beta(r) = 0.75 * max(0, r - 0.5)`` (none up to 50%, 0.15 at 70%: on the way to the 0.3 the CCS
-    paper uses at 90% on CIFAR-10). What it chose is recorded in the selection's manifest.
+    other difficulty or easiness score it is CCS with a hard cut-off (the hard end the meaning names)
+    that grows with the ratio, ``beta(r) = 0.75 * max(0, r - 0.5)`` (none up to 50%, 0.15 at 70%: on
+    the way to the 0.3 the CCS paper uses at 90% on CIFAR-10).
+
+    Preference scores (Herding, Moderate) have no easy and no hard end for that rule to act on: they
+    are their method's own ranking of what to keep (Herding's coreset is its first picks per class,
+    Moderate's the band around the median distance), so at every ratio ``auto`` keeps the top of
+    each class (``auto_choice="top"``).
+
+    Where "of each class" is impossible -- the scores carry no labels, or the ratio leaves a class
+    with no sample (1000 classes of 5 samples at 90%, a class of one sample) -- ``auto`` keeps the
+    easiest (or top) samples of the whole data set instead, warns, and records
+    ``within="all"`` (else ``"class"``). What it chose is recorded in the selection's manifest,
+    from the same plan the selection is drawn with.
 """
 
 from __future__ import annotations
 
+import sys
+import warnings
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import torch
 
+from lightning_prune.selection.meaning import ScoreMeaning
+from lightning_prune.selection.primitives import ccs as ccs_select
+from lightning_prune.selection.primitives import (
+    class_balanced,
+    classes_left_empty,
+    kept_ratio_removed,
+    ranked,
+    resolve_ccs_hardness,
+    top,
+)
 from lightning_prune.selection.scores import Scores
 
 CONFIDENCE = "confidence"
@@ -49,22 +74,39 @@ def dual_beta_parameters(anchor_confidence: float, prune_ratio: float, cd: float
     return 16.0 - b, b
 
 
-def _confidence(scores: Scores) -> np.ndarray:
+def _confidence(scores: Scores, strategy: str = "dual") -> np.ndarray:
     if CONFIDENCE not in scores.extras:
         raise ValueError(
-            f"strategy='dual' samples by each sample's mean label probability (extras['confidence']), which "
+            f"strategy={strategy!r} samples by each sample's mean label probability (extras['confidence']), which "
             f"DUAL scores carry; these {scores.method} scores have extras {sorted(scores.extras)}. Score with "
             "lightning_prune.DUAL, or use strategy='auto' (CCS for other scores)."
         )
-    return np.asarray(scores.extras[CONFIDENCE], dtype=np.float64).reshape(len(scores))
+    confidence = np.asarray(scores.extras[CONFIDENCE], dtype=np.float64).reshape(len(scores))
+    outside = (confidence < 0) | (confidence > 1)
+    if outside.any():
+        raise ValueError(
+            f"extras['confidence'] of these {scores.method} scores must be probabilities in [0, 1] (each sample's "
+            f"mean label probability); {int(outside.sum())} lie outside, e.g. {confidence[outside][:3].tolist()}. "
+            "Store the mean softmax probability of the label, not a logit or a percentage."
+        )
+    return confidence
 
 
-def dual_plan(scores: Scores, prune_ratio: float, cd: float) -> dict[str, Any]:
-    """What ``dual`` does at ``prune_ratio``: the Beta parameters and the anchor confidence."""
-    if cd <= 0:
-        raise ValueError(f"dual_cd={cd} must be positive (DUAL's c_d; the paper uses 4).")
+def _needs_difficulty(scores: Scores, strategy: str) -> None:
+    if scores.meaning != ScoreMeaning.DIFFICULTY:
+        raise ValueError(
+            f"strategy={strategy!r} draws samples with probability proportional to a difficulty score (DUAL's "
+            f"uncertainty x difficulty) times a density of their confidence, but these {scores.method} scores mean "
+            f"{scores.meaning.value!r}, not 'difficulty'. Use strategy='auto', 'topk' or 'class_balanced' for them."
+        )
+
+
+def dual_plan(scores: Scores, prune_ratio: float, cd: float, seed: int = 0) -> dict[str, Any]:
+    """What ``dual`` does at ``prune_ratio``: the Beta parameters and the anchor confidence (the mean
+    confidence of the highest-scored samples, ties among them in ``seed``'s random order)."""
+    _needs_difficulty(scores, "dual")
     confidence = _confidence(scores)
-    anchors = np.lexsort((np.arange(len(scores)), -scores.values))[:DUAL_ANCHORS]
+    anchors = ranked(scores.values, np.arange(len(scores)), seed)[:DUAL_ANCHORS]
     anchor = float(confidence[anchors].mean())
     a, b = dual_beta_parameters(anchor, prune_ratio, cd)
     return {"dual_cd": float(cd), "dual_anchor_confidence": anchor, "dual_beta_a": a, "dual_beta_b": b}
@@ -83,9 +125,8 @@ def sample_without_replacement(weights: np.ndarray, count: int, rng: np.random.G
     return order[:count]
 
 
-def _dual(scores: Scores, num_keep: int, seed: int, *, cd: float = 4.0) -> np.ndarray:
-    prune_ratio = kept_ratio_removed(len(scores), num_keep)
-    plan = dual_plan(scores, prune_ratio, cd)
+def dual_run(scores: Scores, num_keep: int, seed: int, plan: Mapping[str, Any]) -> np.ndarray:
+    """DUAL's sampling with the Beta parameters of ``plan`` (from :func:`dual_plan`)."""
     confidence = np.clip(_confidence(scores), 1e-6, 1 - 1e-6)
     beta = torch.distributions.Beta(torch.tensor(plan["dual_beta_a"]), torch.tensor(plan["dual_beta_b"]))
     density = beta.log_prob(torch.as_tensor(confidence)).exp().numpy()
@@ -94,35 +135,121 @@ def _dual(scores: Scores, num_keep: int, seed: int, *, cd: float = 4.0) -> np.nd
 
 
 def easiness(scores: Scores) -> Scores:
-    """Scores ranking the easiest samples first: the mean label probability where the scores carry it
-    (DUAL), else minus the difficulty score (every difficulty score of the library is harder = higher)."""
-    values = scores.extras[CONFIDENCE] if CONFIDENCE in scores.extras else -scores.values
-    return Scores(values=values, method=f"{scores.method}-easy", hparams=scores.hparams, labels=scores.labels)
+    """Scores ranking the easiest samples first, read from their meaning: the mean label probability
+    where difficulty scores carry it (DUAL), else minus a difficulty score, or an easiness score itself.
+
+    Preference scores (Herding, Moderate) have no easy end: refused.
+    """
+    if scores.meaning == ScoreMeaning.PREFERENCE:
+        raise ValueError(
+            f"these {scores.method} scores mean 'preference' (higher = keep, not harder or easier): they have no easy "
+            "end to rank by. Keep their top instead (strategy='topk' or 'class_balanced'; strategy='auto' does so), "
+            "or build the Scores with meaning='difficulty' or 'easiness' if that is what they measure."
+        )
+    if scores.meaning == ScoreMeaning.EASINESS:
+        values = scores.values
+    else:
+        values = _confidence(scores, "auto") if CONFIDENCE in scores.extras else -scores.values
+    return Scores(
+        values=values,
+        method=f"{scores.method}-easy",
+        hparams=scores.hparams,
+        labels=scores.labels,
+        meaning=ScoreMeaning.EASINESS,
+    )
 
 
-def kept_ratio_removed(num_samples: int, num_keep: int) -> float:
-    """The fraction a selection of ``num_keep`` of ``num_samples`` actually removes (DUAL's ``r``)."""
-    return 1.0 - num_keep / num_samples
+def easy_by(scores: Scores) -> str:
+    """Where :func:`easiness` reads the easy end of ``scores`` (recorded as ``easy_by``)."""
+    if scores.meaning == ScoreMeaning.EASINESS:
+        return "high_score"
+    return CONFIDENCE if CONFIDENCE in scores.extras else "low_score"
 
 
-def auto_plan(scores: Scores, prune_ratio: float, num_keep: int, cd: float = 4.0) -> dict[str, Any]:
+def _first_outside_selection() -> int:
+    """The ``stacklevel`` of the first caller outside this package, for the caller of this function's caller
+    (a warning points at the user's ``select()`` call, however deep the plan that warns)."""
+    frame, level = sys._getframe(1), 1
+    while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith(__package__ or __name__):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def within_classes(scores: Scores, num_keep: int, seed: int, keeps: str, strategy: str) -> str:
+    """``"class"`` where every class can keep its share of ``num_keep``, else ``"all"`` with a warning
+    that names why and what ``strategy`` ``keeps`` instead."""
+    reason = (
+        f"these {scores.method} scores carry no labels"
+        if scores.labels is None
+        else classes_left_empty(scores.labels, num_keep, seed)
+    )
+    if reason is None:
+        return "class"
+    warnings.warn(
+        f"strategy={strategy!r} keeps the {keeps} samples of each class here, but {reason}; it keeps the {keeps} "
+        "samples of the whole data set instead (recorded as within='all'). Give the Scores labels=... or lower "
+        "prune_ratio to keep every class, or choose strategy='topk' to rank the whole data set on purpose.",
+        UserWarning,
+        stacklevel=_first_outside_selection(),
+    )
+    return "all"
+
+
+def easy_plan(scores: Scores, num_keep: int, seed: int, strategy: str = "easy") -> dict[str, Any]:
+    """The easiest samples of each class (or of the whole data set where a class would keep none)."""
+    easiness(scores)  # refuses preference scores before anything is drawn
+    return {"easy_by": easy_by(scores), "within": within_classes(scores, num_keep, seed, "easiest", strategy)}
+
+
+def easy_run(scores: Scores, num_keep: int, seed: int, plan: Mapping[str, Any]) -> np.ndarray:
+    """The easiest samples as :func:`easy_plan` planned them."""
+    return keep_top(easiness(scores), num_keep, seed, plan["within"])
+
+
+def keep_top(scores: Scores, num_keep: int, seed: int, within: str) -> np.ndarray:
+    """The top of ``scores`` within each class (``within="class"``) or in the whole data set (``"all"``)."""
+    if within == "class" and scores.labels is not None:  # within_classes() chose "class" because labels exist
+        return class_balanced(scores.values, scores.labels, num_keep, seed)
+    return top(scores.values, num_keep, seed)
+
+
+def auto_plan(
+    scores: Scores,
+    prune_ratio: float,
+    num_keep: int,
+    cd: float = 4.0,
+    *,
+    seed: int = 0,
+    ccs_bins: int = 50,
+    ccs_hardness: str = "auto",
+) -> dict[str, Any]:
     """What ``auto`` chooses for these scores at ``prune_ratio``, keeping ``num_keep`` (recorded in the
-    selection's manifest): the choice follows the ratio asked for, DUAL's parameters the ratio reached."""
+    selection's manifest and executed by :func:`auto_run`): the choice follows the ratio asked for,
+    DUAL's parameters the ratio reached."""
+    if scores.meaning == ScoreMeaning.PREFERENCE:
+        return {"auto_choice": "top", "within": within_classes(scores, num_keep, seed, "top", "auto")}
     if prune_ratio >= AUTO_EASY_FROM:
-        return {"auto_choice": "easy", "easy_by": CONFIDENCE if CONFIDENCE in scores.extras else "low_score"}
-    if CONFIDENCE in scores.extras:
-        return {"auto_choice": "dual", **dual_plan(scores, kept_ratio_removed(len(scores), num_keep), cd)}
-    return {"auto_choice": "ccs", "ccs_beta": auto_ccs_beta(prune_ratio), "ccs_hardness": "auto"}
+        return {"auto_choice": "easy", **easy_plan(scores, num_keep, seed, "auto")}
+    if CONFIDENCE in scores.extras and scores.meaning == ScoreMeaning.DIFFICULTY:
+        return {"auto_choice": "dual", **dual_plan(scores, kept_ratio_removed(len(scores), num_keep), cd, seed)}
+    beta = auto_ccs_beta(prune_ratio)
+    return {
+        "auto_choice": "ccs",
+        "ccs_beta": beta,
+        "ccs_bins": int(ccs_bins),
+        "ccs_hardness": resolve_ccs_hardness(scores, ccs_hardness, beta),
+    }
 
 
-def _auto(scores: Scores, num_keep: int, seed: int, *, cd: float = 4.0, ratio: float | None = None) -> np.ndarray:
-    """``auto`` at the ratio asked for (``ratio``, which ``select()`` passes; else the ratio reached)."""
-    from lightning_prune.selection.strategies import _ccs, _class_balanced
-
-    prune_ratio = kept_ratio_removed(len(scores), num_keep) if ratio is None else ratio
-    plan = auto_plan(scores, prune_ratio, num_keep, cd)
-    if plan["auto_choice"] == "easy":
-        return _class_balanced(easiness(scores), num_keep, seed)
-    if plan["auto_choice"] == "dual":
-        return _dual(scores, num_keep, seed, cd=cd)
-    return _ccs(scores, num_keep, seed, beta=plan["ccs_beta"], hardness="auto")
+def auto_run(scores: Scores, num_keep: int, seed: int, plan: Mapping[str, Any]) -> np.ndarray:
+    """``auto`` as :func:`auto_plan` planned it."""
+    choice = plan["auto_choice"]
+    if choice == "top":
+        return keep_top(scores, num_keep, seed, plan["within"])
+    if choice == "easy":
+        return easy_run(scores, num_keep, seed, plan)
+    if choice == "dual":
+        return dual_run(scores, num_keep, seed, plan)
+    return ccs_select(
+        scores, num_keep, seed, beta=plan["ccs_beta"], bins=plan["ccs_bins"], hardness=plan["ccs_hardness"]
+    )

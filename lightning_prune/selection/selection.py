@@ -41,6 +41,11 @@ class Selection:
             raise TypeError(f"Selection.indices must be integers, got {indices.dtype}.")
         indices = indices.astype(np.int64)
         self.num_samples = int(self.num_samples)
+        if self.num_samples < 1:
+            raise ValueError(
+                f"Selection num_samples={self.num_samples}: the data set the indices refer to must have a positive "
+                "number of samples (pass len(train_set))."
+            )
         if indices.size and (indices.min() < 0 or indices.max() >= self.num_samples):
             raise ValueError(
                 f"Selection indices must lie in [0, {self.num_samples}); got [{indices.min()}, {indices.max()}]."

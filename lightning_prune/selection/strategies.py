@@ -6,242 +6,340 @@ samples are dropped and ``N - round(r * N)`` kept (Python's ``round``, as everyw
 Strategies (all deterministic for a given ``seed``):
 
 ``topk``
-    The ``N - round(rN)`` highest scores, globally. Equal scores are broken by index, lower index
-    first, so the result never depends on sort stability or platform.
+    The ``N - round(rN)`` highest scores, globally. Equal scores are broken in a random order drawn
+    from ``seed`` (as in every strategy that sorts), so that tied scores on a class-sorted data set
+    do not keep the first classes whole; the result is the same for a seed on every platform.
 ``random``
     A uniform random subset drawn from ``seed``; ignores the score values. Without any scores, use
     :func:`random_selection`.
 ``class_balanced``
     Top scores within each class; every class keeps its share of the data set (largest-remainder
-    rounding so the total is exact). Needs labels; a class whose share rounds to zero is an error.
+    rounding so the total is exact; equal remainders and equal scores in ``seed``'s random order). Needs labels; a class whose share rounds to zero is an error.
 ``ccs``
     Coverage-centric coreset selection (Zheng et al., ICLR 2023): drop the hardest ``ccs_beta``
-    fraction of the whole data set, split the remaining score range into ``ccs_bins`` equal-width
+    fraction of the whole data set (``ccs_hardness``: the lowest accumulated margin, or the hard end
+    the scores' meaning names; ties at random), split the remaining score range into ``ccs_bins`` equal-width
     bins, give bins budgets smallest bin first (``min(bin size, remaining budget // bins left)``)
     and sample uniformly inside each bin.
 
+``easy``
+    The easiest samples of each class (every class its share), read from the scores' meaning: the
+    lowest difficulty, the highest easiness, or DUAL's mean label probability. Where a class would
+    keep none (or without labels) the easiest of the whole data set, with a warning, recorded as
+    ``within="all"``. Preference scores have no easy end: refused. It is ``auto``'s choice from a
+    ratio of 0.8, and a validated candidate.
 ``dual``, ``auto``
-    Ratio-aware: DUAL's Beta sampling, and the library's recommended default (from a ratio of 0.8 the
-    easiest samples of each class; below, DUAL's sampling for DUAL scores and CCS with a
-    ratio-dependent hard cut-off otherwise); see :mod:`lightning_prune.selection.ratio_aware`.
+    Ratio-aware: DUAL's Beta sampling, and the library's recommended strategy (not ``select()``'s
+    default, which is ``topk``): from a ratio of 0.8 the easiest samples of each class; below, DUAL's
+    sampling for DUAL scores and CCS with a ratio-dependent hard cut-off otherwise; the top of each
+    class for preference scores. See :mod:`lightning_prune.selection.ratio_aware`.
+
+The strategies that read a direction (``auto``, ``dual``, CCS's hardness) read it from the scores'
+declared meaning (``Scores.meaning``: difficulty, easiness or preference; see
+:mod:`lightning_prune.selection.meaning`) and refuse a combination that has none.
 
 ``weights="importance"`` attaches TDDS's importance weights (paper Eq. 13): the scores min-max
 normalised over all N samples to [0, 1]; each kept sample's weight is its normalised score. (When
 all N scores are equal every weight is 1.) :class:`~lightning_prune.PrunedDataModule` with
 ``weighted=True`` hands them to the model.
 
-The strategies live in :data:`STRATEGIES`; a custom one is a function
-``fn(scores: Scores, num_keep: int, seed: int, **options) -> np.ndarray`` (kept indices) added
-under a new name.
+The strategies live in :data:`STRATEGIES`, each a :class:`Strategy`: the function that selects, the
+options it takes (their ``select()`` keyword names, defaults and checks) and the plan it records.
+``select()`` dispatches through it alone, so a new strategy is one entry::
+
+    # below the top: skip the `skip_top` highest scores, keep the next ones
+    STRATEGIES["below_top"] = Strategy(
+        run=lambda scores, num_keep, seed, plan: np.argsort(-scores.values)[plan["skip_top"] :][:num_keep],
+        options=(Option("skip_top", 0, check=int),),
+    )
+    select(scores, 0.5, strategy="below_top", skip_top=10)  # hparams record skip_top=10
+
+A plain function ``fn(scores, num_keep, seed, **options) -> np.ndarray`` (kept indices) is accepted
+too; its keyword parameters with defaults are its options.
 """
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from lightning_prune.selection import ratio_aware
 from lightning_prune.selection.files import label_fingerprint
+from lightning_prune.selection.primitives import (
+    CCS_HARDNESS,
+    ccs,
+    ccs_bin_budgets,
+    check_ccs_beta,
+    check_ccs_bins,
+    check_ccs_hardness,
+    check_positive_number,
+    check_prune_ratio,
+    check_seed,
+    class_balanced,
+    class_quotas,
+    classes_left_empty,
+    kept_ratio_removed,
+    num_to_keep,
+    random_indices,
+    resolve_ccs_hardness,
+    top,
+)
 from lightning_prune.selection.scores import Scores
 from lightning_prune.selection.selection import Selection
 
-StrategyFn = Callable[..., np.ndarray]
+__all__ = [
+    "CCS_HARDNESS",
+    "STRATEGIES",
+    "WEIGHT_SCHEMES",
+    "Option",
+    "Strategy",
+    "ccs_bin_budgets",
+    "check_prune_ratio",
+    "check_seed",
+    "check_select_args",
+    "class_quotas",
+    "importance_weights",
+    "num_to_keep",
+    "random_selection",
+    "select",
+]
 
-CCS_HARDNESS = ("auto", "accumulated_margin", "low_score", "high_score")
+StrategyFn = Callable[..., np.ndarray]
+"""A plain strategy function ``fn(scores, num_keep, seed, **options) -> kept indices``."""
+PlanFn = Callable[[Scores, float, int, int, Mapping[str, Any]], dict[str, Any]]
+"""``plan(scores, prune_ratio, num_keep, seed, options) -> plan``: what the strategy will do, recorded."""
+RunFn = Callable[[Scores, int, int, Mapping[str, Any]], np.ndarray]
+"""``run(scores, num_keep, seed, plan) -> kept indices``: the selection the plan describes."""
+
 WEIGHT_SCHEMES = ("importance",)
 
 
-def check_prune_ratio(prune_ratio: float) -> float:
-    """Return ``prune_ratio`` as a float, or raise if it is not strictly between 0 and 1."""
-    try:
-        ratio = float(prune_ratio)
-    except (TypeError, ValueError):
-        raise TypeError(f"prune_ratio must be a number in (0, 1), got {prune_ratio!r}.") from None
-    if not 0.0 < ratio < 1.0:
-        raise ValueError(
-            f"prune_ratio={prune_ratio} is outside (0, 1). It is the fraction of the training set to "
-            "REMOVE: e.g. 0.7 keeps 30% of the samples. Pass a value strictly between 0 and 1."
-        )
-    return ratio
+def _unchecked(value: Any) -> Any:
+    return value
 
 
-def check_seed(seed: Any, name: str = "seed") -> int:
-    """Return ``seed`` as an int, or raise naming ``name`` if it is not a non-negative integer."""
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"{name}={seed!r} must be a non-negative integer (e.g. {name}=0), not {type(seed).__name__}.")
-    if seed < 0:
-        raise ValueError(f"{name}={seed} must be a non-negative integer (e.g. {name}=0).")
-    return int(seed)
+@dataclass(frozen=True)
+class Option:
+    """An option of a strategy.
 
-
-def num_to_keep(num_samples: int, prune_ratio: float) -> int:
-    """How many samples a pruning ratio keeps: ``N - round(prune_ratio * N)``; at least one."""
-    ratio = check_prune_ratio(prune_ratio)
-    num_samples = int(num_samples)
-    if num_samples < 1:
-        raise ValueError(f"num_samples must be positive, got {num_samples}.")
-    keep = num_samples - int(round(ratio * num_samples))
-    if keep == num_samples:
-        warnings.warn(
-            f"prune_ratio={prune_ratio} removes no sample of {num_samples} (round({ratio} * {num_samples}) = 0): "
-            "the selection is the whole data set. Raise the ratio to prune.",
-            UserWarning,
-            stacklevel=3,
-        )
-    if keep < 1:
-        raise ValueError(
-            f"prune_ratio={prune_ratio} removes all {num_samples} samples (round({ratio} * {num_samples}) = "
-            f"{num_samples}); lower the ratio so that at least one sample is kept."
-        )
-    return keep
-
-
-def _ranked(values: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-    """``candidates`` ordered by descending score, ties by ascending index."""
-    return candidates[np.lexsort((candidates, -values[candidates]))]
-
-
-def _topk(scores: Scores, num_keep: int, seed: int) -> np.ndarray:
-    return _ranked(scores.values, np.arange(len(scores)))[:num_keep]
-
-
-def _random(scores: Scores, num_keep: int, seed: int) -> np.ndarray:
-    return _random_indices(len(scores), num_keep, seed)
-
-
-def _random_indices(num_samples: int, num_keep: int, seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).choice(num_samples, size=num_keep, replace=False)
-
-
-def class_quotas(labels: np.ndarray, num_keep: int) -> dict[int, int]:
-    """Per-class kept counts proportional to class sizes, summing exactly to ``num_keep``.
-
-    Largest-remainder rounding: each class first gets ``floor(n_c * num_keep / N)``; the samples
-    still missing go one each to the classes with the largest fractional parts (ties: lower class id).
+    Attributes:
+        name: its keyword in ``select()`` and in a pipeline method's ``select_args`` (e.g. ``"ccs_beta"``).
+        default: the value used when it is not given.
+        check: returns the value normalised, or raises an error that names the option and the fix.
     """
-    classes, counts = np.unique(np.asarray(labels), return_counts=True)
-    exact = counts * (num_keep / counts.sum())
-    quotas = np.floor(exact).astype(np.int64)
-    missing = int(num_keep - quotas.sum())
-    if missing > 0:
-        order = np.lexsort((classes, -(exact - quotas)))
-        quotas[order[:missing]] += 1
-    return {int(c): int(q) for c, q in zip(classes, quotas, strict=True)}
+
+    name: str
+    default: Any
+    check: Callable[[Any], Any] = _unchecked
 
 
-def _class_balanced(scores: Scores, num_keep: int, seed: int) -> np.ndarray:
+RESERVED = frozenset(
+    {"scores", "prune_ratio", "strategy", "seed", "weights", "options", "score_meaning", "scores_hparams", "validated"}
+)
+"""Names no strategy option or plan key may take: ``select()``'s arguments and the keys it records itself."""
+
+
+def _options_as_plan(
+    scores: Scores, prune_ratio: float, num_keep: int, seed: int, options: Mapping[str, Any]
+) -> dict[str, Any]:
+    return dict(options)
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """A selection strategy as ``select()`` runs it: ``plan`` once, record it, ``run`` it.
+
+    Attributes:
+        run: ``run(scores, num_keep, seed, plan) -> kept indices`` (distinct, any order).
+        options: the options it takes; any other is refused.
+        plan: ``plan(scores, prune_ratio, num_keep, seed, options) -> dict`` of JSON-able values, recorded in
+            the selection's ``hparams`` and handed to ``run``; by default the checked options themselves.
+        description: one line for error messages and listings.
+    """
+
+    run: RunFn
+    options: tuple[Option, ...] = ()
+    plan: PlanFn = _options_as_plan
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        names = [option.name for option in self.options]
+        reserved = sorted(set(names) & RESERVED)
+        if reserved:
+            raise ValueError(
+                f"Strategy options {reserved} are select()'s own arguments or recorded keys; name them otherwise."
+            )
+        if len(set(names)) != len(names):
+            raise ValueError(f"Strategy options {names} name an option twice.")
+
+    def make_plan(
+        self, scores: Scores, prune_ratio: float, num_keep: int, seed: int, options: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """:attr:`plan`, checked: a mapping whose keys leave the keys ``select()`` records alone."""
+        plan = self.plan(scores, prune_ratio, num_keep, seed, options)
+        if not isinstance(plan, Mapping):
+            raise TypeError(f"A strategy's plan must return a dict of what it will do, got {type(plan).__name__}.")
+        clash = sorted(set(plan) & RESERVED)
+        if clash:
+            raise ValueError(f"A strategy's plan may not set {clash}: select() records those itself.")
+        return dict(plan)
+
+    @classmethod
+    def from_function(cls, fn: StrategyFn) -> Strategy:
+        """A plain ``fn(scores, num_keep, seed, **options)``; its keyword parameters with defaults are its options."""
+        parameters = list(inspect.signature(fn).parameters.values())[3:]
+        options = tuple(
+            Option(p.name, p.default)
+            for p in parameters
+            if p.default is not inspect.Parameter.empty
+            and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        )
+        return cls(run=lambda scores, num_keep, seed, plan: fn(scores, num_keep, seed, **plan), options=options)
+
+    @property
+    def option_names(self) -> list[str]:
+        return [option.name for option in self.options]
+
+    def check_options(self, name: str, given: Mapping[str, Any], what: str = "option") -> dict[str, Any]:
+        """``given`` checked against :attr:`options`, the defaults filled in."""
+        known = {option.name: option for option in self.options}
+        for key in given:
+            if key not in known:
+                raise ValueError(_unknown_option(name, self, key, what))
+        return {key: option.check(given[key]) if key in given else option.default for key, option in known.items()}
+
+
+def _owners_hint(name: str, key: str) -> str:
+    """Which strategies take ``key``, for a message refusing it on strategy ``name``."""
+    owners = sorted(other for other, entry in STRATEGIES.items() if key in as_strategy(entry).option_names)
+    hint = f" {key} is an option of strategy {', '.join(map(repr, owners))}." if owners else ""
+    if name == "auto" and key == "ccs_beta":
+        hint += (
+            " 'auto' chooses its CCS cut-off from the ratio (0.75 * max(0, r - 0.5)); to set it, use strategy='ccs'."
+        )
+    return hint
+
+
+def _unknown_option(name: str, strategy: Strategy, key: str, what: str) -> str:
+    takes = f"it takes: {', '.join(strategy.option_names)}" if strategy.options else "it takes no option"
+    return f"{what} {key!r}: strategy {name!r} does not take {key}; {takes}.{_owners_hint(name, key)}"
+
+
+def as_strategy(entry: Strategy | StrategyFn) -> Strategy:
+    """A registry entry as a :class:`Strategy` (plain functions wrapped)."""
+    return entry if isinstance(entry, Strategy) else Strategy.from_function(entry)
+
+
+def _strategy(name: Any) -> Strategy:
+    if not isinstance(name, str) or name not in STRATEGIES:
+        raise ValueError(f"Unknown selection strategy {name!r}; choose one of {sorted(STRATEGIES)}.")
+    return as_strategy(STRATEGIES[name])
+
+
+def _topk(scores: Scores, num_keep: int, seed: int, plan: Mapping[str, Any]) -> np.ndarray:
+    return top(scores.values, num_keep, seed)
+
+
+def _random(scores: Scores, num_keep: int, seed: int, plan: Mapping[str, Any]) -> np.ndarray:
+    return random_indices(len(scores), num_keep, seed)
+
+
+def _class_balanced(scores: Scores, num_keep: int, seed: int, plan: Mapping[str, Any]) -> np.ndarray:
     if scores.labels is None:
         raise ValueError(
             f"strategy='class_balanced' needs the training labels, but these {scores.method} scores carry "
             "none. Create the Scores with labels=... (collectors record them), or use strategy='topk'."
         )
-    labels = scores.labels
-    quotas = class_quotas(labels, num_keep)
-    empty = sorted(c for c, q in quotas.items() if q == 0)
+    empty = classes_left_empty(scores.labels, num_keep, seed)
     if empty:
-        sizes = {c: int((labels == c).sum()) for c in empty}
-        raise ValueError(
-            f"strategy='class_balanced' would keep no sample of class(es) {empty} (class sizes {sizes}) when "
-            f"keeping {num_keep} of {labels.size} samples. Lower prune_ratio, or use strategy='topk'."
-        )
-    kept = [_ranked(scores.values, np.flatnonzero(labels == c))[:q] for c, q in quotas.items()]
-    return np.concatenate(kept)
+        raise ValueError(f"strategy='class_balanced': {empty}. Lower prune_ratio, or use strategy='topk'.")
+    return class_balanced(scores.values, scores.labels, num_keep, seed)
 
 
-def ccs_bin_budgets(bin_sizes: np.ndarray, budget: int) -> np.ndarray:
-    """CCS budget allocation: visit bins from smallest to largest (ties: lower bin first), giving
-    each ``min(bin size, remaining budget // bins left)``. Returns the budget of each bin."""
-    sizes = np.asarray(bin_sizes, dtype=np.int64)
-    budgets = np.zeros_like(sizes)
-    remaining = int(budget)
-    order = np.argsort(sizes, kind="stable")
-    for visited, b in enumerate(order):
-        take = min(int(sizes[b]), remaining // (len(order) - visited))
-        budgets[b] = take
-        remaining -= take
-    return budgets
+def _ccs_plan(
+    scores: Scores, prune_ratio: float, num_keep: int, seed: int, options: Mapping[str, Any]
+) -> dict[str, Any]:
+    beta = options["ccs_beta"]
+    return {
+        "ccs_beta": beta,
+        "ccs_bins": options["ccs_bins"],
+        "ccs_hardness": resolve_ccs_hardness(scores, options["ccs_hardness"], beta),
+    }
 
 
-def _resolve_ccs_hardness(scores: Scores, hardness: str) -> str:
-    """The hardness source ``hardness`` names for these scores (``"auto"`` resolved), validated."""
-    if hardness not in CCS_HARDNESS:
-        raise ValueError(f"ccs_hardness={hardness!r} is not one of {list(CCS_HARDNESS)}.")
-    if hardness == "auto":
-        # every difficulty score of the library is oriented harder = higher (= keep)
-        return "accumulated_margin" if "accumulated_margin" in scores.extras else "high_score"
-    if hardness == "accumulated_margin" and "accumulated_margin" not in scores.extras:
-        raise ValueError(
-            f"ccs_hardness='accumulated_margin' needs scores carrying extras['accumulated_margin'] (AUM "
-            f"scores do); these {scores.method} scores have extras {sorted(scores.extras)}. Use "
-            "ccs_hardness='low_score' or 'high_score'."
-        )
-    return hardness
+def _ccs(scores: Scores, num_keep: int, seed: int, plan: Mapping[str, Any]) -> np.ndarray:
+    return ccs(scores, num_keep, seed, beta=plan["ccs_beta"], bins=plan["ccs_bins"], hardness=plan["ccs_hardness"])
 
 
-def _ccs_hardness(scores: Scores, hardness: str) -> np.ndarray:
-    """Per-sample hardness, higher = harder, from the source ``hardness`` names."""
-    source = _resolve_ccs_hardness(scores, hardness)
-    if source == "accumulated_margin":
-        return -np.asarray(scores.extras["accumulated_margin"], dtype=np.float64).reshape(len(scores))
-    if source == "low_score":
-        return -scores.values
-    return scores.values.copy()
+def _dual_plan(
+    scores: Scores, prune_ratio: float, num_keep: int, seed: int, options: Mapping[str, Any]
+) -> dict[str, Any]:
+    return ratio_aware.dual_plan(scores, kept_ratio_removed(len(scores), num_keep), options["dual_cd"], seed)
 
 
-def _ccs(
-    scores: Scores,
-    num_keep: int,
-    seed: int,
-    *,
-    beta: float = 0.0,
-    bins: int = 50,
-    hardness: str = "auto",
-) -> np.ndarray:
-    num_samples = len(scores)
-    if not 0.0 <= beta < 1.0:
-        raise ValueError(f"ccs_beta={beta} must be in [0, 1): it is the fraction of hardest samples dropped first.")
-    if int(bins) != bins or bins < 1:
-        raise ValueError(f"ccs_bins={bins} must be a positive integer.")
-    bins = int(bins)
-    num_hard = int(round(beta * num_samples))
-    if num_hard + num_keep > num_samples:
-        raise ValueError(
-            f"ccs_beta={beta} drops the {num_hard} hardest samples first, leaving {num_samples - num_hard}, "
-            f"fewer than the {num_keep} to keep. The hard cut-off plus the coreset cannot exceed the data "
-            f"set: use ccs_beta <= prune_ratio ({(num_samples - num_keep) / num_samples:.4g})."
-        )
-    hard = _ccs_hardness(scores, hardness)
-    # Hardest first, ties by index, so the cut is deterministic.
-    by_hardness = np.lexsort((np.arange(num_samples), -hard))
-    pool = np.sort(by_hardness[num_hard:])
-    values = scores.values[pool]
-    low, high = float(values.min()), float(values.max())
-    if high > low:
-        # The last bin is closed on the right so the maximum falls inside it.
-        bin_of = np.minimum(((values - low) / (high - low) * bins).astype(np.int64), bins - 1)
-    else:
-        bin_of = np.zeros(values.size, dtype=np.int64)
-    sizes = np.bincount(bin_of, minlength=bins)
-    budgets = ccs_bin_budgets(sizes, num_keep)
-    if budgets.sum() != num_keep:  # cannot happen when the pool is large enough; guards the invariant
-        raise RuntimeError(f"CCS allocated {budgets.sum()} samples instead of {num_keep}; please report this.")
-    rng = np.random.default_rng(seed)
-    kept = [rng.choice(pool[bin_of == b], size=int(budgets[b]), replace=False) for b in range(bins) if budgets[b]]
-    return np.concatenate(kept)
+def _auto_plan(
+    scores: Scores, prune_ratio: float, num_keep: int, seed: int, options: Mapping[str, Any]
+) -> dict[str, Any]:
+    return ratio_aware.auto_plan(
+        scores,
+        prune_ratio,
+        num_keep,
+        options["dual_cd"],
+        seed=seed,
+        ccs_bins=options["ccs_bins"],
+        ccs_hardness=options["ccs_hardness"],
+    )
 
 
-STRATEGIES: dict[str, StrategyFn] = {
-    "topk": _topk,
-    "random": _random,
-    "class_balanced": _class_balanced,
-    "ccs": _ccs,
-    "dual": ratio_aware._dual,
-    "auto": ratio_aware._auto,
+def _easy_plan(
+    scores: Scores, prune_ratio: float, num_keep: int, seed: int, options: Mapping[str, Any]
+) -> dict[str, Any]:
+    return ratio_aware.easy_plan(scores, num_keep, seed)
+
+
+CCS_BETA = Option("ccs_beta", 0.0, check_ccs_beta)
+CCS_BINS = Option("ccs_bins", 50, check_ccs_bins)
+CCS_HARDNESS_OPTION = Option("ccs_hardness", "auto", check_ccs_hardness)
+DUAL_CD = Option("dual_cd", 4.0, lambda value: check_positive_number(value, "dual_cd"))
+
+STRATEGIES: dict[str, Strategy | StrategyFn] = {
+    "topk": Strategy(_topk, description="the highest scores"),
+    "random": Strategy(_random, description="a uniform random subset"),
+    "class_balanced": Strategy(_class_balanced, description="the highest scores of each class"),
+    "ccs": Strategy(_ccs, (CCS_BETA, CCS_BINS, CCS_HARDNESS_OPTION), _ccs_plan, "coverage-centric coreset selection"),
+    "dual": Strategy(ratio_aware.dual_run, (DUAL_CD,), _dual_plan, "DUAL's ratio-adaptive Beta sampling"),
+    "easy": Strategy(ratio_aware.easy_run, (), _easy_plan, "the easiest samples of each class, as the meaning reads"),
+    "auto": Strategy(
+        ratio_aware.auto_run, (DUAL_CD, CCS_BINS, CCS_HARDNESS_OPTION), _auto_plan, "the recommended ratio-aware rule"
+    ),
 }
-"""Strategy name -> ``fn(scores, num_keep, seed, **options) -> kept indices``."""
+"""Strategy name -> :class:`Strategy` (or a plain ``fn(scores, num_keep, seed, **options)``)."""
+
+
+def check_select_args(strategy: str, select_args: Mapping[str, Any], *, allowed: Collection[str] = ()) -> None:
+    """Check a pipeline method's ``select_args`` against ``strategy``'s options before any training.
+
+    Raises ``ValueError`` for an unknown strategy, a key the strategy does not take (naming the keys it
+    takes) or a value its option refuses. ``allowed`` names keys the caller handles itself (``validate``).
+    Checks that need the scores (e.g. ``ccs_beta <= prune_ratio``) are left to :func:`select`.
+    """
+    entry = _strategy(strategy)
+    if not isinstance(select_args, Mapping):
+        raise TypeError(f"select_args must be a mapping of option names to values, got {type(select_args).__name__}.")
+    given = {key: value for key, value in select_args.items() if key not in allowed}
+    for key in given:
+        if key not in entry.option_names:
+            keys = [*entry.option_names, *allowed]
+            takes = f"takes: {', '.join(keys)}" if keys else "takes no select_args"
+            raise ValueError(
+                f"select_args key {key!r} is not known here: strategy {strategy!r} {takes}."
+                f"{_owners_hint(strategy, key)} Fix the key's spelling, or remove it."
+            )
+    entry.check_options(strategy, given)
 
 
 def importance_weights(values: np.ndarray) -> np.ndarray:
@@ -259,75 +357,74 @@ def select(
     strategy: str = "topk",
     seed: int = 0,
     weights: str | None = None,
-    ccs_beta: float = 0.0,
-    ccs_bins: int = 50,
-    ccs_hardness: str = "auto",
-    dual_cd: float = 4.0,
+    ccs_beta: float | None = None,
+    ccs_bins: int | None = None,
+    ccs_hardness: str | None = None,
+    dual_cd: float | None = None,
+    **options: Any,
 ) -> Selection:
     """Keep ``N - round(prune_ratio * N)`` samples of ``scores`` chosen by ``strategy``.
 
     Args:
-        scores: per-sample scores, higher = more important.
+        scores: per-sample scores, higher = keep; ``scores.meaning`` says what higher measures.
         prune_ratio: fraction of the training set to REMOVE, strictly between 0 and 1.
-        strategy: one of :data:`STRATEGIES` (``"topk"``, ``"random"``, ``"class_balanced"``, ``"ccs"``,
-            ``"dual"``, ``"auto"``).
-        seed: seed of every random choice (``random``, and sampling inside CCS bins).
+        strategy: a name in :data:`STRATEGIES` (``"topk"``, the default, ``"random"``, ``"class_balanced"``,
+            ``"ccs"``, ``"dual"``, ``"auto"``, or one registered there).
+        seed: seed of every random choice (``random``, sampling inside CCS bins and DUAL's draws, and the
+            order among tied scores in every strategy that sorts, ``topk`` included).
         weights: ``None`` for an unweighted selection, or ``"importance"`` for TDDS Eq. 13 weights
             (min-max normalised scores over all N; see the module docs).
-        ccs_beta: CCS only: fraction of the WHOLE data set, the hardest, removed before binning. The
-            paper tunes it per ratio (0.3 at 90% pruning on CIFAR-10); 0 turns the cut-off off. Must
-            not exceed ``prune_ratio``.
-        ccs_bins: CCS only: number of equal-width score bins (paper: 50).
-        dual_cd: ``dual`` and ``auto`` only: DUAL's ``c_d``, how fast the sampling moves towards easy
-            samples as the ratio grows (paper: 4).
-        ccs_hardness: CCS only: what "hardest" means. ``"accumulated_margin"``: lowest
+        ccs_beta: ``ccs`` only: fraction of the WHOLE data set, the hardest, removed before binning. The
+            paper tunes it per ratio (0.3 at 90% pruning on CIFAR-10); 0 (default) turns the cut-off off.
+            Must not exceed ``prune_ratio``. ``auto`` chooses its own and refuses this option.
+        ccs_bins: ``ccs`` and ``auto``: number of equal-width score bins (paper and default: 50).
+        ccs_hardness: ``ccs`` and ``auto``: what "hardest" means. ``"accumulated_margin"``: lowest
             ``scores.extras["accumulated_margin"]`` (AUM's, the official choice); ``"low_score"``:
-            lowest score; ``"high_score"``: highest score (for difficulty scores such as forgetting
-            counts or EL2N, where mislabelled samples score highest); ``"auto"``: the accumulated
-            margin when the scores carry one, otherwise ``"high_score"`` (every difficulty score of the
-            library -- EL2N, GraNd, forgetting, TDDS, AUM, entropy -- is oriented harder = higher).
+            lowest score; ``"high_score"``: highest score; ``"auto"`` (default): the accumulated margin
+            when the scores carry one, else the hard end their meaning names (high for difficulty, low
+            for easiness; preference scores have none, so a cut-off on them needs an explicit end). An
+            end that contradicts the meaning is refused.
+        dual_cd: ``dual`` and ``auto``: DUAL's ``c_d``, how fast the sampling moves towards easy
+            samples as the ratio grows (paper and default: 4).
+        **options: the options of a strategy registered in :data:`STRATEGIES`, by name.
+
+    Options the chosen strategy does not take are refused (naming the ones it takes).
 
     Returns:
         A :class:`Selection` with sorted indices, the scores' method name, and ``hparams`` recording
-        the strategy, ratio, seed, weights and strategy options plus the scores' own hyper-parameters.
+        the strategy, ratio, seed, weights, the scores' meaning and the strategy's plan (the options
+        and what it chose, from the computation the selection was drawn with) plus the scores' own
+        hyper-parameters.
     """
     if not isinstance(scores, Scores):
         raise TypeError(
             f"select() takes a lightning_prune.Scores, got {type(scores).__name__}; wrap your "
             "array as Scores(values=..., method=..., labels=...)."
         )
-    if strategy not in STRATEGIES:
-        raise ValueError(f"Unknown selection strategy {strategy!r}; choose one of {sorted(STRATEGIES)}.")
+    entry = _strategy(strategy)
     if weights is not None and weights not in WEIGHT_SCHEMES:
         raise ValueError(f"weights={weights!r} is not supported; use None or one of {list(WEIGHT_SCHEMES)}.")
     seed = check_seed(seed)
+    ratio = check_prune_ratio(prune_ratio)
     num_keep = num_to_keep(len(scores), prune_ratio)
-    hparams: dict[str, Any] = {
-        "strategy": strategy,
-        "prune_ratio": float(prune_ratio),
-        "seed": seed,
-        "weights": weights,
-    }
-    options: dict[str, Any] = {}
-    if strategy == "ccs":
-        options = {"beta": float(ccs_beta), "bins": ccs_bins, "hardness": ccs_hardness}
-        hparams.update(
-            ccs_beta=float(ccs_beta), ccs_bins=int(ccs_bins), ccs_hardness=_resolve_ccs_hardness(scores, ccs_hardness)
-        )
-    elif strategy == "dual":
-        options = {"cd": float(dual_cd)}
-        reached = ratio_aware.kept_ratio_removed(len(scores), num_keep)
-        hparams.update(ratio_aware.dual_plan(scores, reached, float(dual_cd)))
-    elif strategy == "auto":
-        options = {"cd": float(dual_cd), "ratio": float(prune_ratio)}
-        hparams.update(ratio_aware.auto_plan(scores, float(prune_ratio), num_keep, float(dual_cd)))
-    kept = np.sort(np.asarray(STRATEGIES[strategy](scores, num_keep, seed, **options), dtype=np.int64))
+    named = {"ccs_beta": ccs_beta, "ccs_bins": ccs_bins, "ccs_hardness": ccs_hardness, "dual_cd": dual_cd}
+    given = {**{key: value for key, value in named.items() if value is not None}, **options}
+    plan = entry.make_plan(scores, ratio, num_keep, seed, entry.check_options(strategy, given))
+    kept = np.sort(np.asarray(entry.run(scores, num_keep, seed, plan), dtype=np.int64))
     if kept.size != num_keep or np.unique(kept).size != num_keep:
         raise RuntimeError(
             f"strategy {strategy!r} returned {kept.size} indices ({np.unique(kept).size} unique) "
             f"instead of {num_keep} distinct ones."
         )
-    hparams["scores_hparams"] = dict(scores.hparams)
+    hparams: dict[str, Any] = {
+        "strategy": strategy,
+        "prune_ratio": ratio,
+        "seed": seed,
+        "weights": weights,
+        "score_meaning": scores.meaning.value,
+        **plan,
+        "scores_hparams": dict(scores.hparams),
+    }
     sample_weights = importance_weights(scores.values)[kept] if weights == "importance" else None
     return Selection(
         indices=kept,
@@ -355,7 +452,7 @@ def random_selection(
         if labels.shape != (num_samples,):
             raise ValueError(f"labels have shape {labels.shape}; expected ({num_samples},), one per sample.")
     return Selection(
-        indices=np.sort(_random_indices(num_samples, num_keep, seed)),
+        indices=np.sort(random_indices(num_samples, num_keep, seed)),
         num_samples=num_samples,
         method="random",
         hparams={"strategy": "random", "prune_ratio": float(prune_ratio), "seed": seed, "weights": None},

@@ -1,0 +1,156 @@
+"""The property of issue 20's "Done when": over every registered collector and every strategy that reads
+a direction, the kept set follows the meaning the collector declares. Plain numpy random data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import lightning_prune as lp
+from lightning_prune.collectors.registry import COLLECTORS
+from lightning_prune.pipeline.validated import candidates
+from lightning_prune.selection import ScoreMeaning, meaning_of
+from lightning_prune.selection.strategies import STRATEGIES
+
+N, CLASSES = 600, 4
+
+
+def _cases() -> list[tuple[str, dict]]:
+    """Every collector, with each value of an argument its meaning follows (Prototypicality's keep)."""
+    cases = []
+    for name in sorted(COLLECTORS):
+        keeps = [{"keep": "hard"}, {"keep": "easy"}] if name == "prototypicality" else [{}]
+        cases += [(name, hparams) for hparams in keeps]
+    return cases
+
+
+CASES = _cases()
+IDS = [name + "".join(f"-{v}" for v in hparams.values()) for name, hparams in CASES]
+
+
+def collector_scores(name: str, hparams: dict, seed: int) -> lp.Scores:
+    """Random scores with the collector's declared meaning and the extras its scores carry."""
+    rng = np.random.default_rng(seed)
+    values = rng.random(N)
+    extras = {}
+    if name == "aum":  # values = -mean margin over T epochs; the accumulated margin is the sum
+        extras["accumulated_margin"] = -values * 10 + rng.normal(scale=0.01, size=N)
+    if name == "dual":  # uncertain, unlearned samples score high and have a low mean label probability
+        extras["confidence"] = np.clip(1.0 - values + rng.normal(scale=0.05, size=N), 0.0, 1.0)
+    meaning = meaning_of(COLLECTORS[name], hparams)
+    return lp.Scores(values, name, hparams, labels=rng.integers(0, CLASSES, N), extras=extras, meaning=meaning)
+
+
+def easy_key(scores: lp.Scores) -> np.ndarray:
+    """Higher = easier, as the meaning says (the mean label probability where DUAL scores carry it)."""
+    if scores.meaning == ScoreMeaning.EASINESS:
+        return scores.values
+    return scores.extras["confidence"] if "confidence" in scores.extras else -scores.values
+
+
+def hard_key(scores: lp.Scores) -> np.ndarray:
+    """Higher = harder: the lowest accumulated margin where AUM scores carry it, else the meaning's hard end."""
+    if "accumulated_margin" in scores.extras:
+        return -scores.extras["accumulated_margin"]
+    return scores.values if scores.meaning == ScoreMeaning.DIFFICULTY else -scores.values
+
+
+def assert_kept_end(key: np.ndarray, kept: np.ndarray, labels: np.ndarray | None = None) -> None:
+    """Every kept sample ranks above every dropped one by ``key`` (within each class when ``labels``)."""
+    mask = np.zeros(key.size, dtype=bool)
+    mask[kept] = True
+    groups = [np.arange(key.size)] if labels is None else [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    for members in groups:
+        inside, outside = members[mask[members]], members[~mask[members]]
+        if inside.size and outside.size:
+            assert key[inside].min() >= key[outside].max()
+
+
+def test_every_direction_reading_strategy_is_covered():
+    # a new strategy must be added here and to the property below (or be listed as reading no direction)
+    assert set(STRATEGIES) == {"topk", "random", "class_balanced", "ccs", "dual", "easy", "auto"}
+
+
+@pytest.mark.parametrize(("name", "hparams"), CASES, ids=IDS)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_topk_and_class_balanced_keep_the_higher_values_whatever_they_mean(name, hparams, seed):
+    scores = collector_scores(name, hparams, seed)
+    for ratio in (0.3, 0.9):
+        assert_kept_end(scores.values, lp.select(scores, ratio, "topk", seed=seed).indices)
+        kept = lp.select(scores, ratio, "class_balanced", seed=seed).indices
+        assert_kept_end(scores.values, kept, scores.labels)
+
+
+@pytest.mark.parametrize(("name", "hparams"), CASES, ids=IDS)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_easy_and_auto_at_a_high_ratio_keep_the_easy_end_or_the_top_of_preferences(name, hparams, seed):
+    scores = collector_scores(name, hparams, seed)
+    auto = lp.select(scores, 0.9, "auto", seed=seed)
+    if scores.meaning == ScoreMeaning.PREFERENCE:
+        assert auto.hparams["auto_choice"] == "top"
+        assert_kept_end(scores.values, auto.indices, scores.labels)
+        with pytest.raises(ValueError, match=rf"{name} scores mean 'preference'"):
+            lp.select(scores, 0.9, "easy", seed=seed)
+        return
+    assert auto.hparams["auto_choice"] == "easy"
+    assert_kept_end(easy_key(scores), auto.indices, scores.labels)
+    easy = lp.select(scores, 0.5, "easy", seed=seed)
+    assert_kept_end(easy_key(scores), easy.indices, scores.labels)
+
+
+@pytest.mark.parametrize(("name", "hparams"), CASES, ids=IDS)
+def test_ccs_and_auto_below_80_percent_cut_the_hard_end(name, hparams):
+    scores = collector_scores(name, hparams, 0)
+    if scores.meaning == ScoreMeaning.PREFERENCE:
+        with pytest.raises(ValueError, match=rf"{name} scores mean 'preference'.*no hard end"):
+            lp.select(scores, 0.5, "ccs", ccs_beta=0.2)
+        chosen = lp.select(scores, 0.7, "auto")
+        assert chosen.hparams["auto_choice"] == "top"
+        assert_kept_end(scores.values, chosen.indices, scores.labels)
+        return
+    hard = hard_key(scores)
+    hardest = np.argsort(-hard)[: round(0.2 * N)]
+    kept = lp.select(scores, 0.5, "ccs", ccs_beta=0.2).indices
+    assert not set(hardest.tolist()) & set(kept.tolist())
+    auto = lp.select(scores, 0.7, "auto")
+    if auto.hparams["auto_choice"] == "ccs":
+        cut = np.argsort(-hard)[: round(auto.hparams["ccs_beta"] * N)]
+        assert cut.size and not set(cut.tolist()) & set(auto.indices.tolist())
+    else:  # DUAL scores: the sampling moves towards confident samples as the ratio grows
+        assert auto.hparams["auto_choice"] == "dual" and name == "dual"
+
+
+@pytest.mark.parametrize(("name", "hparams"), CASES, ids=IDS)
+def test_dual_sampling_follows_difficulty_and_refuses_other_meanings(name, hparams):
+    scores = collector_scores(name, hparams, 0)
+    if name != "dual":
+        if "confidence" not in scores.extras:
+            scores = lp.Scores(
+                scores.values,
+                name,
+                labels=scores.labels,
+                # values lie in [0, 1]: the easy end as a probability
+                extras={"confidence": scores.values if scores.meaning == ScoreMeaning.EASINESS else 1 - scores.values},
+                meaning=scores.meaning,
+            )
+        if scores.meaning != ScoreMeaning.DIFFICULTY:
+            with pytest.raises(ValueError, match=rf"strategy='dual'.*{name} scores mean '{scores.meaning.value}'"):
+                lp.select(scores, 0.5, "dual")
+            return
+    confidence = scores.extras["confidence"]
+    low = np.mean([confidence[lp.select(scores, 0.3, "dual", seed=s).indices].mean() for s in range(5)])
+    high = np.mean([confidence[lp.select(scores, 0.9, "dual", seed=s).indices].mean() for s in range(5)])
+    assert high > low  # towards the easy (confident) end as the ratio grows
+
+
+@pytest.mark.parametrize(("name", "hparams"), CASES, ids=IDS)
+def test_validated_candidates_follow_the_meaning(name, hparams):
+    scores = collector_scores(name, hparams, 0)
+    chosen = candidates(scores, 0.9, 0, {"validate": True, "ccs_bins": 2})
+    if scores.meaning == ScoreMeaning.PREFERENCE:
+        assert sorted(chosen) == ["random", "top"]
+        assert_kept_end(scores.values, chosen["top"].indices, scores.labels)
+        return
+    assert_kept_end(easy_key(scores), chosen["easy"].indices, scores.labels)
+    assert chosen["ccs"].hparams["ccs_bins"] == 2  # the method's select_args reach the candidates that take them
+    assert ("dual" in chosen) == (name == "dual")
