@@ -94,7 +94,9 @@ def digits(batch_size: int = 64) -> lp.DigitsDataModule:
 @pytest.mark.parametrize("weighting", ["ignored", "normalized"])
 def test_a_user_model_that_ignores_or_normalises_the_weights_is_refused(weighting):
     infobatch = lp.InfoBatch()
-    with pytest.raises(ValueError, match=r"does not scale with the per-sample weights.*batch_weights\(batch\)"):
+    with pytest.raises(
+        ValueError, match=r"does not scale with the per-sample weights.*batch_weights\(batch\) \* per_sample_loss"
+    ):
         fit(UserModel(weighting), infobatch, datamodule=infobatch.wrap(digits()))
     assert infobatch.epochs_collected == 0  # refused before the first optimiser step's epoch ends
 

@@ -234,11 +234,13 @@ def batch_weights(batch: Any) -> torch.Tensor:
     ``"weight"`` entry) under :class:`~lightning_prune.InfoBatch` or a weighted
     :class:`~lightning_prune.PrunedDataModule`, so one ``training_step`` serves all of them::
 
+        from lightning_prune.data.indexed import batch_weights
+
         def training_step(self, batch, batch_idx):
             x, y, _ = lp.unpack_batch(batch)
             logits = self(x)
             per_sample = F.cross_entropy(logits, y, reduction="none")
-            loss = (lp.batch_weights(batch) * per_sample).mean()
+            loss = (batch_weights(batch) * per_sample).mean()
             return {"loss": loss, "logits": logits}
 
     The weights keep their autograd connection (InfoBatch checks once per fit that the loss scales

@@ -424,8 +424,9 @@ class InfoBatch(ScoreCollector):
             raise ValueError(
                 f"The fit's learning-rate schedule ({', '.join(fixed)}, stepped per step) counts a number of steps "
                 "fixed up front from full-length epochs; InfoBatch's pruned epochs are shorter, so it would end above "
-                "its final value. Use lp.progress_cosine(optimizer, trainer) (or return lp.cosine_schedule(optimizer, "
-                "self.trainer) from configure_optimizers), which follows the fraction of training done."
+                "its final value. Use lp.progress_cosine(optimizer, trainer) (or return lightning_prune.models.schedules."
+                "cosine_schedule(optimizer, self.trainer) from configure_optimizers), which follows the fraction of "
+                "training done."
             )
 
     @override
@@ -544,8 +545,8 @@ class InfoBatch(ScoreCollector):
                 f"(d loss / d weight . weight = {ratio:.3g} x loss; (weight * per_sample_loss).mean() gives 1). The "
                 f"model {'ignores the weights' if grad is None else 'ignores or normalises the weights away'}, so the "
                 "kept well-learned samples are not up-weighted and the pruned epochs' gradient is biased. Compute the "
-                "loss as (lp.batch_weights(batch) * per_sample_loss).mean() (lightning_prune.data.indexed.batch_weights"
-                "; for lp.Classifier: weighted_loss='mean'). If your loss applies the weights outside autograd "
+                "loss as (batch_weights(batch) * per_sample_loss).mean() with lightning_prune.data.indexed.batch_weights "
+                "(for lp.Classifier: weighted_loss='mean'). If your loss applies the weights outside autograd "
                 "(detached), pass InfoBatch(check_weighting=False)."
             )
 

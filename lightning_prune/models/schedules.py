@@ -12,9 +12,11 @@ step-based cosine when every epoch has the same length.
 :func:`cosine_schedule` is what ``configure_optimizers`` of any model returns as its
 ``"lr_scheduler"`` to get the cosine :class:`~lightning_prune.Classifier` uses::
 
+    from lightning_prune.models.schedules import cosine_schedule
+
     def configure_optimizers(self):
         optimizer = torch.optim.SGD(self.parameters(), lr=0.1)
-        return {"optimizer": optimizer, "lr_scheduler": lp.cosine_schedule(optimizer, self.trainer)}
+        return {"optimizer": optimizer, "lr_scheduler": cosine_schedule(optimizer, self.trainer)}
 """
 
 from __future__ import annotations
@@ -116,8 +118,8 @@ def check_progress_schedules(trainer: pl.Trainer) -> None:
             raise ValueError(
                 f'lp.progress_cosine is configured with interval="{config.interval}"; it follows the training '
                 'progress step by step and must be stepped every optimiser step: return {"scheduler": '
-                'progress_cosine(optimizer, self.trainer), "interval": "step"} (or lp.cosine_schedule(optimizer, '
-                "self.trainer), which sets it)."
+                'progress_cosine(optimizer, self.trainer), "interval": "step"} (or lightning_prune.models.schedules.'
+                "cosine_schedule(optimizer, self.trainer), which sets it)."
             )
 
 
