@@ -302,3 +302,29 @@ def test_batch_weights_reads_every_batch_shape():
     )
     with pytest.raises(ValueError, match="3 weights for 2 samples"):
         batch_weights((x[:2], y[:2], index[:2], torch.ones(3)))
+
+
+class DictItems(torch.utils.data.Dataset):
+    """Digits-shaped dict items: the weight reaches the batch under "weight"."""
+
+    def __init__(self, n: int = 256) -> None:
+        generator = torch.Generator().manual_seed(0)
+        self.x, self.y = torch.randn(n, 64, generator=generator), torch.randint(0, 10, (n,), generator=generator)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return {"x": self.x[i].reshape(1, 8, 8), "y": int(self.y[i])}
+
+
+@pytest.mark.parametrize("weighting", ["mean", "normalized"])
+def test_dict_batches_are_checked_the_same_way(weighting):
+    data = pl.LightningDataModule.from_datasets(train_dataset=lp.IndexedDataset(DictItems()), batch_size=32)
+    infobatch = lp.InfoBatch(delta=0.75)
+    if weighting == "mean":
+        fit(UserModel(weighting), infobatch, datamodule=infobatch.wrap(data))
+        assert infobatch.fraction_skipped > 0
+    else:
+        with pytest.raises(ValueError, match="does not scale with the per-sample weights"):
+            fit(UserModel(weighting), infobatch, datamodule=infobatch.wrap(data))
