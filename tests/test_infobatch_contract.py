@@ -328,3 +328,9 @@ def test_dict_batches_are_checked_the_same_way(weighting):
     else:
         with pytest.raises(ValueError, match="does not scale with the per-sample weights"):
             fit(UserModel(weighting), infobatch, datamodule=infobatch.wrap(data))
+
+
+def test_the_length_check_can_run_before_any_fit():
+    with pytest.raises(ValueError, match="never prunes"):
+        lp.InfoBatch().check_length(2)
+    lp.InfoBatch().check_length(3)

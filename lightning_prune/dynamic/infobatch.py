@@ -371,10 +371,14 @@ class InfoBatch(ScoreCollector):
 
         return DynamicDataModule(datamodule, self)
 
-    def _check_length(self, trainer: pl.Trainer) -> None:
-        """Refuse a fit that can never prune; warn about one that stops before annealing."""
-        pruned = self.pruned_epochs(trainer.max_epochs)
-        total = self.num_epochs if self.num_epochs is not None else trainer.max_epochs
+    def check_length(self, max_epochs: int | None) -> None:
+        """Refuse a fit of ``max_epochs`` that can never prune; warn about one that stops before annealing.
+
+        Called at the fit's setup; a caller that knows the length earlier (e.g. before a study's other
+        trainings) can call it then.
+        """
+        pruned = self.pruned_epochs(max_epochs)
+        total = self.num_epochs if self.num_epochs is not None else max_epochs
         if pruned < 2:  # epoch 0 has no losses yet, so it always serves the full data
             need = next(n for n in range(2, 10_000) if math.floor(self.delta * n + 1e-9) >= 2)
             source = f"num_epochs={total}" if self.num_epochs is not None else f"max_epochs={total}"
@@ -383,7 +387,6 @@ class InfoBatch(ScoreCollector):
                 f"yet) and the epochs from floor(delta * {total}) = {pruned} on anneal to the full data. Train for "
                 f"at least {need} epochs (Trainer(max_epochs=...) or InfoBatch(num_epochs=...)), or leave InfoBatch out."
             )
-        max_epochs = trainer.max_epochs
         if max_epochs is not None and 0 < max_epochs <= pruned and self.delta < 1.0:
             rank_zero_warn(
                 f"InfoBatch(num_epochs={total}, delta={self.delta}) anneals from epoch {pruned} on, but the Trainer "
@@ -397,7 +400,7 @@ class InfoBatch(ScoreCollector):
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
-        self._check_length(trainer)  # fails now, not after the first epoch
+        self.check_length(trainer.max_epochs)  # fails now, not after the first epoch
         reload_every = reload_dataloaders_every(trainer)
         if reload_every == 0:
             reload_train_loader_every_epoch(trainer)
