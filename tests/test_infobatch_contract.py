@@ -334,3 +334,20 @@ def test_the_length_check_can_run_before_any_fit():
     with pytest.raises(ValueError, match="never prunes"):
         lp.InfoBatch().check_length(2)
     lp.InfoBatch().check_length(3)
+
+
+def test_a_collate_fn_that_drops_the_weights_is_refused():
+    from torch.utils.data import DataLoader, default_collate
+
+    class DropsWeights(pl.LightningDataModule):
+        def train_dataloader(self):
+            dataset = lp.IndexedDataset(
+                torch.utils.data.TensorDataset(torch.randn(96, 64), torch.randint(0, 10, (96,)))
+            )
+            return DataLoader(
+                dataset, batch_size=32, shuffle=True, collate_fn=lambda items: default_collate([i[:3] for i in items])
+            )
+
+    infobatch = lp.InfoBatch()
+    with pytest.raises(ValueError, match=r"carries no weights.*check_weighting=False"):
+        fit(UserModel(), infobatch, datamodule=infobatch.wrap(DropsWeights()))

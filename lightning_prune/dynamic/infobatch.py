@@ -515,7 +515,8 @@ class InfoBatch(ScoreCollector):
             raise ValueError(
                 "InfoBatch: the batch reaching training_step carries no weights (the fourth element of "
                 "(x, y, index, weight), or a dict's 'weight'); a collate_fn or on_before_batch_transfer dropped "
-                "them, so the kept well-learned samples cannot be up-weighted. Keep the weight in the batch."
+                "them, so the kept well-learned samples cannot be up-weighted. Keep the weight in the batch (if your batch "
+                "holds it where this check cannot find it and your loss uses it, pass InfoBatch(check_weighting=False))."
             )
         if weights.is_floating_point() and weights.is_leaf and not weights.requires_grad:
             # a leaf fresh from the loader: autograd then shows whether and how the loss depends on it
