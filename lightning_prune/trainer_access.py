@@ -32,3 +32,22 @@ def reload_dataloaders_every(trainer: pl.Trainer) -> int:
 def reload_train_loader_every_epoch(trainer: pl.Trainer) -> None:
     """Make the fit loop rebuild (and so re-measure) the training loader at every epoch."""
     trainer.reload_dataloaders_every_n_epochs = 1  # type: ignore[attr-defined]
+
+
+def limited_train_batches(trainer: pl.Trainer, batches: int) -> int:
+    """How many of an epoch's ``batches`` the fit runs under ``Trainer(limit_train_batches=...)``, as
+    Lightning's data connector counts them."""
+    from lightning.pytorch.trainer.connectors.data_connector import _parse_num_batches
+    from lightning.pytorch.trainer.states import RunningStage
+
+    return int(_parse_num_batches(RunningStage.TRAINING, batches, trainer.limit_train_batches))
+
+
+def accumulated_batches(trainer: pl.Trainer) -> int:
+    """``Trainer(accumulate_grad_batches=...)``: batches per optimiser step."""
+    return int(trainer.accumulate_grad_batches)
+
+
+def val_check_settings(trainer: pl.Trainer) -> tuple[int | float, int | None]:
+    """``(val_check_interval, check_val_every_n_epoch)`` as the Trainer stores them."""
+    return trainer.val_check_interval, trainer.check_val_every_n_epoch

@@ -213,6 +213,52 @@ def unpack_batch(batch: Any) -> tuple[Any, torch.Tensor, torch.Tensor]:
     return split_batch(batch)
 
 
+WEIGHT_KEY = "weight"
+
+
+def carried_weights(batch: Any) -> torch.Tensor | None:
+    """The per-sample weights a batch carries (``(x, y, index, weight)`` or a dict's ``"weight"``), or ``None``."""
+    if isinstance(batch, Mapping):
+        weights = batch.get(WEIGHT_KEY)
+    elif isinstance(batch, (tuple, list)) and len(batch) >= 4:
+        weights = batch[3]
+    else:
+        return None
+    return weights if isinstance(weights, torch.Tensor) or weights is None else torch.as_tensor(weights)
+
+
+def batch_weights(batch: Any) -> torch.Tensor:
+    """The per-sample loss weights of a training batch, ``[B]``: ones when it carries none.
+
+    Batches are ``(x, y, index)`` for the collectors and ``(x, y, index, weight)`` (dicts: a
+    ``"weight"`` entry) under :class:`~lightning_prune.InfoBatch` or a weighted
+    :class:`~lightning_prune.PrunedDataModule`, so one ``training_step`` serves all of them::
+
+        from lightning_prune.data.indexed import batch_weights
+
+        def training_step(self, batch, batch_idx):
+            x, y, _ = lp.unpack_batch(batch)
+            logits = self(x)
+            per_sample = F.cross_entropy(logits, y, reduction="none")
+            loss = (batch_weights(batch) * per_sample).mean()
+            return {"loss": loss, "logits": logits}
+
+    The weights keep their autograd connection (InfoBatch checks once per fit that the loss scales
+    with them), so compute the loss from them as above, without ``.detach()``.
+    """
+    _, targets, _ = split_batch(batch, need_indices=False)
+    weights = carried_weights(batch)
+    if weights is None:
+        return torch.ones(targets.shape[0], dtype=torch.float32, device=targets.device)
+    weights = weights.reshape(-1)
+    if weights.shape[0] != targets.shape[0]:
+        raise ValueError(
+            f"The batch carries {weights.shape[0]} weights for {targets.shape[0]} samples; the weight is one float "
+            "per sample, the fourth element of (x, y, index, weight) or a dict's 'weight' entry."
+        )
+    return weights if weights.is_floating_point() else weights.float()
+
+
 _NO_INDEX_MESSAGE = (
     "The batch carries no sample indices, which per-sample scoring needs. Wrap your training dataset "
     "with lightning_prune.IndexedDataset so that items become (x, y, index), or pass an adapter to the "

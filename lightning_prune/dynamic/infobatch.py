@@ -19,13 +19,35 @@ How it maps onto Lightning:
 * the epoch length changes, so Lightning must rebuild the training loader every epoch
   (``reload_dataloaders_every_n_epochs=1``, set by this callback when it is 0), and a step-based
   learning-rate schedule must follow the training progress instead of a step count fixed up front
-  (:func:`~lightning_prune.models.schedules.progress_cosine`; :class:`~lightning_prune.Classifier`
-  switches to it by itself).
+  (:func:`~lightning_prune.models.schedules.progress_cosine`, stepped per optimiser step;
+  :func:`~lightning_prune.models.schedules.cosine_schedule` gives it to any model's
+  ``configure_optimizers``, and :class:`~lightning_prune.Classifier` uses it). A step-counted
+  ``CosineAnnealingLR`` / ``OneCycleLR`` / ``PolynomialLR`` stepped per step is refused.
 
-Differences from the official code (NUS-HPC-AI-Lab/InfoBatch): the random draws come from a
-generator seeded by ``(seed, epoch)`` instead of NumPy's global seed, so plans differ draw for draw
-but follow the same rule; samples never seen have no loss and count as not well learned (the
-official code starts every loss at 3, which has the same effect in the first epoch).
+What is checked, so that misuse does not pass silently: the loss ``training_step`` returns must
+scale with the batch's weights (checked once per fit, on the first batch, by autograd: a model that
+ignores the weights or normalises them away, ``sum(w * l) / sum(w)``, is refused); the wrapped data
+module must be fitted with this callback; ``loss_fn`` must return one finite loss per sample
+(non-finite ones fail at the epoch's end, naming the samples); the fit must be long enough to prune
+(and is warned when it stops before annealing); ``max_steps``, an integer ``val_check_interval`` and
+step-counted schedules, which assume epochs of a fixed length, are refused where they would go wrong.
+
+Where the official code (NUS-HPC-AI-Lab/InfoBatch) differs and this library does what the paper
+describes:
+
+* the annealing epochs train on the full data with weight 1. The official sampler resets the
+  weights only when its epoch count equals ``delta * num_epochs + 1`` exactly, so when
+  ``delta * num_epochs`` is not a whole number (e.g. 0.875 x 10 epochs) the annealing epochs keep
+  the last pruned epoch's ``1 / (1 - prune_ratio)`` on the samples it kept;
+* the random draws come from a generator seeded by ``(seed, epoch)`` instead of NumPy's global
+  seed, so plans differ draw for draw but follow the same rule; samples never seen have no loss and
+  count as not well learned (the official code starts every loss at 3, which has the same effect in
+  the first epoch).
+
+The saving over a long run: a pruned epoch skips ``prune_ratio`` of the samples below the mean loss
+and only ``floor(delta * num_epochs)`` epochs (less the first, which has no losses yet) are pruned,
+so the fraction of all presentations skipped approaches ``delta x prune_ratio x (share below the
+mean)``, not ``prune_ratio x share``.
 """
 
 from __future__ import annotations
@@ -39,12 +61,23 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
+from typing_extensions import override
 
 from lightning_prune.collectors.base import BatchAdapter, BatchView, ScoreCollector
 from lightning_prune.collectors.state import PerSample
-from lightning_prune.trainer_access import fit_epoch, reload_dataloaders_every, reload_train_loader_every_epoch
+from lightning_prune.data.indexed import carried_weights
+from lightning_prune.models.schedules import check_progress_schedules, fixed_length_step_schedules
+from lightning_prune.selection.strategies import check_prune_ratio, check_seed
+from lightning_prune.trainer_access import (
+    accumulated_batches,
+    fit_epoch,
+    limited_train_batches,
+    reload_dataloaders_every,
+    reload_train_loader_every_epoch,
+    val_check_settings,
+)
 
 if TYPE_CHECKING:
     from lightning_prune.dynamic.loader import DynamicSampler
@@ -108,6 +141,62 @@ def infobatch_plan(
     return EpochPlan(pool[served], weights[served], pool.size)
 
 
+WEIGHT_SCALING_FLOOR = 0.1
+"""Below it, ``d loss / d weight . weight`` (``loss`` for ``mean(weight * per_sample_loss)``, 0 for a
+loss that ignores or normalises the weights) says the weights do not scale the loss."""
+
+WEIGHT_CHECK_ATTEMPTS = 3
+"""Batches the weight check may look at before giving up (only a loss of exactly 0 leaves it undecided)."""
+
+
+def _check_ratio(prune_ratio: Any) -> float:
+    message = (
+        f"InfoBatch prune_ratio={prune_ratio!r} must lie in (0, {MAX_PRUNE_RATIO}]: it is the probability of "
+        "skipping a well-learned sample, and the kept ones are weighted 1 / (1 - prune_ratio). To train without "
+        "pruning, leave InfoBatch out."
+    )
+    if isinstance(prune_ratio, (bool, np.bool_, str)):
+        raise TypeError(message)
+    try:
+        ratio = check_prune_ratio(prune_ratio)
+    except (TypeError, ValueError) as error:
+        raise type(error)(message) from None
+    if ratio > MAX_PRUNE_RATIO:
+        raise ValueError(message)
+    return ratio
+
+
+def _check_delta(delta: Any) -> float:
+    message = (
+        f"InfoBatch delta={delta!r} must lie in (0, 1]: the first floor(delta * num_epochs) epochs are pruned, "
+        "the rest train on the full data (the paper's default 0.875)."
+    )
+    if isinstance(delta, (bool, np.bool_)) or not isinstance(delta, (int, float, np.integer, np.floating)):
+        raise TypeError(message)
+    if not 0.0 < float(delta) <= 1.0:
+        raise ValueError(message)
+    return float(delta)
+
+
+def _check_num_epochs(num_epochs: Any) -> int:
+    message = f"InfoBatch num_epochs={num_epochs!r} must be a positive integer or None (Trainer.max_epochs)."
+    if isinstance(num_epochs, (bool, np.bool_)) or not isinstance(num_epochs, (int, np.integer)):
+        raise TypeError(message)
+    if num_epochs < 1:
+        raise ValueError(message)
+    return int(num_epochs)
+
+
+def _loss_shape_hint(shape: tuple[int, ...], batch: int) -> str:
+    if len(shape) == 0:
+        return "it is a batch mean (or sum)"
+    if shape == (batch, 1):
+        return "squeeze the trailing dimension (loss.squeeze(1))"
+    if len(shape) == 2 and shape[0] == batch:
+        return "reduce it over the classes per sample (e.g. .sum(dim=1))"
+    return "it is not one value per sample"
+
+
 class InfoBatch(ScoreCollector):
     """Dynamic pruning callback: skip well-learned samples each epoch, rescale the rest (see the module docs).
 
@@ -119,19 +208,25 @@ class InfoBatch(ScoreCollector):
 
     Training batches then carry each sample's loss weight as their fourth element (dicts: under
     ``"weight"``, multiplied into a weight a :class:`~lightning_prune.PrunedDataModule` gives); the
-    training loss must be ``(weight * per_sample_loss).mean()``, which is
-    ``Classifier(weighted_loss="mean")``. ``training_step`` returns ``{"loss", "logits"}`` as for every
-    collector; the per-sample loss recorded is ``loss_fn(logits, targets)``.
+    training loss must be ``(weight * per_sample_loss).mean()``: read the weights with
+    :func:`~lightning_prune.data.indexed.batch_weights` (ones for the ``(x, y, index)`` batches of the
+    collectors, so one ``training_step`` serves both), or use ``Classifier(weighted_loss="mean")``.
+    This is checked on the first batch of every fit, for any model: a loss that does not scale with the
+    weights is refused. ``training_step`` returns ``{"loss", "logits"}`` as for every collector; the
+    per-sample loss recorded is ``loss_fn(logits, targets)``.
 
     Args:
-        prune_ratio: probability of skipping a well-learned sample in a pruned epoch, in ``[0, 0.9]``
-            (the paper's default 0.5). The fraction of all samples skipped is lower: roughly this times
-            the fraction below the mean loss, over the pruned epochs.
-        delta: the first ``floor(delta * num_epochs)`` epochs are pruned, the rest use the full data.
+        prune_ratio: probability of skipping a well-learned sample in a pruned epoch, in ``(0, 0.9]``
+            (the paper's default 0.5). The fraction of all samples skipped is lower: roughly
+            ``delta x prune_ratio x`` the fraction below the mean loss.
+        delta: the first ``floor(delta * num_epochs)`` epochs are pruned, the rest use the full data;
+            in ``(0, 1]``.
         num_epochs: the length of training the annealing refers to; ``Trainer.max_epochs`` if omitted.
         seed: seeds each epoch's draw (``numpy.random.default_rng([seed, epoch])``).
         loss_fn: ``loss_fn(logits, targets) -> [B]`` per-sample losses; cross-entropy by default. Use
-            the per-sample form of your training loss.
+            the per-sample form of your training loss (``reduction="none"``).
+        check_weighting: check that the training loss scales with the batch's weights (through
+            autograd, once per fit). Switch it off only if your loss applies the weights outside autograd.
         adapter, num_samples, save_path, name: as for every :class:`~lightning_prune.ScoreCollector`;
             the scores are each sample's latest loss (higher = less well learned).
     """
@@ -147,47 +242,85 @@ class InfoBatch(ScoreCollector):
         num_epochs: int | None = None,
         seed: int = 0,
         loss_fn: LossFunction | None = None,
+        check_weighting: bool = True,
         adapter: BatchAdapter | None = None,
         num_samples: int | None = None,
         save_path: str | None = None,
         name: str | None = None,
     ) -> None:
-        if not 0.0 <= prune_ratio <= MAX_PRUNE_RATIO:
-            raise ValueError(
-                f"InfoBatch prune_ratio={prune_ratio} must lie in [0, {MAX_PRUNE_RATIO}]: it is the probability of "
-                f"skipping a well-learned sample, and the kept ones are weighted 1 / (1 - prune_ratio)."
+        ratio = _check_ratio(prune_ratio)
+        delta_value = _check_delta(delta)
+        epochs = None if num_epochs is None else _check_num_epochs(num_epochs)
+        seed_value = check_seed(seed, "seed")
+        if loss_fn is not None and not callable(loss_fn):
+            raise TypeError(
+                f"InfoBatch loss_fn={loss_fn!r} must be a function loss_fn(logits, targets) -> per-sample losses [B], "
+                'e.g. lambda logits, y: F.cross_entropy(logits, y, reduction="none").'
             )
-        if not 0.0 <= delta <= 1.0:
-            raise ValueError(f"InfoBatch delta={delta} must lie in [0, 1] (the fraction of epochs that are pruned).")
-        if num_epochs is not None and (int(num_epochs) != num_epochs or num_epochs < 1):
-            raise ValueError(f"InfoBatch num_epochs={num_epochs} must be a positive integer or None (max_epochs).")
-        if int(seed) != seed or seed < 0:
-            raise ValueError(f"InfoBatch seed={seed} must be a non-negative integer.")
         super().__init__(adapter=adapter, num_samples=num_samples, save_path=save_path, name=name)
-        self.prune_ratio = float(prune_ratio)
-        self.delta = float(delta)
-        self.num_epochs = None if num_epochs is None else int(num_epochs)
-        self.seed = int(seed)
+        self.prune_ratio = ratio
+        self.delta = delta_value
+        self.num_epochs = epochs
+        self.seed = seed_value
         self.loss_fn = loss_fn or per_sample_cross_entropy
+        self.check_weighting = bool(check_weighting)
         self._trainer: pl.Trainer | None = None
 
     # ------------------------------------------------------------------ collector contract
+    @override
     def hparams(self) -> dict[str, Any]:
         return {"prune_ratio": self.prune_ratio, "delta": self.delta, "num_epochs": self.num_epochs, "seed": self.seed}
 
+    @override
     def state_spec(self) -> Mapping[str, PerSample]:
         return {"loss": PerSample(reduce="last")}
 
+    @override
     def batch_values(self, view: BatchView) -> Mapping[str, Tensor]:
-        return {"loss": self.loss_fn(view.logits.float(), view.targets).detach()}
+        loss = self.loss_fn(view.logits.float(), view.targets)
+        batch = int(view.indices.shape[0])
+        if not isinstance(loss, Tensor):
+            raise TypeError(
+                f"InfoBatch loss_fn must return a tensor of one loss per sample, shape ({batch},); it returned "
+                f'{type(loss).__name__}. Use the per-sample form of your loss (reduction="none").'
+            )
+        if tuple(loss.shape) != (batch,):  # shapes are known on the host: no synchronisation
+            raise ValueError(
+                f"InfoBatch loss_fn must return one loss per sample, shape ({batch},); it returned shape "
+                f"{tuple(loss.shape)}: {_loss_shape_hint(tuple(loss.shape), batch)}. Pass the per-sample form, e.g. "
+                'loss_fn=lambda logits, y: F.cross_entropy(logits, y, reduction="none").'
+            )
+        return {"loss": loss.detach()}
 
+    @override
     def score(self, state: Mapping[str, Tensor]) -> Tensor:
         return state["loss"]
 
+    @override
+    def fold(self, epoch: int, values: Mapping[str, Tensor], state: dict[str, Tensor], seen: Tensor) -> None:
+        # the epoch's rows are exchanged already, so every rank finds (and raises on) the same samples
+        bad = seen & ~torch.isfinite(values["loss"])
+        count = int(bad.sum())  # once per epoch
+        if count:
+            first = bad.nonzero().reshape(-1)[:10].tolist()
+            raise FloatingPointError(
+                f"InfoBatch: loss_fn gave a non-finite loss for {count} samples in epoch {epoch} (sample indices "
+                f"{first}{' ...' if count > len(first) else ''}). A NaN loss would turn pruning off and an inf one "
+                "would mark every finite sample well learned. Check loss_fn (e.g. log(0)) and those samples' inputs "
+                "and labels."
+            )
+
+    @override
     def _reset(self) -> None:
         super()._reset()
         self.served: dict[int, tuple[int, int]] = {}
+        self._weight_probe: Tensor | None = None
+        self._weight_attempts = 0
+        self._weighting_checked = False
+        self._layout: tuple[int, int, bool, int] | None = None  # batch size, replicas, drop_last, full samples
+        self._plan_size = 0
 
+    @override
     def _check_coverage(self, epoch: int, covered: int) -> None:
         """Skipped samples keep their last loss by design; an epoch that covers less is no fault."""
 
@@ -227,9 +360,10 @@ class InfoBatch(ScoreCollector):
 
     @property
     def fraction_skipped(self) -> float:
-        """Of all samples the planned epochs could have served, the fraction they skipped."""
-        pool = sum(size for _, size in self.served.values())
-        return 0.0 if pool == 0 else 1.0 - sum(kept for kept, _ in self.served.values()) / pool
+        """Of the samples full-data epochs would have served (under the same ``limit_train_batches``), the
+        fraction the epochs run did not serve; counted from the batches that ran, not from the plans."""
+        full = sum(size for _, size in self.served.values())
+        return 0.0 if full == 0 else max(0.0, 1.0 - sum(kept for kept, _ in self.served.values()) / full)
 
     def wrap(self, datamodule: pl.LightningDataModule) -> pl.LightningDataModule:
         """``datamodule`` with a training loader this callback plans (see :class:`~lightning_prune.DynamicDataModule`)."""
@@ -237,11 +371,36 @@ class InfoBatch(ScoreCollector):
 
         return DynamicDataModule(datamodule, self)
 
+    def check_length(self, max_epochs: int | None) -> None:
+        """Refuse a fit of ``max_epochs`` that can never prune; warn about one that stops before annealing.
+
+        Called at the fit's setup; a caller that knows the length earlier (e.g. before a study's other
+        trainings) can call it then.
+        """
+        pruned = self.pruned_epochs(max_epochs)
+        total = self.num_epochs if self.num_epochs is not None else max_epochs
+        if pruned < 2:  # epoch 0 has no losses yet, so it always serves the full data
+            need = next(n for n in range(2, 10_000) if math.floor(self.delta * n + 1e-9) >= 2)
+            source = f"num_epochs={total}" if self.num_epochs is not None else f"max_epochs={total}"
+            raise ValueError(
+                f"InfoBatch(delta={self.delta}) over {source} never prunes: epoch 0 serves every sample (no losses "
+                f"yet) and the epochs from floor(delta * {total}) = {pruned} on anneal to the full data. Train for "
+                f"at least {need} epochs (Trainer(max_epochs=...) or InfoBatch(num_epochs=...)), or leave InfoBatch out."
+            )
+        if max_epochs is not None and 0 < max_epochs <= pruned and self.delta < 1.0:
+            rank_zero_warn(
+                f"InfoBatch(num_epochs={total}, delta={self.delta}) anneals from epoch {pruned} on, but the Trainer "
+                f"stops after max_epochs={max_epochs}: this fit never anneals (it never ends on the full data, which "
+                "the paper finds necessary to lose no accuracy). Omit num_epochs (it follows max_epochs), unless you "
+                f"will resume this fit to {total} epochs."
+            )
+
     # ------------------------------------------------------------------ Lightning hooks
+    @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
-        self.pruned_epochs(trainer.max_epochs)  # fails now, not after the first epoch, without a length
+        self.check_length(trainer.max_epochs)  # fails now, not after the first epoch
         reload_every = reload_dataloaders_every(trainer)
         if reload_every == 0:
             reload_train_loader_every_epoch(trainer)
@@ -255,19 +414,72 @@ class InfoBatch(ScoreCollector):
                 f"rebuilds the training loader every epoch; Trainer(reload_dataloaders_every_n_epochs={reload_every}) "
                 "would miscount validation and progress. Use reload_dataloaders_every_n_epochs=1 (or 0)."
             )
-        from lightning_prune.models.classifier import Classifier
-
-        if isinstance(pl_module, Classifier) and pl_module.hparams["weighted_loss"] != "mean":
-            raise ValueError(
-                "InfoBatch weights the kept well-learned samples by 1 / (1 - prune_ratio) to keep the gradient "
-                f"unbiased; Classifier(weighted_loss={pl_module.hparams['weighted_loss']!r}) divides the weights back "
-                "out. Use Classifier(..., weighted_loss='mean')."
-            )
         self._trainer = trainer
 
+    @override
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_fit_start(trainer, pl_module)
+        self._weight_probe, self._weight_attempts = None, 0
+        self._weighting_checked = not self.check_weighting
+        check_progress_schedules(trainer)
+        fixed = fixed_length_step_schedules(trainer)
+        if fixed:
+            raise ValueError(
+                f"The fit's learning-rate schedule ({', '.join(fixed)}, stepped per step) counts a number of steps "
+                "fixed up front from full-length epochs; InfoBatch's pruned epochs are shorter, so it would end above "
+                "its final value. Use lp.progress_cosine(optimizer, trainer) (or return lightning_prune.models.schedules."
+                "cosine_schedule(optimizer, self.trainer) from configure_optimizers), which follows the fraction of "
+                "training done."
+            )
+
+    @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_train_start(trainer, pl_module)
-        self._sampler(trainer)
+        sampler = self._sampler(trainer)
+        loader = trainer.train_dataloader
+        batch_size = int(getattr(loader, "batch_size", None) or 1)
+        drop_last = bool(getattr(loader, "drop_last", False))
+        replicas = int(sampler.num_replicas)
+        pool = int(sampler.pool.size)
+        full_batches = limited_train_batches(trainer, self._batches(pool, batch_size, replicas, drop_last))
+        self._layout = (batch_size, replicas, drop_last, min(pool, full_batches * batch_size * replicas))
+        self._check_steps(trainer, full_batches)
+        least = limited_train_batches(trainer, self._batches(self._least_served(pool), batch_size, replicas, drop_last))
+        interval, every_n_epochs = val_check_settings(trainer)
+        if isinstance(interval, int) and every_n_epochs is not None and interval > least:
+            raise ValueError(
+                f"Trainer(val_check_interval={interval}) counts batches within an epoch, but InfoBatch's pruned "
+                f"epochs may have as few as {least} batches (full epochs: {full_batches}), and Lightning stops a fit "
+                "whose epoch is shorter than val_check_interval. Use a fraction of the epoch (e.g. "
+                "val_check_interval=0.5), check_val_every_n_epoch=None to count batches across epochs, or "
+                f"val_check_interval <= {least}."
+            )
+
+    @staticmethod
+    def _batches(samples: int, batch_size: int, replicas: int, drop_last: bool) -> int:
+        share = -(-samples // replicas)  # each rank's share, padded
+        return share // batch_size if drop_last else -(-share // batch_size)
+
+    def _least_served(self, pool: int) -> int:
+        """The fewest samples a pruned epoch can serve: all but one below the mean, a ``prune_ratio`` of them skipped."""
+        well_learned = max(pool - 1, 0)
+        return pool - (well_learned - int((1.0 - self.prune_ratio) * well_learned))
+
+    def _check_steps(self, trainer: pl.Trainer, full_batches: int) -> None:
+        """Refuse a ``max_steps`` that can stop the fit before its epochs end (InfoBatch plans by epochs)."""
+        max_steps, max_epochs = trainer.max_steps, trainer.max_epochs
+        if max_steps < 0:
+            return
+        per_epoch = -(-full_batches // accumulated_batches(trainer))
+        if max_epochs is not None and max_epochs > 0 and max_steps >= per_epoch * max_epochs:
+            return
+        bound = "" if max_epochs is None or max_epochs < 1 else f" (it may take up to {per_epoch * max_epochs} steps)"
+        raise ValueError(
+            f"Trainer(max_steps={max_steps}) can stop this fit before its last epoch{bound}. InfoBatch plans by epochs "
+            "and its epochs have varying lengths, so a step budget may end the fit while pruning, before the "
+            "annealing epochs, and with the learning rate above 0. Give the length in epochs only "
+            "(Trainer(max_epochs=...), max_steps=-1)."
+        )
 
     def _sampler(self, trainer: pl.Trainer) -> DynamicSampler:
         from lightning_prune.dynamic.loader import DynamicSampler
@@ -281,22 +493,96 @@ class InfoBatch(ScoreCollector):
             )
         return sampler
 
+    @override
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         sampler = self._sampler(trainer)
-        plan = sampler.epoch_plan()
-        self.served[trainer.current_epoch] = (int(plan.indices.size), plan.pool_size)
+        self._plan_size = int(sampler.epoch_plan().indices.size)
+        self.served[trainer.current_epoch] = (0, self._full_samples())
 
+    def _full_samples(self) -> int:
+        if self._layout is None:
+            raise RuntimeError("internal: InfoBatch counts served samples only after on_train_start")
+        return self._layout[3]
+
+    @override
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        if self._weighting_checked:
+            return
+        weights = carried_weights(batch)
+        if weights is None:
+            raise ValueError(
+                "InfoBatch: the batch reaching training_step carries no weights (the fourth element of "
+                "(x, y, index, weight), or a dict's 'weight'); a collate_fn or on_before_batch_transfer dropped "
+                "them, so the kept well-learned samples cannot be up-weighted. Keep the weight in the batch (if your batch "
+                "holds it where this check cannot find it and your loss uses it, pass InfoBatch(check_weighting=False))."
+            )
+        if weights.is_floating_point() and weights.is_leaf and not weights.requires_grad:
+            # a leaf fresh from the loader: autograd then shows whether and how the loss depends on it
+            weights.requires_grad_(True)
+            self._weight_probe = weights
+
+    @override
+    def on_before_backward(self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: Tensor) -> None:
+        probe, self._weight_probe = self._weight_probe, None
+        if probe is None:
+            return
+        if self._weighting_checked or not loss.requires_grad:
+            probe.requires_grad_(False)
+            return
+        (grad,) = torch.autograd.grad(loss, probe, retain_graph=True, allow_unused=True)
+        probe.requires_grad_(False)  # the backward then skips it, and later hooks may call .numpy() on it
+        # Euler: for mean(w * l) (or any loss homogeneous of degree 1 in w), grad . w equals the loss;
+        # a loss that ignores w, or normalises it (sum(w * l) / sum(w)), gives 0
+        scaled = 0.0 if grad is None else float((grad * probe.detach()).sum())
+        value = float(loss.detach())
+        self._weight_attempts += 1
+        if not math.isfinite(value) or value == 0.0:
+            self._weighting_checked = self._weight_attempts >= WEIGHT_CHECK_ATTEMPTS
+            return
+        self._weighting_checked = True
+        ratio = scaled / value
+        if ratio < WEIGHT_SCALING_FLOOR:
+            raise ValueError(
+                f"InfoBatch: the training loss does not scale with the per-sample weights the sampler serves "
+                f"(d loss / d weight . weight = {ratio:.3g} x loss; (weight * per_sample_loss).mean() gives 1). The "
+                f"model {'ignores the weights' if grad is None else 'ignores or normalises the weights away'}, so the "
+                "kept well-learned samples are not up-weighted and the pruned epochs' gradient is biased. Compute the "
+                "loss as (batch_weights(batch) * per_sample_loss).mean() with lightning_prune.data.indexed.batch_weights "
+                "(for lp.Classifier: weighted_loss='mean'). If your loss applies the weights outside autograd "
+                "(detached), pass InfoBatch(check_weighting=False)."
+            )
+
+    @override
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if self._weight_probe is not None:  # no backward ran (e.g. training_step returned None)
+            self._weight_probe.requires_grad_(False)
+            self._weight_probe = None
+        epoch = trainer.current_epoch
+        if self._layout is not None and epoch in self.served:
+            # what ran: every batch but an epoch's last is full, so k batches served k * B per rank
+            batch_size, replicas, _, full = self._layout
+            self.served[epoch] = (min(self._plan_size, (batch_idx + 1) * batch_size * replicas), full)
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+    @override
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         super().teardown(trainer, pl_module, stage)
+        self._weight_probe = None
         if stage == "fit":
             self._trainer = None
 
+    @override
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
         if state:
             state["served"] = {int(epoch): list(sizes) for epoch, sizes in self.served.items()}
         return state
 
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
         if state_dict:

@@ -27,6 +27,7 @@ from lightning_prune.data.indexed import dataset_length, dataset_targets
 from lightning_prune.data.pruned import SelectionSampler, attach_weight, epoch_order, loader_settings, rank_share
 from lightning_prune.data.wrapped import WrappedDataModule
 from lightning_prune.dynamic.infobatch import EpochPlan, InfoBatch
+from lightning_prune.trainer_access import trainer_callbacks
 
 
 class DynamicSampler(DistributedSampler):
@@ -122,6 +123,7 @@ class DynamicDataModule(WrappedDataModule):
         self.infobatch = infobatch
 
     def train_dataloader(self) -> DataLoader:
+        self._check_planner()
         loader = self.wrapped_train_loader()
         if loader.batch_size is None and type(loader.batch_sampler) is not BatchSampler:
             raise TypeError(
@@ -138,6 +140,18 @@ class DynamicDataModule(WrappedDataModule):
             sampler=sampler,
             drop_last=loader.drop_last,
             **loader_settings(loader),
+        )
+
+    def _check_planner(self) -> None:
+        """Refuse to serve without the callback that plans the epochs: every epoch would be the full data."""
+        trainer = self.trainer
+        if trainer is not None and any(callback is self.infobatch for callback in trainer_callbacks(trainer)):
+            return
+        where = "no Trainer is attached" if trainer is None else "it is not among the Trainer's callbacks"
+        raise ValueError(
+            f"This training loader was made by infobatch.wrap(datamodule), but {where}, so no epoch would be "
+            "planned: every epoch would serve every sample with weight 1. Pass the same InfoBatch to the Trainer: "
+            "pl.Trainer(callbacks=[infobatch, ...]).fit(model, datamodule=infobatch.wrap(datamodule))."
         )
 
     def _pool(self, loader: DataLoader) -> tuple[np.ndarray, bool, int]:

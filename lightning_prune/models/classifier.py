@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 import lightning.pytorch as pl
@@ -11,26 +10,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from lightning_prune.data.indexed import split_batch, unpack_batch
+from lightning_prune.data.indexed import batch_weights, carried_weights, split_batch, unpack_batch
 from lightning_prune.models.layers import find_last_linear
-from lightning_prune.models.schedules import progress_cosine
-from lightning_prune.trainer_access import changes_epoch_length
+from lightning_prune.models.schedules import cosine_schedule
+
+__all__ = ["Classifier", "batch_weights"]  # batch_weights: re-exported from its old home
 
 SCHEDULERS = ("cosine", "none")
 WEIGHTED_LOSSES = ("normalized", "mean")
-
-
-def batch_weights(batch: Any) -> Tensor | None:
-    """The per-sample weights of a batch, or ``None`` when it carries none.
-
-    Weighted batches are those of :class:`~lightning_prune.PrunedDataModule` with ``weighted=True``:
-    tuples ``(x, y, index, weight)`` or dicts with a ``"weight"`` entry.
-    """
-    if isinstance(batch, Mapping):
-        return batch.get("weight")
-    if isinstance(batch, (tuple, list)) and len(batch) >= 4:
-        return batch[3]
-    return None
 
 
 class Classifier(pl.LightningModule):
@@ -45,12 +32,14 @@ class Classifier(pl.LightningModule):
     weights are all zero contributes no gradient) or ``mean_i(w_i * CE_i)`` (``"mean"``, which also
     scales each batch's loss by its mean weight, so batches of low-weight samples take smaller steps).
 
-    Optimiser: SGD with ``momentum`` and ``weight_decay``; ``scheduler="cosine"``
-    anneals the learning rate to 0 over the whole run, stepped per optimiser step
-    (``trainer.estimated_stepping_batches``); with a callback that changes the number of batches per
-    epoch (``varies_epoch_length = True``, e.g. :class:`~lightning_prune.InfoBatch`) it follows the
-    fraction of training done instead (:func:`~lightning_prune.models.schedules.progress_cosine`), so
-    it still ends at 0. Logs ``train_loss``, ``val_loss``/``val_acc`` and
+    Under :class:`~lightning_prune.InfoBatch` use ``weighted_loss="mean"``: ``"normalized"`` divides
+    InfoBatch's rescaling back out, which InfoBatch detects (as for any model) and refuses.
+
+    Optimiser: SGD with ``momentum`` and ``weight_decay``; ``scheduler="cosine"`` anneals the
+    learning rate to 0 over the whole run, stepped per optimiser step
+    (:func:`~lightning_prune.models.schedules.cosine_schedule`, which any model's
+    ``configure_optimizers`` can return too: step-counted, or following the fraction of training
+    done under a callback that changes the number of batches per epoch). Logs ``train_loss``, ``val_loss``/``val_acc`` and
     ``test_loss``/``test_acc``.
 
     Args:
@@ -99,11 +88,10 @@ class Classifier(pl.LightningModule):
         x, y, _ = unpack_batch(batch)
         logits = self(x)
         per_sample = F.cross_entropy(logits, y, reduction="none")
-        weights = batch_weights(batch)
-        if weights is None:
+        if carried_weights(batch) is None:
             loss = per_sample.mean()
         else:
-            weights = weights.to(per_sample.dtype).reshape(-1)
+            weights = batch_weights(batch).to(per_sample.dtype)
             if self.hparams["weighted_loss"] == "normalized":
                 loss = (weights * per_sample).sum() / weights.sum().clamp_min(torch.finfo(per_sample.dtype).tiny)
             else:
@@ -136,9 +124,4 @@ class Classifier(pl.LightningModule):
         )
         if hp["scheduler"] == "none":
             return optimizer
-        if changes_epoch_length(self.trainer):
-            cosine: torch.optim.lr_scheduler.LRScheduler = progress_cosine(optimizer, self.trainer)
-        else:
-            total = max(1, int(self.trainer.estimated_stepping_batches))
-            cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": cosine, "interval": "step"}}
+        return {"optimizer": optimizer, "lr_scheduler": cosine_schedule(optimizer, self.trainer)}
