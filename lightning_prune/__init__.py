@@ -34,7 +34,7 @@ from lightning_prune.data import (
     dataset_targets,
     unpack_batch,
 )
-from lightning_prune.dynamic import DynamicDataModule, DynamicSampler, InfoBatch
+from lightning_prune.dynamic import RS2, DynamicDataModule, DynamicSampler, InfoBatch
 from lightning_prune.influence import (
     InfluencePruner,
     InfluenceVectors,
@@ -55,6 +55,7 @@ from lightning_prune.selection.strategies import STRATEGIES, importance_weights,
 __all__ = [
     "AdaPruner",
     "AUM",
+    "RS2",
     "COLLECTORS",
     "DUAL",
     "EL2N",

@@ -1,6 +1,17 @@
-"""Dynamic data pruning: which samples each epoch trains on, decided inside the fit (InfoBatch)."""
+"""Dynamic data pruning: which samples each epoch trains on, decided inside the fit (InfoBatch, RS2)."""
 
 from lightning_prune.dynamic.infobatch import EpochPlan, InfoBatch, infobatch_plan
-from lightning_prune.dynamic.loader import DynamicDataModule, DynamicSampler, WeightedItems
+from lightning_prune.dynamic.loader import DynamicDataModule, DynamicSampler, EpochPlanner, WeightedItems
+from lightning_prune.dynamic.rs2 import RS2, rs2_positions
 
-__all__ = ["DynamicDataModule", "DynamicSampler", "EpochPlan", "InfoBatch", "WeightedItems", "infobatch_plan"]
+__all__ = [
+    "RS2",
+    "DynamicDataModule",
+    "DynamicSampler",
+    "EpochPlan",
+    "EpochPlanner",
+    "InfoBatch",
+    "WeightedItems",
+    "infobatch_plan",
+    "rs2_positions",
+]

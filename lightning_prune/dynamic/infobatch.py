@@ -485,7 +485,7 @@ class InfoBatch(ScoreCollector):
         from lightning_prune.dynamic.loader import DynamicSampler
 
         sampler = getattr(trainer.train_dataloader, "sampler", None)
-        if not (isinstance(sampler, DynamicSampler) and sampler.infobatch is self):
+        if not (isinstance(sampler, DynamicSampler) and sampler.planner is self):
             raise ValueError(
                 "InfoBatch plans each epoch through its own sampler, but the training loader uses "
                 f"{type(sampler).__name__}, so nothing would be pruned. Fit with "

@@ -1,6 +1,6 @@
 """The training loader of dynamic pruning: a sampler that serves each epoch's plan, with its weights.
 
-:class:`DynamicSampler` asks its :class:`~lightning_prune.InfoBatch` for the plan of the epoch being
+:class:`DynamicSampler` asks its planner (:class:`~lightning_prune.InfoBatch`, :class:`~lightning_prune.RS2`) for the plan of the epoch being
 served, permutes it with ``numpy.random.default_rng([seed, epoch])`` (the same on every rank), pads it
 to a multiple of the world size with its first entries and deals it out round-robin, exactly as
 :class:`~lightning_prune.SelectionSampler` deals a static selection: every rank runs the same number
@@ -16,7 +16,7 @@ shuffling); otherwise it is the whole training set.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from typing import Any, cast
+from typing import Any, Protocol, cast, runtime_checkable
 
 import lightning.pytorch as pl
 import numpy as np
@@ -26,15 +26,36 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampl
 from lightning_prune.data.indexed import dataset_length, dataset_targets
 from lightning_prune.data.pruned import SelectionSampler, attach_weight, epoch_order, loader_settings, rank_share
 from lightning_prune.data.wrapped import WrappedDataModule
-from lightning_prune.dynamic.infobatch import EpochPlan, InfoBatch
+from lightning_prune.dynamic.infobatch import EpochPlan
 from lightning_prune.trainer_access import trainer_callbacks
 
 
+@runtime_checkable
+class EpochPlanner(Protocol):
+    """What a dynamic method gives its sampler: each epoch's plan (:class:`~lightning_prune.InfoBatch`,
+    :class:`~lightning_prune.RS2`)."""
+
+    seed: int
+
+    @property
+    def epochs_collected(self) -> int:
+        """Changes whenever the plans may change (the sampler caches a plan per epoch and this count)."""
+        ...
+
+    def serving_epoch(self, default: int) -> int:
+        """The epoch the loader is built or iterated for; ``default`` (the sampler's epoch) outside a fit."""
+        ...
+
+    def plan(self, pool: np.ndarray, epoch: int) -> EpochPlan:
+        """The samples of ``pool`` that ``epoch`` serves, and their weights (identical on every rank)."""
+        ...
+
+
 class DynamicSampler(DistributedSampler):
-    """Serves, each epoch, the samples its ``infobatch`` plans, as ``(index, weight)`` pairs.
+    """Serves, each epoch, the samples its ``planner`` plans, as ``(index, weight)`` pairs.
 
     Args:
-        infobatch: the callback that plans the epochs.
+        planner: the callback that plans the epochs (:class:`~lightning_prune.InfoBatch`, :class:`~lightning_prune.RS2`).
         pool: the indices an epoch can serve (into the full training set).
         num_replicas, rank: the world size and this process's rank.
         shuffle: permute each epoch's plan (seeded by ``(seed, epoch)``); otherwise pool order.
@@ -43,7 +64,7 @@ class DynamicSampler(DistributedSampler):
 
     def __init__(
         self,
-        infobatch: InfoBatch,
+        planner: EpochPlanner,
         pool: np.ndarray,
         num_replicas: int = 1,
         rank: int = 0,
@@ -59,22 +80,22 @@ class DynamicSampler(DistributedSampler):
         super().__init__(
             cast(Dataset, pool), num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=False
         )
-        self.infobatch = infobatch
+        self.planner = planner
         self.pool = pool
         self._cached: tuple[tuple[int, int], EpochPlan] | None = None
 
     def epoch_plan(self) -> EpochPlan:
         """This epoch's plan; computed once per epoch and state (``len()`` and ``iter()`` both need it)."""
-        epoch = self.infobatch.serving_epoch(default=self.epoch)
-        key = (epoch, self.infobatch.epochs_collected)
+        epoch = self.planner.serving_epoch(default=self.epoch)
+        key = (epoch, self.planner.epochs_collected)
         if self._cached is None or self._cached[0] != key:
-            self._cached = (key, self.infobatch.plan(self.pool, epoch))
+            self._cached = (key, self.planner.plan(self.pool, epoch))
         return self._cached[1]
 
     def __iter__(self) -> Iterator[tuple[int, float]]:
         plan = self.epoch_plan()
         size = plan.indices.size
-        epoch = self.infobatch.serving_epoch(default=self.epoch)
+        epoch = self.planner.serving_epoch(default=self.epoch)
         order = epoch_order(size, self.seed, epoch) if self.shuffle else np.arange(size)
         share = rank_share(order, self.num_replicas, self.rank)
         return iter(zip(plan.indices[share].tolist(), plan.weights[share].tolist(), strict=True))
@@ -108,19 +129,22 @@ class WeightedItems(Dataset):
 
 class DynamicDataModule(WrappedDataModule):
     """Wraps any ``LightningDataModule`` (a :class:`~lightning_prune.PrunedDataModule` too) so that each
-    epoch serves what ``infobatch`` plans. Usually made with ``infobatch.wrap(datamodule)``.
+    epoch serves what ``planner`` plans. Usually made with ``infobatch.wrap(datamodule)`` or ``rs2.wrap(datamodule)``.
 
     The wrapped training loader's settings (batch size, ``drop_last``, workers, collate, ...) are kept;
     its sampler decides the pool: a :class:`~lightning_prune.SelectionSampler` gives its selection,
     seed and shuffling; a plain shuffled loader (``RandomSampler``) the whole set, shuffled with the
-    InfoBatch seed; an unshuffled one the whole set in order. Other samplers are refused.
+    planner's seed; an unshuffled one the whole set in order. Other samplers are refused.
     """
 
-    def __init__(self, datamodule: pl.LightningDataModule, infobatch: InfoBatch) -> None:
+    def __init__(self, datamodule: pl.LightningDataModule, planner: EpochPlanner) -> None:
         super().__init__(datamodule)
-        if not isinstance(infobatch, InfoBatch):
-            raise TypeError(f"DynamicDataModule needs an InfoBatch callback, got {type(infobatch).__name__}.")
-        self.infobatch = infobatch
+        if not isinstance(planner, EpochPlanner):
+            raise TypeError(
+                f"DynamicDataModule needs a dynamic pruning callback (lightning_prune.InfoBatch or RS2), got "
+                f"{type(planner).__name__}."
+            )
+        self.planner = planner
 
     def train_dataloader(self) -> DataLoader:
         self._check_planner()
@@ -132,7 +156,7 @@ class DynamicDataModule(WrappedDataModule):
             )
         pool, shuffle, seed = self._pool(loader)
         num_replicas, rank = self.world()
-        sampler = DynamicSampler(self.infobatch, pool, num_replicas, rank, shuffle=shuffle, seed=seed)
+        sampler = DynamicSampler(self.planner, pool, num_replicas, rank, shuffle=shuffle, seed=seed)
         carries_weight = isinstance(loader.sampler, SelectionSampler) and _carries_weight(loader.dataset)
         return DataLoader(
             WeightedItems(loader.dataset, carries_weight),
@@ -145,13 +169,15 @@ class DynamicDataModule(WrappedDataModule):
     def _check_planner(self) -> None:
         """Refuse to serve without the callback that plans the epochs: every epoch would be the full data."""
         trainer = self.trainer
-        if trainer is not None and any(callback is self.infobatch for callback in trainer_callbacks(trainer)):
+        if trainer is not None and any(callback is self.planner for callback in trainer_callbacks(trainer)):
             return
         where = "no Trainer is attached" if trainer is None else "it is not among the Trainer's callbacks"
+        name = type(self.planner).__name__
+        var = name.lower()
         raise ValueError(
-            f"This training loader was made by infobatch.wrap(datamodule), but {where}, so no epoch would be "
-            "planned: every epoch would serve every sample with weight 1. Pass the same InfoBatch to the Trainer: "
-            "pl.Trainer(callbacks=[infobatch, ...]).fit(model, datamodule=infobatch.wrap(datamodule))."
+            f"This training loader was made by {var}.wrap(datamodule), but {where}, so no epoch would be "
+            f"planned: every epoch would serve every sample with weight 1. Pass the same {name} to the Trainer: "
+            f"pl.Trainer(callbacks=[{var}, ...]).fit(model, datamodule={var}.wrap(datamodule))."
         )
 
     def _pool(self, loader: DataLoader) -> tuple[np.ndarray, bool, int]:
@@ -160,9 +186,9 @@ class DynamicDataModule(WrappedDataModule):
             return sampler.indices, bool(sampler.shuffle), int(sampler.seed)
         size = dataset_length(loader.dataset, "by DynamicDataModule")
         if isinstance(sampler, RandomSampler):
-            return np.arange(size), True, self.infobatch.seed
+            return np.arange(size), True, self.planner.seed
         if isinstance(sampler, SequentialSampler):
-            return np.arange(size), False, self.infobatch.seed
+            return np.arange(size), False, self.planner.seed
         raise TypeError(
             f"DynamicDataModule cannot tell which samples the wrapped loader's {type(sampler).__name__} serves; "
             "give the wrapped train_dataloader() shuffle=True/False, or wrap a PrunedDataModule for a fixed subset."

@@ -1,0 +1,78 @@
+"""The equal-cost frontier: Pareto points, interpolation, the difference of a method to it, and the
+number of coreset reuses after which a static method pays for its scoring."""
+
+from __future__ import annotations
+
+import pytest
+
+from lightning_prune.pipeline.frontier import Frontier, FrontierPoint
+
+P = FrontierPoint
+
+
+@pytest.fixture
+def frontier() -> Frontier:
+    return Frontier.of(
+        [
+            P(0.5, 0.80, "full-budget r0.50"),
+            P(0.3, 0.70, "full-budget r0.70"),
+            P(1.0, 0.90, "full"),
+            P(0.5, 0.75, "random r0.50"),  # dominated at the same cost
+            P(0.7, 0.78, "random r0.30"),  # dominated: less accurate than a cheaper point
+            P(0.3, 0.72, "rs2 r0.70"),  # the better of two at one cost
+        ]
+    )
+
+
+def test_only_pareto_points_remain_in_order_of_cost(frontier):
+    assert [p.label for p in frontier.points] == ["rs2 r0.70", "full-budget r0.50", "full"]
+
+
+def test_accuracy_is_interpolated_between_points_and_flat_beyond_the_last(frontier):
+    assert frontier.accuracy_at(0.3) == pytest.approx(0.72)
+    assert frontier.accuracy_at(0.4) == pytest.approx(0.76)
+    assert frontier.accuracy_at(0.75) == pytest.approx(0.85)
+    assert frontier.accuracy_at(1.0) == pytest.approx(0.90)
+    assert frontier.accuracy_at(3.0) == pytest.approx(0.90)
+    assert frontier.accuracy_at(0.1) is None
+
+
+def test_the_interpolation_is_never_below_a_cheaper_measured_point(frontier):
+    for step in range(30, 300):
+        cost = step / 100
+        cheaper = max(p.accuracy for p in frontier.points if p.cost <= cost)
+        assert frontier.accuracy_at(cost) >= cheaper - 1e-12
+
+
+def test_difference_to_the_frontier(frontier):
+    assert frontier.difference(0.4, 0.80) == pytest.approx(0.04)
+    assert frontier.difference(1.5, 0.85) == pytest.approx(-0.05)
+    assert frontier.difference(0.1, 0.5) is None
+
+
+def test_cost_for_an_accuracy_inverts_the_line(frontier):
+    assert frontier.cost_for(0.76) == pytest.approx(0.4)
+    assert frontier.cost_for(0.85) == pytest.approx(0.75)
+    assert frontier.cost_for(0.6) == pytest.approx(0.3)  # below the cheapest: its cost, an upper bound
+    assert frontier.cost_for(0.95) is None
+
+
+def test_reuse_break_even(frontier):
+    # 0.85 costs the frontier 0.75; a coreset trained at 0.5 per use saves 0.25 a use: a one-off cost of
+    # 1.0 is paid after 1.0 / 0.25 = 4 uses, and the cost per use falls below on the 5th
+    assert frontier.reuse_break_even(0.85, one_off_cost=1.0, cost_per_use=0.5) == 5
+    assert frontier.reuse_break_even(0.85, one_off_cost=0.9, cost_per_use=0.5) == 4
+    assert frontier.reuse_break_even(0.85, one_off_cost=0.0, cost_per_use=0.5) == 1
+    # the frontier reaches 0.76 at 0.4: a coreset that needs 0.5 a use never pays
+    assert frontier.reuse_break_even(0.76, one_off_cost=1.0, cost_per_use=0.5) is None
+    # above every baseline: it pays from the first use
+    assert frontier.reuse_break_even(0.95, one_off_cost=3.0, cost_per_use=0.5) == 1
+
+
+def test_bad_points_are_refused():
+    with pytest.raises(ValueError, match="at least one baseline"):
+        Frontier.of([])
+    with pytest.raises(ValueError, match="cost"):
+        Frontier.of([P(float("nan"), 0.5, "x")])
+    with pytest.raises(ValueError, match="cost"):
+        Frontier.of([P(-0.1, 0.5, "x")])
