@@ -96,6 +96,21 @@ def test_a_future_warning_issued_in_the_package_fails_the_test(module: str) -> N
         _warn_from(module)
 
 
+def _library_call_that_warns() -> None:
+    import warnings
+
+    warnings.warn("this argument is scheduled to change", FutureWarning, stacklevel=2)  # as torch and numpy do
+
+
+def test_a_libraries_future_warning_about_a_call_from_the_package_fails_the_test() -> None:
+    # The filter matches the module the warning is attributed to: with stacklevel=2 that is the caller's.
+    caller = {"__name__": "lightning_prune.some_module", "call": _library_call_that_warns}
+    with pytest.raises(FutureWarning, match="scheduled to change"):
+        exec(compile("call()", "lightning_prune/some_module.py", "exec"), caller)
+    with pytest.warns(FutureWarning):  # the same call from user code is reported, not an error
+        exec(compile("call()", "user_code.py", "exec"), {"__name__": "user_code", "call": _library_call_that_warns})
+
+
 @pytest.mark.parametrize("module", ["torch.nn.modules", "lightning_prune_extras", "tests.helpers"])
 def test_a_future_warning_issued_elsewhere_is_only_reported(module: str) -> None:
     with pytest.warns(FutureWarning, match="scheduled to change"):

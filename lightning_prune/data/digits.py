@@ -26,7 +26,8 @@ class DigitsDataModule(InMemoryDataModule):
 
     Args:
         batch_size: batch size of every loader.
-        val_fraction: fraction of all 1797 samples held out for validation.
+        val_fraction: fraction of all 1797 samples held out for validation (0: no validation split, and no
+            validation loop).
         test_fraction: fraction of all 1797 samples held out for testing.
         split_seed: seed of the stratified split.
         num_workers: ``DataLoader`` worker processes.
