@@ -252,15 +252,15 @@ def class_prototype_reference(t: Trajectory, metric: str) -> np.ndarray:
 
 
 def readme_collector_class() -> type:
-    """The collector of the README's "Write your own collector" section, executed as written."""
+    """The collector of docs/methods.md's "Write your own collector" section, executed as written."""
     import re
     from pathlib import Path
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    section = readme.split("### Write your own collector", 1)[1]
+    page = (Path(__file__).resolve().parents[1] / "docs" / "methods.md").read_text()
+    section = page.split("## Write your own collector", 1)[1]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     namespace: dict = {}
-    exec(compile(code, "README.md", "exec"), namespace)
+    exec(compile(code, "docs/methods.md", "exec"), namespace)
     return namespace["MeanLoss"]
 
 

@@ -5,6 +5,8 @@ import warnings
 import pytest
 import torch
 
+# pytester runs pytest in-process on a temporary project (tests/test_packaging.py checks the strict settings)
+pytest_plugins = ["pytester"]
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 

@@ -10,6 +10,7 @@ from lightning_prune.data import (
     CIFAR100DataModule,
     DigitsDataModule,
     IndexedDataset,
+    TabularDataModule,
     dataset_targets,
 )
 
@@ -111,3 +112,38 @@ def test_cifar100_reads_fine_labels(tmp_path, monkeypatch):
     assert len(dm.test_dataset) == 5
     with pytest.raises(FileNotFoundError, match="cifar-100-python"):
         CIFAR100DataModule(root=str(tmp_path / "empty")).setup("fit")
+
+
+# The two in-memory data modules split through one check: the same bad fractions fail with the same message.
+SPLIT_MAKERS = {
+    "digits": lambda **kw: DigitsDataModule(**kw),
+    "tabular": lambda **kw: TabularDataModule(num_samples=400, **kw),
+}
+BAD_SPLITS = [
+    ({"val_fraction": 0.5, "test_fraction": 0.5}, "leaving samples to train on"),
+    ({"val_fraction": -0.1}, "leaving samples to train on"),
+    ({"test_fraction": 0.0}, "leaving samples to train on"),
+    ({"val_fraction": float("nan")}, "must be finite numbers"),
+    ({"test_fraction": "0.2"}, "must be finite numbers"),
+    ({"test_fraction": 0.001}, "at least one sample of each class"),
+    ({"val_fraction": 0.001}, "at least one sample of each class"),
+    ({"val_fraction": 0.5, "test_fraction": 0.495}, "at least one sample of each class"),
+]
+
+
+@pytest.mark.parametrize("maker", sorted(SPLIT_MAKERS))
+@pytest.mark.parametrize(("kwargs", "message"), BAD_SPLITS)
+def test_digits_and_tabular_refuse_the_same_bad_splits_alike(maker, kwargs, message):
+    with pytest.raises(ValueError, match=message) as caught:
+        SPLIT_MAKERS[maker](**kwargs)
+    assert "val_fraction" in str(caught.value) and "test_fraction" in str(caught.value)
+
+
+@pytest.mark.parametrize("maker", sorted(SPLIT_MAKERS))
+def test_digits_and_tabular_both_allow_no_validation_split(maker):
+    dm = SPLIT_MAKERS[maker](val_fraction=0.0)
+    assert len(dm.val_dataset) == 0 and len(dm.split_indices["val"]) == 0
+    assert len(dm.train_dataset) + len(dm.test_dataset) == len(np.concatenate(list(dm.split_indices.values())))
+    from lightning.pytorch.utilities.model_helpers import is_overridden
+
+    assert not is_overridden("val_dataloader", dm)

@@ -66,3 +66,76 @@ def test_license_and_typing_marker_ship_with_the_package() -> None:
     assert "License :: OSI Approved :: Apache Software License" in PYPROJECT["project"]["classifiers"]
     assert (REPO / "lightning_prune" / "py.typed").exists()
     assert "py.typed" in PYPROJECT["tool"]["setuptools"]["package-data"]["lightning_prune"]
+
+
+def test_classifiers_name_the_platforms_the_run_lock_supports() -> None:
+    # The run directory's lock is fcntl.flock: POSIX only, so "OS Independent" would be a false promise.
+    classifiers = PYPROJECT["project"]["classifiers"]
+    assert "import fcntl" in (REPO / "lightning_prune" / "pipeline" / "run_dir.py").read_text()
+    assert "Operating System :: OS Independent" not in classifiers
+    assert "Operating System :: POSIX" in classifiers
+    assert not any("Windows" in c for c in classifiers)
+
+
+def test_pytest_is_strict_about_markers_xfails_and_the_projects_future_warnings() -> None:
+    options = PYPROJECT["tool"]["pytest"]["ini_options"]
+    assert "--strict-markers" in options["addopts"].split() and options["strict_markers"] is True
+    assert options["xfail_strict"] is True
+    assert options["filterwarnings"][-1].startswith("error::FutureWarning:lightning_prune")  # the last match wins
+
+
+def _warn_from(module: str) -> None:
+    import warnings
+
+    warnings.warn_explicit("scheduled to change", FutureWarning, f"{module.replace('.', '/')}.py", 1, module=module)
+
+
+@pytest.mark.parametrize("module", ["lightning_prune", "lightning_prune.selection.strategies"])
+def test_a_future_warning_issued_in_the_package_fails_the_test(module: str) -> None:
+    with pytest.raises(FutureWarning, match="scheduled to change"):
+        _warn_from(module)
+
+
+def _library_call_that_warns() -> None:
+    import warnings
+
+    warnings.warn("this argument is scheduled to change", FutureWarning, stacklevel=2)  # as torch and numpy do
+
+
+def test_a_libraries_future_warning_about_a_call_from_the_package_fails_the_test() -> None:
+    # The filter matches the module the warning is attributed to: with stacklevel=2 that is the caller's.
+    caller = {"__name__": "lightning_prune.some_module", "call": _library_call_that_warns}
+    with pytest.raises(FutureWarning, match="scheduled to change"):
+        exec(compile("call()", "lightning_prune/some_module.py", "exec"), caller)
+    with pytest.warns(FutureWarning):  # the same call from user code is reported, not an error
+        exec(compile("call()", "user_code.py", "exec"), {"__name__": "user_code", "call": _library_call_that_warns})
+
+
+@pytest.mark.parametrize("module", ["torch.nn.modules", "lightning_prune_extras", "tests.helpers"])
+def test_a_future_warning_issued_elsewhere_is_only_reported(module: str) -> None:
+    with pytest.warns(FutureWarning, match="scheduled to change"):
+        _warn_from(module)
+
+
+def test_unknown_markers_and_passing_xfails_fail_under_the_projects_settings(pytester: pytest.Pytester) -> None:
+    pytester.makepyprojecttoml((REPO / "pyproject.toml").read_text())
+    pytester.makepyfile(
+        test_strict="""
+        import pytest
+
+        @pytest.mark.slwo
+        def test_misspelt_marker():
+            pass
+
+        @pytest.mark.xfail(reason="the bug this marked is fixed")
+        def test_fixed_bug():
+            pass
+        """
+    )
+    result = pytester.runpytest_inprocess("test_strict.py", "-p", "no:cacheprovider")
+    result.stdout.fnmatch_lines(["*'slwo' not found in `markers` configuration option*"])
+    assert result.ret != 0
+    pytester.makepyfile(test_strict="import pytest\n\n@pytest.mark.xfail\ndef test_fixed_bug():\n    pass\n")
+    result = pytester.runpytest_inprocess("test_strict.py", "-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*XPASS(strict)*"])

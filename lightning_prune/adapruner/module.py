@@ -94,10 +94,18 @@ class AdaPruner(pl.LightningModule):
 
     Example::
 
-        pruner = AdaPruner(backbone, num_samples=len(train_set), keep_ratio=0.7, warmup_epochs=5)
-        L.Trainer(max_epochs=30).fit(pruner, train_loader, val_loader)   # batches (x, y, index)
-        sel = pruner.selection()          # keep i iff m_i > 0
-        sel.save("adapruner-0.7.npz")
+        >>> import lightning as L
+        >>> import lightning_prune as lp
+        >>> dm = lp.DigitsDataModule(batch_size=32)  # training batches (x, y, index)
+        >>> quiet = dict(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        ...              enable_model_summary=False)
+        >>> pruner = lp.AdaPruner(lp.SmallCNN(), num_samples=len(dm.train_dataset), keep_ratio=0.7, warmup_epochs=1)
+        >>> L.Trainer(max_epochs=4, **quiet).fit(pruner, datamodule=dm)  # CIFAR: 30 epochs, warmup_epochs=5
+        >>> selection = pruner.selection()  # keep i iff m_i > 0
+        >>> selection.num_samples, abs(selection.keep_ratio - 0.7) <= 0.02
+        (1078, True)
+        >>> selection.save("adapruner-0.7.npz").name
+        'adapruner-0.7.npz'
 
     The training batches must carry sample indices: wrap the data set in
     :class:`~lightning_prune.IndexedDataset` (items ``(x, y, index)``) or yield dict batches with an

@@ -30,9 +30,16 @@ class EL2N(EpochAverageCollector):
 
     Example::
 
-        el2n = EL2N(epochs=10)
-        L.Trainer(max_epochs=10, callbacks=[el2n]).fit(model, datamodule=dm)
-        sel = lp.select(el2n.scores, prune_ratio=0.5)
+        >>> import lightning as L
+        >>> import lightning_prune as lp
+        >>> dm = lp.DigitsDataModule(batch_size=256)
+        >>> quiet = dict(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        ...              enable_model_summary=False)
+        >>> el2n = lp.EL2N(epochs=2)  # the paper: the first 10-20 epochs
+        >>> L.Trainer(max_epochs=2, callbacks=[el2n], **quiet).fit(lp.Classifier(lp.SmallCNN()), datamodule=dm)
+        >>> selection = lp.select(el2n.scores, prune_ratio=0.5)
+        >>> len(selection), selection.num_samples
+        (539, 1078)
     """
 
     method = "el2n"

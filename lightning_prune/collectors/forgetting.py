@@ -24,8 +24,17 @@ class Forgetting(ScoreCollector):
 
     Example::
 
-        forgetting = lp.Forgetting()
-        L.Trainer(max_epochs=30, callbacks=[forgetting]).fit(model, datamodule=dm)
+        >>> import lightning as L
+        >>> import lightning_prune as lp
+        >>> dm = lp.DigitsDataModule(batch_size=256)
+        >>> quiet = dict(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        ...              enable_model_summary=False)
+        >>> forgetting = lp.Forgetting()
+        >>> L.Trainer(max_epochs=3, callbacks=[forgetting], **quiet).fit(lp.Classifier(lp.SmallCNN()), datamodule=dm)
+        >>> selection = lp.select(forgetting.scores, prune_ratio=0.3)
+        >>> pruned = (~selection.mask()).nonzero()[0]  # the indices left out
+        >>> len(pruned), len(selection)
+        (323, 755)
     """
 
     method = "forgetting"

@@ -40,9 +40,17 @@ class TDDS(ScoreCollector):
 
     Example::
 
-        tdds = lp.TDDS(trajectory=30, window=10, decay=0.9)
-        L.Trainer(max_epochs=30, callbacks=[tdds]).fit(model, datamodule=dm)
-        tdds.scores.save("tdds.npz")
+        >>> import lightning as L
+        >>> import lightning_prune as lp
+        >>> dm = lp.DigitsDataModule(batch_size=256)
+        >>> quiet = dict(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        ...              enable_model_summary=False)
+        >>> tdds = lp.TDDS(trajectory=3, window=3, decay=0.9)  # CIFAR in the paper: 30, 10, 0.9
+        >>> L.Trainer(max_epochs=3, callbacks=[tdds], **quiet).fit(lp.Classifier(lp.SmallCNN()), datamodule=dm)
+        >>> len(tdds.scores)  # one score per training sample
+        1078
+        >>> tdds.scores.save("tdds.npz").name
+        'tdds.npz'
     """
 
     method = "tdds"

@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 
-from lightning_prune.data.arrays import ArrayDataset, InMemoryDataModule, flip_labels
+from lightning_prune.data.arrays import ArrayDataset, InMemoryDataModule, flip_labels, split_three_ways
 from lightning_prune.data.indexed import IndexedDataset
 
 
@@ -27,7 +26,8 @@ class DigitsDataModule(InMemoryDataModule):
 
     Args:
         batch_size: batch size of every loader.
-        val_fraction: fraction of all 1797 samples held out for validation.
+        val_fraction: fraction of all 1797 samples held out for validation (0: no validation split, and no
+            validation loop).
         test_fraction: fraction of all 1797 samples held out for testing.
         split_seed: seed of the stratified split.
         num_workers: ``DataLoader`` worker processes.
@@ -55,28 +55,12 @@ class DigitsDataModule(InMemoryDataModule):
             raise ValueError(
                 f"label_noise={label_noise} must lie in [0, 1): it is the fraction of training labels flipped."
             )
-        if val_fraction < 0 or test_fraction <= 0 or val_fraction + test_fraction >= 1:
-            raise ValueError(
-                f"val_fraction={val_fraction} and test_fraction={test_fraction} must be >= 0 and > 0 with a sum "
-                "below 1, leaving samples to train on."
-            )
         self.save_hyperparameters()
         digits = load_digits()
         images = torch.as_tensor(digits.images, dtype=torch.float32).unsqueeze(1)
         labels = np.asarray(digits.target, dtype=np.int64)
-        everything = np.arange(labels.size)
-        num_test = int(round(test_fraction * labels.size))
-        num_val = int(round(val_fraction * labels.size))
-        rest, test_idx = train_test_split(everything, test_size=num_test, stratify=labels, random_state=split_seed)
-        if num_val > 0:
-            train_idx, val_idx = train_test_split(
-                rest, test_size=num_val, stratify=labels[rest], random_state=split_seed
-            )
-        else:
-            train_idx, val_idx = rest, rest[:0]
-        # Sorted, so training index i always means the same image for a given split_seed.
-        train_idx, val_idx, test_idx = np.sort(train_idx), np.sort(val_idx), np.sort(test_idx)
-        self.split_indices = {"train": train_idx, "val": val_idx, "test": test_idx}
+        self.split_indices = split_three_ways(labels, val_fraction, test_fraction, split_seed)
+        train_idx, val_idx, test_idx = (self.split_indices[name] for name in ("train", "val", "test"))
         mean, std = images[train_idx].mean(), images[train_idx].std()
         images = (images - mean) / std
         self.clean_targets = labels[train_idx]

@@ -29,8 +29,17 @@ class IndexedDataset(Dataset):
 
     Example::
 
-        train_set = IndexedDataset(torchvision.datasets.CIFAR10(root, train=True), transform=augment)
-        x, y, i = train_set[5]   # i == 5
+        >>> import torch
+        >>> from torch.utils.data import TensorDataset
+        >>> from lightning_prune import IndexedDataset
+        >>> base = TensorDataset(torch.arange(16.0).view(8, 2), torch.arange(8) % 2)  # e.g. torchvision's CIFAR10
+        >>> train_set = IndexedDataset(base, transform=lambda x: 2 * x)
+        >>> x, y, i = train_set[5]
+        >>> x.tolist(), int(y), i
+        ([20.0, 22.0], 1, 5)
+        >>> rows = [{"image": torch.zeros(2), "label": k % 2} for k in range(4)]  # dict rows, e.g. a datasets.Dataset
+        >>> IndexedDataset(rows, transform=lambda x: x + 1)[3]
+        {'image': tensor([1., 1.]), 'label': 1, 'index': 3}
     """
 
     def __init__(

@@ -12,9 +12,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 from sklearn.datasets import make_classification
-from sklearn.model_selection import train_test_split
 
-from lightning_prune.data.arrays import ArrayDataset, InMemoryDataModule, flip_labels
+from lightning_prune.data.arrays import ArrayDataset, InMemoryDataModule, flip_labels, split_three_ways
 from lightning_prune.data.indexed import IndexedDataset
 
 
@@ -61,10 +60,6 @@ class TabularDataModule(InMemoryDataModule):
             raise ValueError(
                 f"label_noise={label_noise} must lie in [0, 1): it is the fraction of training labels flipped."
             )
-        if val_fraction <= 0 or test_fraction <= 0 or val_fraction + test_fraction >= 1:
-            raise ValueError(
-                f"val_fraction={val_fraction} and test_fraction={test_fraction} must be > 0 with a sum below 1."
-            )
         self.save_hyperparameters()
         self.num_classes = num_classes
         self.input_shape = (num_features,)
@@ -81,15 +76,8 @@ class TabularDataModule(InMemoryDataModule):
             random_state=data_seed,
         )
         labels = np.asarray(labels, dtype=np.int64)
-        everything = np.arange(labels.size)
-        rest, test_idx = train_test_split(
-            everything, test_size=int(round(test_fraction * labels.size)), stratify=labels, random_state=split_seed
-        )
-        train_idx, val_idx = train_test_split(
-            rest, test_size=int(round(val_fraction * labels.size)), stratify=labels[rest], random_state=split_seed
-        )
-        train_idx, val_idx, test_idx = np.sort(train_idx), np.sort(val_idx), np.sort(test_idx)
-        self.split_indices = {"train": train_idx, "val": val_idx, "test": test_idx}
+        self.split_indices = split_three_ways(labels, val_fraction, test_fraction, split_seed)
+        train_idx, val_idx, test_idx = (self.split_indices[name] for name in ("train", "val", "test"))
         inputs = torch.as_tensor(features, dtype=torch.float32)
         mean, std = inputs[train_idx].mean(dim=0), inputs[train_idx].std(dim=0).clamp_min(1e-6)
         inputs = (inputs - mean) / std

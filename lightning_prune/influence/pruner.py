@@ -2,9 +2,20 @@
 
 Example::
 
-    pruner = lp.InfluencePruner(damping=5e-4, time_limit=120)
-    selection = pruner.select(model, datamodule, prune_ratio=0.4)   # or epsilon=...
-    print(pruner.last_solution.objective, pruner.last_solution.method)
+    >>> import lightning as L
+    >>> import lightning_prune as lp
+    >>> dm = lp.DigitsDataModule(batch_size=256)
+    >>> quiet = dict(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+    ...              enable_model_summary=False)
+    >>> model = lp.Classifier(lp.SmallCNN())
+    >>> L.Trainer(max_epochs=2, **quiet).fit(model, datamodule=dm)
+    >>> pruner = lp.InfluencePruner(damping=5e-4, time_limit=120)
+    >>> selection = pruner.select(model, dm, prune_ratio=0.4)  # or epsilon=...
+    >>> len(selection)  # 1078 - round(0.4 * 1078)
+    647
+    >>> solution = pruner.last_solution
+    >>> solution.objective >= 0, isinstance(solution.method, str)
+    (True, True)
 """
 
 from __future__ import annotations
