@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import lightning.pytorch as pl
@@ -32,3 +33,13 @@ def reload_dataloaders_every(trainer: pl.Trainer) -> int:
 def reload_train_loader_every_epoch(trainer: pl.Trainer) -> None:
     """Make the fit loop rebuild (and so re-measure) the training loader at every epoch."""
     trainer.reload_dataloaders_every_n_epochs = 1  # type: ignore[attr-defined]
+
+
+def checkpoint_completed_epochs(checkpoint: Mapping[str, Any]) -> int:
+    """Epochs the checkpointed fit had finished (the epoch a resume starts in), read from the fit loop's
+    saved progress: an end-of-epoch checkpoint is written after the epoch is processed but before
+    Lightning counts it completed, so ``checkpoint["epoch"]`` (the fallback) is one short there."""
+    try:
+        return int(checkpoint["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"])
+    except (KeyError, TypeError):
+        return int(checkpoint.get("epoch", 0))

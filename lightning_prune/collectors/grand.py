@@ -20,6 +20,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from torch import Tensor
+from typing_extensions import override
 
 from lightning_prune.collectors.averaged import EpochAverageCollector, Epochs, error_norm
 from lightning_prune.collectors.base import BatchView, _find_final_linear
@@ -47,12 +48,14 @@ class GraNd(EpochAverageCollector):
         super().__init__(epochs, **kwargs)
         self._bias_term = 1.0
 
+    @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_fit_start(trainer, pl_module)
         layer = _find_final_linear(pl_module, self.feature_layer)
         self._bias_term = 1.0 if getattr(layer, "bias", None) is not None else 0.0
 
-    def _per_sample(self, view: BatchView) -> Tensor:
+    @override
+    def batch_values(self, view: BatchView) -> dict[str, Tensor]:
         features = check_features(self, view)
         feature_norm_sq = features.float().pow(2).flatten(1).sum(dim=1)
-        return error_norm(view) * torch.sqrt(feature_norm_sq + self._bias_term)
+        return {"total": error_norm(view) * torch.sqrt(feature_norm_sq + self._bias_term)}

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_prune.data.indexed import unpack_batch
-from lightning_prune.distributed import GatherFn, RankRows, first_occurrence
+from lightning_prune.distributed import GatherFn, RankRows, all_gather, first_occurrence
 from lightning_prune.models.layers import find_last_linear
 
 GatherSpec = str | GatherFn | Any | None
@@ -289,17 +289,6 @@ def _first_occurrence_order(indices: Tensor, num_samples: int) -> tuple[Tensor, 
 # ----------------------------------------------------------------------------------------------
 
 
-def _torch_distributed_gather(tensor: Tensor) -> Tensor:
-    import torch.distributed as dist
-
-    backend = dist.get_backend()
-    device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
-    local = tensor.to(device).contiguous()
-    out = [torch.empty_like(local) for _ in range(dist.get_world_size())]
-    dist.all_gather(out, local)
-    return torch.stack(out).to(tensor.device)
-
-
 def resolve_gather(gather: GatherSpec) -> GatherFn | None:
     """Turn the ``gather`` argument into a function (or ``None`` for a single process).
 
@@ -316,7 +305,7 @@ def resolve_gather(gather: GatherSpec) -> GatherFn | None:
         import torch.distributed as dist
 
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            return _torch_distributed_gather
+            return all_gather
         return None
     method = getattr(gather, "all_gather", None)
     if callable(method):
