@@ -68,7 +68,9 @@ class DUAL(DynamicUncertainty):
 
     @override
     def needs(self) -> EpochNeed:
-        return EpochNeed(f"epochs={self.epochs}", self.epochs, to_score=self.epochs, describe=f"its {self.epochs} epochs")
+        return EpochNeed(
+            f"epochs={self.epochs}", self.epochs, to_score=self.epochs, describe=f"its {self.epochs} epochs"
+        )
 
     @override
     def state_spec(self) -> dict[str, PerSample]:

@@ -78,7 +78,10 @@ class DynamicUncertainty(EvalPassMixin, ScoreCollector):
     @override
     def needs(self) -> EpochNeed:
         return EpochNeed(
-            f"window={self.window}", self.window, to_score=self.window, describe=f"one full window of {self.window} epochs"
+            f"window={self.window}",
+            self.window,
+            to_score=self.window,
+            describe=f"one full window of {self.window} epochs",
         )
 
     @override

@@ -156,12 +156,16 @@ class FeatureCollector(EvalPassMixin, ScoreCollector):
     @override
     def needs(self) -> EpochNeed:
         if self.source != "train":
-            return EpochNeed("source='eval_pass'", 1, describe="the features of one eval pass, which runs when training ends")
+            return EpochNeed(
+                "source='eval_pass'", 1, describe="the features of one eval pass, which runs when training ends"
+            )
         target = self._target_epoch if self._target_epoch is not None else 0
         describe = f"the features of epoch {target}'s training forward pass"
         if self.epoch is None:
             return EpochNeed("source='train'", target + 1, describe=describe, what=f"reads the final epoch, {target},")
-        return EpochNeed(f"epoch={self.epoch}", self.epoch + 1, describe=describe, what=f"reads epoch {self.epoch} (counted from 0)")
+        return EpochNeed(
+            f"epoch={self.epoch}", self.epoch + 1, describe=describe, what=f"reads epoch {self.epoch} (counted from 0)"
+        )
 
     @override
     def collects(self, epoch: int) -> bool:

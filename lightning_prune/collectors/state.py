@@ -58,7 +58,9 @@ class PerSample:
             raise ValueError(f"PerSample reduce={self.reduce!r} is not one of {REDUCTIONS} or None.")
         for size in self.shape:
             if size not in SIZES and not (isinstance(size, int) and not isinstance(size, bool) and size >= 1):
-                raise ValueError(f"PerSample shape {self.shape}: each size is a positive int, {CLASSES!r} or {FEATURES!r}.")
+                raise ValueError(
+                    f"PerSample shape {self.shape}: each size is a positive int, {CLASSES!r} or {FEATURES!r}."
+                )
 
     @property
     def uses_features(self) -> bool:
