@@ -66,10 +66,11 @@ from lightning_prune.trainer_access import changes_epoch_length, checkpoint_comp
 
 STATE_FORMAT_VERSION = 1
 
-NON_IDENTIFYING = frozenset({"adapter", "num_samples", "save_path", "dataloader", "name"})
+NON_IDENTIFYING = frozenset({"adapter", "num_samples", "save_path", "dataloader", "loss_fn", "name"})
 """Constructor arguments that never enter a collector's identity: how batches are read, where
-scores are written, the data set's size (checked against the data instead), the eval-pass loader
-(not recordable as plain data) and ``name`` (added to the state key by itself)."""
+scores are written, the data set's size (checked against the data instead), objects a file cannot
+record as plain data (the eval-pass loader, InfoBatch's ``loss_fn``) and ``name`` (added to the
+state key by itself)."""
 
 _Init = TypeVar("_Init", bound=Callable[..., None])
 
@@ -482,6 +483,7 @@ class ScoreCollector(pl.Callback):
 
     # ------------------------------------------------------------------ public surface
     @property
+    @override
     def state_key(self) -> str:
         key = {**self.hparams()}
         if self.name is not None:

@@ -179,8 +179,10 @@ def _forward_pass(
             for batch in loader:
                 inputs, targets, index = unpack_batch(batch)
                 captured.clear()
-                model(_move_to(inputs, device))
+                output = model(_move_to(inputs, device))
                 h, logits, targets = _checked_batch(name, captured, index, targets)
+                if not indices:
+                    _check_output_is_the_layers(name, output, logits)
                 features.append(h.cpu())
                 probs.append(torch.softmax(logits.to(torch.float64), dim=1).cpu())
                 labels.append(targets)
@@ -191,6 +193,26 @@ def _forward_pass(
     if not indices:
         raise ValueError("the data loader yielded no batches; pass the (unshuffled, unaugmented) training loader.")
     return torch.cat(features), torch.cat(probs), torch.cat(labels), torch.cat(indices)
+
+
+def _check_output_is_the_layers(name: str, output: Any, logits: Tensor) -> None:
+    """Refuse a model whose output is not its final linear layer's (checked on the first batch).
+
+    The influence vectors take the softmax of that layer's output as the model's probabilities, so a
+    ``forward`` that applies softmax, ReLU, temperature or anything else after it would be scored as
+    another model. A non-tensor output (a dict, a tuple) is not compared."""
+    if not isinstance(output, Tensor):
+        return
+    same = output.shape == logits.shape and torch.allclose(
+        output.detach().to(torch.float64), logits.to(torch.float64), rtol=1e-4, atol=1e-5
+    )
+    if not same:
+        raise ValueError(
+            f"the model's output is not the output of its final linear layer {name!r} (its forward applies "
+            "something after it, e.g. softmax or relu); last-layer influence reads that layer's output as the "
+            "logits, so it would score another model. Return the raw logits from forward (apply softmax in the "
+            "loss), or name the layer that produces them with layer='...'."
+        )
 
 
 def _checked_batch(
