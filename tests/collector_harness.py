@@ -27,7 +27,6 @@ from torch.utils.data import DataLoader, TensorDataset
 from typing_extensions import override
 
 import lightning_prune as lp
-from lightning_prune.collectors.base import EpochNeed
 from lightning_prune.collectors import (
     AUM,
     EL2N,
@@ -38,6 +37,7 @@ from lightning_prune.collectors import (
     Moderate,
     Prototypicality,
 )
+from lightning_prune.collectors.base import EpochNeed
 
 NUM_SAMPLES = 37  # not divisible by world size x batch size
 NUM_CLASSES = 5

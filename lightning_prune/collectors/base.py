@@ -438,7 +438,7 @@ class ScoreCollector(pl.Callback):
         need, max_epochs = self.needs(), trainer.max_epochs
         if need is not None and max_epochs is not None and 0 <= max_epochs < need.epochs:
             raise ValueError(
-                f"{type(self).__name__}({need.setting}) {need.requirement}, but the Trainer stops after "
+                f"{type(self).__name__}({need.setting}) {need.requirement} but the Trainer stops after "
                 f"max_epochs={max_epochs}. Raise max_epochs or lower {need.setting.split('=')[0]}."
             )
 
@@ -460,7 +460,7 @@ class ScoreCollector(pl.Callback):
         reached = math.ceil(max_steps / steps_per_epoch)
         if reached < need.epochs:
             raise ValueError(
-                f"{type(self).__name__}({need.setting}) {need.requirement}, but max_steps={max_steps} ends the run "
+                f"{type(self).__name__}({need.setting}) {need.requirement} but max_steps={max_steps} ends the run "
                 f"after {reached} epoch(s) of {steps_per_epoch} optimizer steps. Raise max_steps to at least "
                 f"{need.epochs * steps_per_epoch} (or leave max_steps=-1 and set max_epochs), or lower "
                 f"{need.setting.split('=')[0]}."
