@@ -185,6 +185,10 @@ def check_unique_state_keys(callbacks: Iterable[pl.Callback]) -> None:
         seen[key] = callback
 
 
+_IDENTIFYING: dict[type, tuple[str, ...]] = {}
+""":meth:`ScoreCollector.identifying_arguments` by class, read from the signatures once."""
+
+
 def _identity_checked(init: _Init) -> _Init:
     """Wrap a collector subclass's ``__init__``: once the outermost one returns, check its identity."""
 
@@ -263,6 +267,12 @@ class ScoreCollector(pl.Callback):
         ``__init__``s further up that they reach; minus :data:`NON_IDENTIFYING`, ``non_identifying``
         and (for collectors without ``needs_features``) ``feature_layer``.
         """
+        if cls not in _IDENTIFYING:
+            _IDENTIFYING[cls] = cls._signature_arguments()
+        return _IDENTIFYING[cls]
+
+    @classmethod
+    def _signature_arguments(cls) -> tuple[str, ...]:
         excluded = NON_IDENTIFYING | cls.non_identifying | (frozenset() if cls.needs_features else {"feature_layer"})
         names: list[str] = []
         for klass in cls.__mro__:
