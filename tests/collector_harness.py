@@ -37,7 +37,7 @@ from lightning_prune.collectors import (
     Moderate,
     Prototypicality,
 )
-from lightning_prune.collectors.base import EpochNeed
+from lightning_prune.collectors import EpochNeed
 
 NUM_SAMPLES = 37  # not divisible by world size x batch size
 NUM_CLASSES = 5
