@@ -32,12 +32,12 @@ from lightning_prune.collectors import (
     EL2N,
     DynamicUncertainty,
     Entropy,
+    EpochNeed,
     GraNd,
     Herding,
     Moderate,
     Prototypicality,
 )
-from lightning_prune.collectors import EpochNeed
 
 NUM_SAMPLES = 37  # not divisible by world size x batch size
 NUM_CLASSES = 5
