@@ -259,6 +259,17 @@ def test_numpy_integers_give_the_same_identity_and_scores_as_ints():
     np.testing.assert_array_equal(a.scores.values, b.scores.values)
 
 
+def test_kmeans_takes_numpy_integers():
+    from lightning_prune.collectors import kmeans
+
+    points = torch.randn(20, 3, generator=torch.Generator().manual_seed(0))
+    expected = kmeans(points, 3, seed=1, iterations=5)
+    result = kmeans(points, np.int64(3), seed=np.int64(1), iterations=np.int32(5), chunk_size=np.int64(8))
+    assert torch.equal(result.assignment, expected.assignment)
+    with pytest.raises(ValueError, match="kmeans seed must be an integer"):
+        kmeans(points, 3, seed=1.5)
+
+
 @pytest.mark.parametrize("value", [True, 2.0, "5"])
 def test_booleans_floats_and_strings_stay_refused(value):
     with pytest.raises(ValueError, match="DUAL epochs must be an integer"):

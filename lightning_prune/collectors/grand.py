@@ -11,6 +11,9 @@ of the model's final ``nn.Linear`` (the last one in ``pl_module.modules()`` orde
 forward hook during the training forward pass; name another layer with ``feature_layer="path"``,
 or return ``BatchView(features=...)`` from an adapter. Whether the bias term counts is read from
 that layer. Averaged over a range of early epochs like EL2N; higher = larger gradient = keep.
+
+The formula holds for logits that are that layer's output: ``training_step`` must return the raw
+logits, not a softmax or anything else applied after the layer (checked on the first batch of a fit).
 """
 
 from __future__ import annotations

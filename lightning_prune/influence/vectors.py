@@ -261,7 +261,9 @@ def collect_last_layer_inputs(
 
     ``loader`` yields ``(x, y, index)`` batches (see :class:`~lightning_prune.IndexedDataset`) in any
     order. ``num_samples`` defaults to ``len(loader.dataset)``; every index in ``[0, num_samples)``
-    must be visited (on some rank). See :func:`influence_vectors` for ``gather``.
+    must be visited (on some rank). See :func:`influence_vectors` for ``gather``. The model's output
+    must be the final linear layer's (checked on the first batch): a ``forward`` that applies softmax
+    or another function after it is refused.
     """
     name, linear = _last_layer(model, layer)
     h_all, p_all, y_all, i_all = _forward_pass(model, loader, linear, name)
