@@ -5,7 +5,8 @@ Under DDP each rank holds rows for the samples it was dealt, a different number 
 ranks' rows in rank order (padded to the longest rank for the collective, stripped after), one
 tensor at a time so that only one gathered tensor exists at once; :func:`first_occurrence` then
 keeps each sample's first row. ``gather`` is any ``all_gather`` with Lightning's contract
-(``Strategy.all_gather``: a tensor in, the ranks' tensors stacked ``[world, ...]`` out).
+(``Strategy.all_gather``: a tensor in, the ranks' tensors stacked ``[world, ...]`` out);
+:func:`all_gather` is that contract on ``torch.distributed`` directly.
 """
 
 from __future__ import annotations
@@ -17,6 +18,29 @@ from torch import Tensor
 
 GatherFn = Callable[[Tensor], Tensor]
 """``gather(tensor) -> [world_size, *tensor.shape]``: every rank's tensor, in rank order."""
+
+
+def distributed_ready() -> bool:
+    """Whether a ``torch.distributed`` process group is up (what :func:`all_gather` runs on)."""
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def all_gather(tensor: Tensor) -> Tensor:
+    """``[world_size, *tensor.shape]``: every rank's ``tensor`` over the default process group, on
+    ``tensor``'s device.
+
+    Lightning's ``Strategy.all_gather`` calls ``torch.distributed.nn.functional.all_gather``, an
+    autograd-aware collective that torch has deprecated (a ``FutureWarning`` on every rank). Per-sample
+    state needs no gradient, so this uses the plain collective. The tensor travels on the backend's
+    device (CUDA for NCCL, CPU otherwise).
+    """
+    import torch.distributed as dist
+
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    local = tensor.to(device).contiguous()
+    out = [torch.empty_like(local) for _ in range(dist.get_world_size())]
+    dist.all_gather(out, local)
+    return torch.stack(out).to(tensor.device)
 
 
 class RankRows:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import lightning.pytorch as pl
@@ -51,3 +52,13 @@ def accumulated_batches(trainer: pl.Trainer) -> int:
 def val_check_settings(trainer: pl.Trainer) -> tuple[int | float, int | None]:
     """``(val_check_interval, check_val_every_n_epoch)`` as the Trainer stores them."""
     return trainer.val_check_interval, trainer.check_val_every_n_epoch
+
+
+def checkpoint_completed_epochs(checkpoint: Mapping[str, Any]) -> int:
+    """Epochs the checkpointed fit had finished (the epoch a resume starts in), read from the fit loop's
+    saved progress: an end-of-epoch checkpoint is written after the epoch is processed but before
+    Lightning counts it completed, so ``checkpoint["epoch"]`` (the fallback) is one short there."""
+    try:
+        return int(checkpoint["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"])
+    except (KeyError, TypeError):
+        return int(checkpoint.get("epoch", 0))

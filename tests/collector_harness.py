@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
+from typing_extensions import override
 
 import lightning_prune as lp
 from lightning_prune.collectors import (
@@ -31,6 +32,7 @@ from lightning_prune.collectors import (
     EL2N,
     DynamicUncertainty,
     Entropy,
+    EpochNeed,
     GraNd,
     Herding,
     Moderate,
@@ -269,6 +271,79 @@ def mean_loss_reference(t: Trajectory, epochs: int) -> np.ndarray:
     return (-np.log(target)).mean(axis=0)
 
 
+class EveryMerge(lp.ScoreCollector):
+    """A custom collector on the public contract that uses every merge the README offers.
+
+    Over epochs ``first .. stop-1``, from the label's probability ``p``: the highest ``log p``
+    (``reduce="max"``: negative values, so a merge with the zero fill would show), the lowest ``p``
+    (``"min"``: positive values, in float64), the latest ``p`` (``"last"``), the mean ``p`` (``"sum"``),
+    and the number of rises of ``p`` from one collected epoch to the next, counted by ``fold()`` in
+    state that only it writes (``reduce=None``).
+    """
+
+    method = "every_merge"
+
+    def __init__(self, first: int = 1, stop: int = 7, **kwargs) -> None:
+        self.first = first
+        self.stop = stop
+        super().__init__(**kwargs)
+
+    @override
+    def state_spec(self):
+        return {
+            "peak": lp.PerSample(reduce="max"),
+            "trough": lp.PerSample(reduce="min", dtype=torch.float64),
+            "latest": lp.PerSample(reduce="last"),
+            "total": lp.PerSample(reduce="sum"),
+            "previous": lp.PerSample(reduce=None, fill=-1.0),
+            "rises": lp.PerSample(reduce=None, dtype=torch.int32),
+        }
+
+    @override
+    def collects(self, epoch):
+        return self.first <= epoch < self.stop
+
+    @override
+    def needs(self):
+        return EpochNeed(f"stop={self.stop}", self.stop)
+
+    @override
+    def batch_values(self, view):
+        probs = torch.softmax(view.logits.float(), dim=1).gather(1, view.targets[:, None])[:, 0]
+        return {"peak": probs.log(), "trough": probs.double(), "latest": probs, "total": probs}
+
+    @override
+    def fold(self, epoch, values, state, seen):
+        probs, previous = values["latest"], state["previous"]
+        state["rises"] += (seen & (previous >= 0) & (probs > previous)).to(torch.int32)
+        previous.copy_(torch.where(seen, probs, previous))
+
+    @override
+    def score(self, state):
+        mean = state["total"] / state["times_seen"]
+        return state["peak"] - state["trough"] + state["rises"] + state["latest"] + mean
+
+    @override
+    def extras(self, state):
+        return {name: state[name].clone() for name in ("peak", "trough", "latest", "rises")}
+
+
+def every_merge_parts(t: Trajectory, first: int = 1, stop: int = 7) -> dict[str, np.ndarray]:
+    target = t.probs[first:stop, np.arange(t.probs.shape[1]), t.labels]  # [E, N]
+    return {
+        "peak": np.log(target).max(axis=0),
+        "trough": target.min(axis=0),
+        "latest": target[-1],
+        "mean": target.mean(axis=0),
+        "rises": (target[1:] > target[:-1]).sum(axis=0).astype(float),
+    }
+
+
+def every_merge_reference(t: Trajectory) -> np.ndarray:
+    parts = every_merge_parts(t)
+    return parts["peak"] - parts["trough"] + parts["rises"] + parts["latest"] + parts["mean"]
+
+
 @dataclass
 class Case:
     make: Callable[[], lp.ScoreCollector]
@@ -283,6 +358,7 @@ class Case:
 
 
 CASES: dict[str, Case] = {
+    "every_merge": Case(make=lambda: EveryMerge(), reference=every_merge_reference, atol=1e-6, epochs_before_crash=4),
     "readme_mean_loss": Case(
         make=lambda: readme_collector_class()(epochs=5),
         reference=lambda t: mean_loss_reference(t, 5),

@@ -1,7 +1,7 @@
 """Run every collector of ``collector_harness.CASES`` on 1 or 2 CPU processes and save the scores.
 
 Lightning's DDP launcher re-runs this script for rank 1, so it must be a script, not a test.
-Usage: python tests/ddp_collectors_worker.py OUT_DIR DEVICES
+Usage: python tests/ddp_collectors_worker.py OUT_DIR DEVICES [CASE,CASE,...]
 """
 
 import os
@@ -18,8 +18,9 @@ from collector_harness import CASES, EPOCHS, KnownLogitsModel, make_loader  # no
 
 def main() -> None:
     out_dir, devices = sys.argv[1], int(sys.argv[2])
+    names = sys.argv[3].split(",") if len(sys.argv) > 3 else list(CASES)
     torch.set_num_threads(1)
-    collectors = {name: case.make() for name, case in CASES.items()}
+    collectors = {name: CASES[name].make() for name in names}
     trainer = pl.Trainer(
         accelerator="cpu",
         devices=devices,

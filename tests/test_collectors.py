@@ -21,6 +21,7 @@ from collector_harness import (
     tdds_reference,
 )
 from lightning.pytorch.callbacks import ModelCheckpoint
+from typing_extensions import override
 
 import lightning_prune as lp
 
@@ -132,8 +133,9 @@ def test_two_collectors_of_one_class_keep_separate_state(tmp_path):
     saved = torch.load(tmp_path / "last.ckpt", weights_only=False)["callbacks"]
     assert {short.state_key, long.state_key} <= set(saved)
     probs = model.expected_probs()
-    np.testing.assert_allclose(short.scores.values, tdds_reference(probs, 4, 3, 0.9), rtol=1e-5)
-    np.testing.assert_allclose(long.scores.values, tdds_reference(probs, EPOCHS, 4, 0.9), rtol=1e-5)
+    # float32 log-probabilities of batch-order-dependent logits: differences of nearly equal logs round at ~1e-7
+    np.testing.assert_allclose(short.scores.values, tdds_reference(probs, 4, 3, 0.9), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(long.scores.values, tdds_reference(probs, EPOCHS, 4, 0.9), rtol=1e-5, atol=1e-6)
 
 
 def test_validate_and_test_after_fit_leave_scores_intact():
@@ -157,7 +159,8 @@ def test_epochs_after_the_trajectory_are_not_collected():
     tdds = lp.TDDS(trajectory=4, window=3, precision="float32")
     _, model = fit([tdds], epochs=EPOCHS)
     assert tdds.epochs_collected == 4
-    np.testing.assert_allclose(tdds.scores.values, tdds_reference(model.expected_probs(), 4, 3, 0.9), rtol=1e-5)
+    reference = tdds_reference(model.expected_probs(), 4, 3, 0.9)
+    np.testing.assert_allclose(tdds.scores.values, reference, rtol=1e-5, atol=1e-6)  # float32 rounding, as above
 
 
 def test_save_path_writes_score_file_at_fit_end(tmp_path):
@@ -170,10 +173,11 @@ def test_save_path_writes_score_file_at_fit_end(tmp_path):
 
 
 class _SyncingForgetting(lp.Forgetting):
-    def _collect(self, epoch, view, fresh):
+    @override
+    def batch_values(self, view):
         if view.logits.max() > 1e9:  # `if tensor` waits for the device
             raise AssertionError
-        super()._collect(epoch, view, fresh)
+        return super().batch_values(view)
 
 
 @pytest.mark.parametrize("name", [*sorted(CASES), "syncing-control"])

@@ -1,7 +1,14 @@
 """Training-dynamics collectors: ``lightning.pytorch.Callback``s that score every training sample."""
 
 from lightning_prune.collectors.aum import AUM
-from lightning_prune.collectors.base import BatchView, ScoreCollector, default_adapter, recompute_logits
+from lightning_prune.collectors.base import (
+    BatchView,
+    EpochNeed,
+    ScoreCollector,
+    check_unique_state_keys,
+    default_adapter,
+    recompute_logits,
+)
 from lightning_prune.collectors.dual import DUAL
 from lightning_prune.collectors.dynamic_uncertainty import DynamicUncertainty
 from lightning_prune.collectors.el2n import EL2N
@@ -25,6 +32,7 @@ __all__ = [
     "TDDS",
     "BatchView",
     "DynamicUncertainty",
+    "EpochNeed",
     "Entropy",
     "FeatureCollector",
     "Forgetting",
@@ -35,6 +43,7 @@ __all__ = [
     "PerSample",
     "Prototypicality",
     "ScoreCollector",
+    "check_unique_state_keys",
     "default_adapter",
     "kmeans",
     "make_collector",

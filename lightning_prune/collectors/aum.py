@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from typing_extensions import override
 
 from lightning_prune.collectors.averaged import EpochAverageCollector, Epochs
 from lightning_prune.collectors.base import BatchView
@@ -41,17 +42,19 @@ class AUM(EpochAverageCollector):
 
     method = "aum"
     score_meaning = ScoreMeaning.DIFFICULTY
+    all_epochs = True
 
     def __init__(self, epochs: Epochs = None, *, margin: str = "probs", **kwargs: Any) -> None:
         if margin not in _MARGINS:
             raise ValueError(f"AUM margin must be one of {_MARGINS}, got {margin!r}.")
         self.margin = margin
-        super().__init__(epochs, allow_all=True, **kwargs)
+        super().__init__(epochs, **kwargs)
 
-    def hparams(self) -> dict[str, Any]:
-        return {**super().hparams(), "margin": self.margin}
+    @override
+    def batch_values(self, view: BatchView) -> dict[str, Tensor]:
+        return {"total": self._margin(view)}
 
-    def _per_sample(self, view: BatchView) -> Tensor:
+    def _margin(self, view: BatchView) -> Tensor:
         if view.logits.shape[1] < 2:
             raise ValueError(
                 f"AUM needs at least 2 classes for a margin, got logits of shape {tuple(view.logits.shape)}."
@@ -63,8 +66,10 @@ class AUM(EpochAverageCollector):
         others = values.scatter(1, view.targets.reshape(-1, 1), float("-inf"))
         return target - others.max(dim=1).values
 
-    def _orient(self, mean: Tensor) -> Tensor:
-        return -mean
+    @override
+    def score(self, state: Mapping[str, Tensor]) -> Tensor:
+        return -super().score(state)
 
+    @override
     def extras(self, state: Mapping[str, Tensor]) -> dict[str, Tensor]:
         return {"accumulated_margin": state["total"].clone()}

@@ -9,14 +9,15 @@ values per sample, whatever the number of epochs.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
-import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
+from typing_extensions import override
 
-from lightning_prune.collectors.base import BatchView, ScoreCollector
+from lightning_prune.collectors.arguments import is_integer
+from lightning_prune.collectors.base import BatchView, EpochNeed, ScoreCollector
 from lightning_prune.collectors.state import PerSample
 
 Epochs = int | tuple[int, int] | None
@@ -31,16 +32,12 @@ def parse_epochs(epochs: Epochs, owner: str, *, allow_all: bool = False) -> tupl
     """
     if epochs is None and allow_all:
         return 0, None
-    if isinstance(epochs, int) and not isinstance(epochs, bool):
+    if is_integer(epochs):
         if epochs < 1:
             raise ValueError(f"{owner} epochs={epochs}: a count of epochs must be >= 1.")
-        return 0, epochs
-    if (
-        isinstance(epochs, (tuple, list))
-        and len(epochs) == 2
-        and all(isinstance(value, int) and not isinstance(value, bool) for value in epochs)
-    ):
-        start, stop = epochs
+        return 0, int(epochs)
+    if isinstance(epochs, (tuple, list)) and len(epochs) == 2 and all(is_integer(value) for value in epochs):
+        start, stop = (int(value) for value in epochs)
         if not 0 <= start < stop:
             raise ValueError(
                 f"{owner} epochs={tuple(epochs)} is not a range (start, stop) with 0 <= start < stop; e.g. "
@@ -54,12 +51,15 @@ def parse_epochs(epochs: Epochs, owner: str, *, allow_all: bool = False) -> tupl
 class EpochAverageCollector(ScoreCollector):
     """Base of the collectors that average a per-epoch, per-sample value over an epoch range.
 
-    Subclasses implement :meth:`_per_sample` (the value for one batch) and may override
-    :meth:`_orient` (turn the mean into a higher = keep score).
+    Subclasses return the value for one batch from :meth:`batch_values` as ``{"total": [B]}`` and may
+    override :meth:`score` (e.g. to negate the mean into a higher = keep score). ``all_epochs``
+    (class attribute) lets ``epochs=None`` mean every epoch of the run.
     """
 
-    def __init__(self, epochs: Epochs, *, allow_all: bool = False, **kwargs: Any) -> None:
-        self.start, self.stop = parse_epochs(epochs, type(self).__name__, allow_all=allow_all)
+    all_epochs: ClassVar[bool] = False
+
+    def __init__(self, epochs: Epochs, **kwargs: Any) -> None:
+        self.start, self.stop = parse_epochs(epochs, type(self).__name__, allow_all=self.all_epochs)
         super().__init__(**kwargs)
 
     @property
@@ -67,52 +67,40 @@ class EpochAverageCollector(ScoreCollector):
         """The half-open epoch range ``(start, stop)`` averaged over; ``stop=None`` means to the end."""
         return self.start, self.stop
 
-    def hparams(self) -> dict[str, Any]:
-        return {"epochs": None if self.stop is None else [self.start, self.stop]}
-
-    def _per_sample(self, view: BatchView) -> Tensor:
-        raise NotImplementedError
-
-    def _orient(self, mean: Tensor) -> Tensor:
-        return mean
-
-    def _check_fit(self, trainer: pl.Trainer) -> None:
-        max_epochs = trainer.max_epochs
-        if max_epochs is None or max_epochs < 0:
-            return  # an unbounded run (max_epochs=-1) reaches every range
-        if self.stop is not None and self.stop > max_epochs:
-            raise ValueError(
-                f"{type(self).__name__}(epochs=({self.start}, {self.stop})) averages epochs "
-                f"{self.start}..{self.stop - 1} "
-                f"but the Trainer stops after max_epochs={max_epochs}. Raise max_epochs or choose an earlier range, "
-                f"e.g. epochs={min(max_epochs, self.stop - self.start)}."
+    @override
+    def needs(self) -> EpochNeed:
+        if self.stop is None:
+            return EpochNeed(
+                setting=f"epochs=({self.start}, None)",
+                epochs=self.start + 1,
+                describe=f"one full epoch in the range starting at epoch {self.start}",
+                what=f"starts averaging at epoch {self.start}",
             )
-        if self.stop is None and self.start >= max_epochs:
-            raise ValueError(
-                f"{type(self).__name__} starts averaging at epoch {self.start} but the Trainer stops after "
-                f"max_epochs={max_epochs}."
-            )
+        return EpochNeed(
+            setting=f"epochs=({self.start}, {self.stop})",
+            epochs=self.stop,
+            describe=f"one full epoch in the range starting at epoch {self.start}",
+            what=f"averages epochs {self.start}..{self.stop - 1}",
+        )
 
-    def _describe_need(self) -> str:
-        return f"one full epoch in the range starting at epoch {self.start}"
-
+    @override
     def state_spec(self) -> dict[str, PerSample]:
         return {"total": PerSample(reduce="sum")}
 
+    @override
     def collects(self, epoch: int) -> bool:
         return self.start <= epoch and (self.stop is None or epoch < self.stop)
 
-    def batch_values(self, view: BatchView) -> dict[str, Tensor]:
-        return {"total": self._per_sample(view)}
-
+    @override
     def score(self, state: Mapping[str, Tensor]) -> Tensor:
-        if self.stop is not None and self._epochs_collected < self.stop - self.start:
+        """The mean of the per-epoch values over the epochs each sample was seen in."""
+        if self.stop is not None and self.epochs_collected < self.stop - self.start:
             rank_zero_warn(
-                f"{type(self).__name__} scores average {self._epochs_collected} of the {self.stop - self.start} "
+                f"{type(self).__name__} scores average {self.epochs_collected} of the {self.stop - self.start} "
                 f"epochs in ({self.start}, {self.stop}) (the run ended early)."
             )
         # per-sample count: a sample missing from a partial epoch is averaged over the epochs it was in
-        return self._orient(state["total"] / state["times_seen"].clamp_min(1).to(torch.float32))
+        return state["total"] / state["times_seen"].clamp_min(1).to(torch.float32)
 
 
 def target_probabilities(view: BatchView) -> Tensor:

@@ -18,32 +18,62 @@ What the base class owns, so that each method only writes its arithmetic:
 
 A method declares its per-sample state (:meth:`ScoreCollector.state_spec`, see
 :mod:`lightning_prune.collectors.state`) and writes its formula (:meth:`~ScoreCollector.batch_values`,
-:meth:`~ScoreCollector.score`, optionally :meth:`~ScoreCollector.fold`); methods that need more
-control override the engine hooks ``_allocate``, ``_collect``, ``_epoch_rows``, ``_fold`` and
-``_compute`` instead.
+:meth:`~ScoreCollector.score`, optionally :meth:`~ScoreCollector.fold` and
+:meth:`~ScoreCollector.extras`); :meth:`~ScoreCollector.collects` and :meth:`~ScoreCollector.needs`
+say which epochs it reads and how long a run it needs. Every built-in collector is written against
+this public contract only: no subclass overrides an underscore method of the base.
+
+**Identity.** :meth:`ScoreCollector.hparams` (recorded in score files, part of the checkpoint's
+``state_key``, compared when a pipeline reuses a score file) is derived from the constructor's
+arguments, so it cannot drift from them: every parameter of the subclass's ``__init__`` (and of the
+base ``__init__``s its ``**kwargs`` reach) is recorded under its name, with the value of the
+attribute of that name (``self.window`` for ``window``), except the arguments that do not change
+the scores: ``adapter``, ``num_samples``, ``save_path``, ``dataloader`` and ``name`` (``name`` goes
+into the state key separately), ``feature_layer`` for collectors that read no features, and any a
+class lists in ``non_identifying``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import functools
+import inspect
+import math
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor, nn
+from typing_extensions import override
 
+from lightning_prune.collectors.arguments import is_integer, plain
 from lightning_prune.collectors.batch_checks import BatchFaults, check_first_batch
-from lightning_prune.collectors.state import PerSample, allocate_declared, epoch_row, merge_epoch
+from lightning_prune.collectors.state import (
+    CLASSES,
+    FEATURES,
+    PerSample,
+    allocate_declared,
+    epoch_row,
+    merge_epoch,
+)
 from lightning_prune.data.indexed import unpack_batch
-from lightning_prune.distributed import RankRows, first_occurrence
+from lightning_prune.distributed import GatherFn, RankRows, all_gather, distributed_ready, first_occurrence
 from lightning_prune.models.layers import find_last_linear
 from lightning_prune.selection.meaning import MeaningDeclaration, ScoreMeaning, meaning_of
 from lightning_prune.selection.scores import Scores
-from lightning_prune.trainer_access import trainer_callbacks
+from lightning_prune.trainer_access import changes_epoch_length, checkpoint_completed_epochs, trainer_callbacks
 
 STATE_FORMAT_VERSION = 1
+
+NON_IDENTIFYING = frozenset({"adapter", "num_samples", "save_path", "dataloader", "loss_fn", "name"})
+"""Constructor arguments that never enter a collector's identity: how batches are read, where
+scores are written, the data set's size (checked against the data instead), objects a file cannot
+record as plain data (the eval-pass loader, InfoBatch's ``loss_fn``) and ``name`` (added to the
+state key by itself)."""
+
+_Init = TypeVar("_Init", bound=Callable[..., None])
 
 
 @dataclass
@@ -61,6 +91,33 @@ class BatchView:
     targets: Tensor
     indices: Tensor
     features: Tensor | None = None
+    epoch: int | None = None
+    """The epoch (counted from 0) the batch is collected for; set by the base before
+    :meth:`ScoreCollector.batch_values` reads the view."""
+
+
+@dataclass(frozen=True)
+class EpochNeed:
+    """How long a run a collector needs, from :meth:`ScoreCollector.needs`; checked when fit starts.
+
+    Attributes:
+        setting: the constructor setting that asks for it, as the messages print it (``"window=10"``).
+        epochs: the training epochs the run must reach (epochs ``0 .. epochs-1``); refused up front
+            when ``max_epochs`` or ``max_steps`` stops the run earlier.
+        to_score: the epochs that must be collected before ``.scores`` exist.
+        describe: what ``to_score`` epochs are, for the error when fewer were collected.
+        what: how the refusal describes the need (default: ``"needs at least {epochs} training epochs"``).
+    """
+
+    setting: str
+    epochs: int
+    to_score: int = 1
+    describe: str = "one full epoch"
+    what: str = ""
+
+    @property
+    def requirement(self) -> str:
+        return self.what or f"needs at least {self.epochs} training epochs"
 
 
 BatchAdapter = Callable[[Any, Any, "pl.LightningModule"], BatchView]
@@ -107,13 +164,48 @@ def _is_collector_state(state: Any) -> bool:
     return isinstance(state, Mapping) and "format_version" in state and "buffers" in state
 
 
-def _completed_epochs(checkpoint: Mapping[str, Any]) -> int:
-    """Epochs the checkpointed fit had finished (the epoch a resume starts in); an end-of-epoch checkpoint is
-    written after the epoch is processed but before Lightning counts it completed."""
-    try:
-        return int(checkpoint["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"])
-    except (KeyError, TypeError):
-        return int(checkpoint.get("epoch", 0))
+def check_unique_state_keys(callbacks: Iterable[pl.Callback]) -> None:
+    """Refuse two collectors with one ``state_key`` (same class, settings and ``name``).
+
+    Their checkpoint states would overwrite each other. Lightning's ``Trainer(callbacks=...)`` refuses
+    them too, but without naming the fix, and not for collectors added to ``trainer.callbacks`` later;
+    call this before building the Trainer for the clear message. Every collector runs it when fit starts.
+    """
+    seen: dict[str, ScoreCollector] = {}
+    for callback in callbacks:
+        if not isinstance(callback, ScoreCollector):
+            continue
+        key = callback.state_key
+        if key in seen and seen[key] is not callback:
+            cls = type(callback).__name__
+            raise ValueError(
+                f"Two {cls} collectors with the same settings share the state key {key!r}, so their checkpoint "
+                f"states would overwrite each other. Pass name=... to tell them apart, e.g. {cls}(..., name='a') "
+                f"and {cls}(..., name='b'), or attach one of them."
+            )
+        seen[key] = callback
+
+
+_IDENTIFYING: dict[type, tuple[str, ...]] = {}
+""":meth:`ScoreCollector.identifying_arguments` by class, read from the signatures once."""
+
+
+def _identity_checked(init: _Init) -> _Init:
+    """Wrap a collector subclass's ``__init__``: once the outermost one returns, check its identity."""
+
+    @functools.wraps(init)
+    def wrapper(self: ScoreCollector, *args: Any, **kwargs: Any) -> None:
+        depth = self.__dict__.get("_init_depth", 0)
+        self.__dict__["_init_depth"] = depth + 1
+        try:
+            init(self, *args, **kwargs)
+        finally:
+            self.__dict__["_init_depth"] = depth
+        if depth == 0:
+            del self.__dict__["_init_depth"]
+            self._check_identity()
+
+    return wrapper  # type: ignore[return-value]
 
 
 class ScoreCollector(pl.Callback):
@@ -126,14 +218,22 @@ class ScoreCollector(pl.Callback):
         save_path: if given, the scores are written there (rank 0) at the end of ``fit``.
         feature_layer: for methods that need penultimate features, the name of the final linear layer
             (default: the last ``nn.Linear`` of the model).
-        name: distinguishes two collectors of the same class and settings in one checkpoint.
+        name: distinguishes two collectors of the same class and settings in one fit (and checkpoint):
+            two ``TDDS()`` need ``TDDS(name="a")`` and ``TDDS(name="b")``.
+
+    Class attributes a subclass may set:
+        method: the name its scores carry (``Scores.method``).
+        needs_features: whether batches carry ``BatchView.features`` (the inputs of the final linear
+            layer, captured by a forward hook); ``feature_layer`` is then part of the identity.
+        non_identifying: constructor arguments to leave out of :meth:`hparams`, beyond :data:`NON_IDENTIFYING`.
     """
 
     method: ClassVar[str] = "collector"
     score_meaning: ClassVar[MeaningDeclaration] = ScoreMeaning.DIFFICULTY
     """What higher scores mean (``Scores.meaning``); every collector of the library declares its own."""
-    _declared_spec: dict[str, PerSample] | None
     needs_features: ClassVar[bool] = False
+    non_identifying: ClassVar[frozenset[str]] = frozenset()
+    _declared_spec: dict[str, PerSample] | None
 
     def __init__(
         self,
@@ -145,25 +245,92 @@ class ScoreCollector(pl.Callback):
         name: str | None = None,
     ) -> None:
         super().__init__()
-        if num_samples is not None and num_samples < 1:
-            raise ValueError(f"num_samples must be a positive integer, got {num_samples}.")
+        if num_samples is not None and (not is_integer(num_samples) or num_samples < 1):
+            raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}.")
         self.adapter = adapter or default_adapter
-        self.num_samples = num_samples
+        self.num_samples = None if num_samples is None else int(num_samples)
         self.save_path = save_path
         self.feature_layer = feature_layer
         self.name = name
         self._reset()
 
-    # ------------------------------------------------------------------ the public contract
-    def hparams(self) -> dict[str, Any]:
-        """The method's hyper-parameters (recorded in score files and in the state key)."""
-        return {}
+    @override
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is not None:
+            cls.__init__ = _identity_checked(init)  # type: ignore[method-assign]
 
+    # ------------------------------------------------------------------ identity
+    @classmethod
+    def identifying_arguments(cls) -> tuple[str, ...]:
+        """The constructor arguments that make up :meth:`hparams`, in signature order.
+
+        The parameters of the class's ``__init__`` and, as long as it takes ``**kwargs``, of the
+        ``__init__``s further up that they reach; minus :data:`NON_IDENTIFYING`, ``non_identifying``
+        and (for collectors without ``needs_features``) ``feature_layer``.
+        """
+        if cls not in _IDENTIFYING:
+            _IDENTIFYING[cls] = cls._signature_arguments()
+        return _IDENTIFYING[cls]
+
+    @classmethod
+    def _signature_arguments(cls) -> tuple[str, ...]:
+        excluded = NON_IDENTIFYING | cls.non_identifying | (frozenset() if cls.needs_features else {"feature_layer"})
+        names: list[str] = []
+        for klass in cls.__mro__:
+            init = klass.__dict__.get("__init__")
+            if init is None or not issubclass(klass, ScoreCollector):
+                continue
+            parameters = list(inspect.signature(init).parameters.values())[1:]  # drop self
+            for parameter in parameters:
+                if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+                    continue
+                if parameter.name not in excluded and parameter.name not in names:
+                    names.append(parameter.name)
+            if not any(parameter.kind is parameter.VAR_KEYWORD for parameter in parameters):
+                break  # no **kwargs: the arguments further up are not the user's to set
+        return tuple(names)
+
+    def hparams(self) -> dict[str, Any]:
+        """The collector's identity: its identifying constructor arguments, as plain JSON values.
+
+        Recorded in score files, part of the :attr:`state_key` (so in checkpoints) and compared when
+        a pipeline reuses a score file. Derived from :meth:`identifying_arguments`, each read from the
+        attribute of its name: do not write it by hand.
+        """
+        owner = type(self).__name__
+        return {name: plain(getattr(self, name), owner, name) for name in self.identifying_arguments()}
+
+    def _check_identity(self) -> None:
+        """Every identifying argument is stored under its name, as plain data; a hand-written
+        ``hparams()`` (allowed for old subclasses) must agree with the derived one."""
+        owner = type(self).__name__
+        missing = [name for name in self.identifying_arguments() if not hasattr(self, name)]
+        if missing:
+            raise TypeError(
+                f"{owner}.__init__ takes {', '.join(map(repr, missing))} but stores no attribute of that name. A "
+                "collector's identity (hparams(), the state key) is read from self.<argument>: store each "
+                f"argument under its own name (self.{missing[0]} = {missing[0]}), or list it in `non_identifying` "
+                "if it does not change the scores."
+            )
+        derived = ScoreCollector.hparams(self)
+        if type(self).hparams is not ScoreCollector.hparams:
+            written = plain(self.hparams(), owner, "hparams()")
+            if written != derived:
+                raise TypeError(
+                    f"{owner}.hparams() returns {written}, but its constructor's arguments say {derived}. The base "
+                    "derives hparams() from the constructor: remove the override (leave an argument out with "
+                    "`non_identifying`)."
+                )
+
+    # ------------------------------------------------------------------ the public contract
     def state_spec(self) -> Mapping[str, PerSample]:
         """The per-sample state the method keeps, by name (see :class:`~lightning_prune.PerSample`).
 
         Each state with a ``reduce`` receives, every collected epoch, the values :meth:`batch_values`
-        returns under its name; the base writes, exchanges and merges them.
+        returns under its name; the base writes, exchanges and merges them. States with
+        ``reduce=None`` are written by :meth:`fold` only.
         """
         return {}
 
@@ -171,8 +338,16 @@ class ScoreCollector(pl.Callback):
         """Whether the batches of ``epoch`` (counted from 0) are recorded; all epochs by default."""
         return True
 
+    def needs(self) -> EpochNeed | None:
+        """How long a run the method needs (:class:`EpochNeed`), or ``None`` when any run of one
+        epoch will do. The base refuses, when fit starts, a ``max_epochs`` or ``max_steps`` that stops
+        earlier, and ``.scores`` before ``to_score`` epochs were collected."""
+        return None
+
     def batch_values(self, view: BatchView) -> Mapping[str, Tensor]:
-        """One batch's values ``{name: Tensor[B, *shape]}`` for every state of :meth:`state_spec` that has a ``reduce``."""
+        """One batch's values ``{name: Tensor[B, *shape]}`` for every state of :meth:`state_spec` that
+        has a ``reduce``. It may read :attr:`state` (a ``"last"`` state still holds the previous
+        epoch's values for the samples not yet seen in this epoch); ``view.epoch`` is the epoch."""
         raise NotImplementedError(
             f"{type(self).__name__} declares state {sorted(self.state_spec())} but does not implement batch_values(view)."
         )
@@ -182,6 +357,7 @@ class ScoreCollector(pl.Callback):
 
         ``values`` are the epoch's rows of the reduced states (valid where ``seen``), ``state`` every
         declared tensor (already merged) plus ``labels`` and ``times_seen``. Write in place.
+        :attr:`epochs_collected` counts the epochs folded before this one.
         """
 
     def score(self, state: Mapping[str, Tensor]) -> Tensor:
@@ -190,12 +366,26 @@ class ScoreCollector(pl.Callback):
         raise NotImplementedError(f"{type(self).__name__} declares state but does not implement score(state).")
 
     def extras(self, state: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        """Optional per-sample arrays stored next to the scores (``Scores.extras``)."""
+        """Optional per-sample arrays stored next to the scores (``Scores.extras``); read right after
+        :meth:`score` on the same state."""
         return {}
 
-    # ------------------------------------------------------------------ engine hooks
-    # The declarative contract above is implemented by these; a method that needs more control (a
-    # ring of epochs, an eval pass) may override them instead.
+    @property
+    def records_at_train_end(self) -> bool:
+        """Whether the collector records nothing while training epochs run and everything once training
+        ends (an eval pass after training): a checkpoint written during training then holds none of
+        its state, and a resume misses nothing."""
+        return False
+
+    @property
+    def state(self) -> Mapping[str, Tensor]:
+        """The declared per-sample state, by name, plus ``labels`` and ``times_seen`` (read-only use:
+        :meth:`fold` receives the same tensors to write)."""
+        if not self._buffers:
+            raise RuntimeError(f"{type(self).__name__} has no state yet: no batch has been recorded.")
+        return self._declared_state()
+
+    # ------------------------------------------------------------------ engine
     def _spec(self) -> Mapping[str, PerSample]:
         """``state_spec()``, read once per fit: the batch hook must not rebuild it for every batch."""
         if self._declared_spec is None:
@@ -206,25 +396,22 @@ class ScoreCollector(pl.Callback):
         names = [*self._spec(), "labels", "times_seen"]
         return {name: self._buffers[name] for name in names}
 
-    def _allocate(self, num_samples: int, num_classes: int, device: torch.device) -> dict[str, Tensor]:
-        """Create the method's per-sample state."""
+    def _dims(self, num_classes: int, num_features: int | None) -> dict[str, int]:
+        dims = {CLASSES: num_classes}
+        if num_features is not None:
+            dims[FEATURES] = num_features
+        return dims
+
+    def _allocate(self, num_samples: int, dims: Mapping[str, int], device: torch.device) -> dict[str, Tensor]:
         spec = self._spec()
         if not spec:
             raise NotImplementedError(
                 f"{type(self).__name__} keeps no state: declare it with state_spec() (see lightning_prune.PerSample)."
             )
-        return allocate_declared(spec, num_samples, num_classes, device)
+        return allocate_declared(spec, num_samples, dims, device)
 
-    def _collects(self, epoch: int) -> bool:
-        """Whether this epoch's batches are recorded (epochs outside return before any work)."""
-        return self.collects(epoch)
-
-    def _records_during(self, epoch: int) -> bool:
-        """Whether state is written while ``epoch`` runs (a checkpoint after it holds that state)."""
-        return self._collects(epoch)
-
-    def _collect(self, epoch: int, view: BatchView, fresh: Tensor) -> None:
-        """Record one batch; write rows with :meth:`_write` so repeated samples keep their first value."""
+    def _collect(self, view: BatchView, fresh: Tensor) -> None:
+        """Record one batch; rows are written so that repeated samples keep their first value."""
         spec = self._spec()
         values = self.batch_values(view)
         for name in self._reduced_names():
@@ -232,12 +419,18 @@ class ScoreCollector(pl.Callback):
                 raise KeyError(
                     f"{type(self).__name__}.batch_values() returned {sorted(values)}; it must return {name!r}."
                 )
-            self._write(epoch_row(spec, self._buffers, name), view.indices, values[name], fresh)
+            row, value = epoch_row(spec, self._buffers, name), values[name]
+            if tuple(value.shape) != (view.indices.shape[0], *row.shape[1:]):
+                raise ValueError(
+                    f"{type(self).__name__}.batch_values() returned {name!r} of shape {tuple(value.shape)} for a batch "
+                    f"of {view.indices.shape[0]}; the state declares [batch, *{tuple(row.shape[1:])}]."
+                )
+            self._write(row, view.indices, value, fresh)
 
     def _reduced_names(self) -> list[str]:
         return [name for name, declared in self._spec().items() if declared.reduce is not None]
 
-    def _epoch_rows(self, epoch: int) -> list[Tensor]:
+    def _epoch_rows(self) -> list[Tensor]:
         """The per-sample tensors (first dimension N) that :meth:`_collect` wrote this epoch."""
         spec = self._spec()
         return [epoch_row(spec, self._buffers, name) for name in self._reduced_names()]
@@ -249,33 +442,61 @@ class ScoreCollector(pl.Callback):
         values = {name: epoch_row(spec, self._buffers, name) for name in self._reduced_names()}
         self.fold(epoch, values, self._declared_state(), seen)
 
-    def _compute(self) -> Tensor:
-        """The final scores, length N, higher = keep."""
-        return self.score(self._declared_state())
-
-    def _extras(self) -> dict[str, Tensor]:
-        return self.extras(self._declared_state()) if self._spec() else {}
-
-    def _min_epochs(self) -> int:
-        """Epochs that must be collected before scores exist."""
-        return 1
-
-    def _epochs_needed(self) -> tuple[str, int] | None:
-        """``(setting, epochs)``: a setting (e.g. ``"window=10"``) that needs this many training epochs."""
-        return None
+    def _to_score(self) -> int:
+        need = self.needs()
+        return 1 if need is None else need.to_score
 
     def _check_fit(self, trainer: pl.Trainer) -> None:
-        """Fail early if the run cannot produce this method's scores."""
-        need, max_epochs = self._epochs_needed(), trainer.max_epochs
-        if need is not None and max_epochs is not None and 0 <= max_epochs < need[1]:
-            setting, epochs = need
+        """Fail before training if ``max_epochs`` stops the run before the method's need."""
+        need, max_epochs = self.needs(), trainer.max_epochs
+        if need is not None and max_epochs is not None and 0 <= max_epochs < need.epochs:
             raise ValueError(
-                f"{type(self).__name__}({setting}) needs at least {epochs} training epochs, but the Trainer stops "
-                f"after max_epochs={max_epochs}. Raise max_epochs or lower {setting.split('=')[0]}."
+                f"{type(self).__name__}({need.setting}) {need.requirement} but the Trainer stops after "
+                f"max_epochs={max_epochs}. Raise max_epochs or lower {need.setting.split('=')[0]}."
+            )
+
+    def _check_steps(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Fail before training if ``max_steps`` ends the run before the method's need.
+
+        Needs the epoch length, known once the train dataloader is set up (``on_train_start``). Skipped
+        where it cannot be known up front: an unsized loader, manual optimisation, or a callback that
+        changes the epoch length (e.g. InfoBatch)."""
+        need, max_steps = self.needs(), trainer.max_steps
+        if need is None or max_steps is None or max_steps < 0:
+            return
+        batches = trainer.num_training_batches
+        if not math.isfinite(batches) or batches < 1 or not pl_module.automatic_optimization:
+            return
+        if changes_epoch_length(trainer):
+            return
+        steps_per_epoch = math.ceil(int(batches) / max(1, int(trainer.accumulate_grad_batches)))
+        reached = math.ceil(max_steps / steps_per_epoch)
+        if reached < need.epochs:
+            raise ValueError(
+                f"{type(self).__name__}({need.setting}) {need.requirement} but max_steps={max_steps} ends the run "
+                f"after {reached} epoch(s) of {steps_per_epoch} optimizer steps. Raise max_steps to at least "
+                f"{need.epochs * steps_per_epoch} (or leave max_steps=-1 and set max_epochs), or lower "
+                f"{need.setting.split('=')[0]}."
+            )
+
+    def _check_resumed_size(self, trainer: pl.Trainer) -> None:
+        """A state resumed from a checkpoint must be of this fit's training set."""
+        if not self._buffers or self._num_samples_seen is None:
+            return
+        try:
+            size = self._infer_num_samples(trainer)
+        except ValueError:
+            return  # no size to compare; batches outside the state's range are still refused
+        if size != self._num_samples_seen:
+            raise ValueError(
+                f"{type(self).__name__} resumes a checkpoint collected over {self._num_samples_seen} samples, but this "
+                f"fit's training set has {size}. Its scores would mix two data sets: resume on the data set the "
+                "checkpoint was made with, or fit without ckpt_path to start collecting from scratch."
             )
 
     # ------------------------------------------------------------------ public surface
     @property
+    @override
     def state_key(self) -> str:
         key = {**self.hparams()}
         if self.name is not None:
@@ -293,10 +514,12 @@ class ScoreCollector(pl.Callback):
             raise RuntimeError(
                 f"{type(self).__name__} has no scores yet: add it to Trainer(callbacks=[...]) and run trainer.fit()."
             )
-        if self._epochs_collected < self._min_epochs():
+        need = self.needs()
+        to_score, describe = (1, "one full epoch") if need is None else (need.to_score, need.describe)
+        if self._epochs_collected < to_score:
             raise RuntimeError(
                 f"{type(self).__name__} collected {self._epochs_collected} epoch(s) but needs at least "
-                f"{self._min_epochs()} to score ({self._describe_need()}). Train for more epochs."
+                f"{to_score} to score ({describe}). Train for more epochs."
             )
         times_seen = self._buffers["times_seen"]
         never_seen = int((times_seen == 0).sum())
@@ -305,15 +528,13 @@ class ScoreCollector(pl.Callback):
                 f"{type(self).__name__}: {never_seen} of {self._num_samples_seen} samples were never seen in a training "
                 "batch, so they have no score. Train on full epochs (no limit_train_batches) over the whole data set."
             )
-        values = self._compute().detach().double().cpu().numpy()
+        state = self._declared_state()
+        values = self.score(state).detach().double().cpu().numpy()
+        extras = {key: value.detach().cpu().numpy() for key, value in self.extras(state).items()}
         labels = self._buffers["labels"].cpu().numpy()
-        extras = {key: value.detach().cpu().numpy() for key, value in self._extras().items()}
         hparams = self.hparams()
         meaning = meaning_of(type(self), hparams)
         return Scores(values=values, method=self.method, hparams=hparams, labels=labels, extras=extras, meaning=meaning)
-
-    def _describe_need(self) -> str:
-        return "one full epoch"
 
     @property
     def _state_num_samples(self) -> int:
@@ -334,6 +555,7 @@ class ScoreCollector(pl.Callback):
         self._buffers: dict[str, Tensor] = {}
         self._num_samples_seen: int | None = None
         self._num_classes: int | None = None
+        self._num_features: int | None = None
         self._epochs_collected = 0
         self._pending_epoch: int | None = None
         self._loaded_this_fit = False
@@ -342,6 +564,7 @@ class ScoreCollector(pl.Callback):
         self._faults = BatchFaults()
         self._declared_spec = None
 
+    @override
     def state_dict(self) -> dict[str, Any]:
         if not self._buffers:
             return {}
@@ -351,11 +574,13 @@ class ScoreCollector(pl.Callback):
             "hparams": self.hparams(),
             "num_samples": self._num_samples_seen,
             "num_classes": self._num_classes,
+            "num_features": self._num_features,
             "epochs_collected": self._epochs_collected,
             "pending_epoch": self._pending_epoch,
             "buffers": {key: value.detach().cpu().clone() for key, value in self._buffers.items()},
         }
 
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         if not state_dict:
             return
@@ -365,22 +590,34 @@ class ScoreCollector(pl.Callback):
                 f"{state_dict.get('method')}({state_dict.get('hparams')}): create the collector with the "
                 "checkpoint's settings to resume it."
             )
-        self._check_buffer_layout(state_dict)
+        num_features = state_dict.get("num_features", self._checkpoint_feature_width(state_dict))
+        self._check_buffer_layout(state_dict, num_features)
         self._buffers = {key: value.clone() for key, value in state_dict["buffers"].items()}
         self._num_samples_seen = state_dict["num_samples"]
         self._num_classes = state_dict["num_classes"]
+        self._num_features = num_features
         self._epochs_collected = state_dict["epochs_collected"]
         self._pending_epoch = state_dict["pending_epoch"]
         self._loaded_this_fit = True
 
-    def _check_buffer_layout(self, state_dict: Mapping[str, Any]) -> None:
+    def _checkpoint_feature_width(self, state_dict: Mapping[str, Any]) -> int | None:
+        """H of a checkpoint written before it was recorded: the width of its feature-sized buffer."""
+        for name, declared in self._spec().items():
+            buffer = (state_dict.get("buffers") or {}).get(name)
+            if declared.uses_features and buffer is not None:
+                return int(buffer.shape[1 + declared.shape.index(FEATURES)])
+        return None
+
+    def _check_buffer_layout(self, state_dict: Mapping[str, Any], num_features: int | None) -> None:
         """Refuse checkpointed buffers this version would lay out differently (names, shapes, dtypes),
         e.g. a checkpoint written by another lightning-prune version: resuming would fail later or
         mix layouts."""
         n, c = int(state_dict["num_samples"]), int(state_dict["num_classes"])
         base = {"labels": torch.int64, "seen": torch.bool, "times_seen": torch.int32}
         expected = {name: (torch.Size([n]), dtype) for name, dtype in base.items()}
-        expected.update({name: (t.shape, t.dtype) for name, t in self._allocate(n, c, torch.device("meta")).items()})
+        if num_features is not None or not any(declared.uses_features for declared in self._spec().values()):
+            allocated = self._allocate(n, self._dims(c, num_features), torch.device("meta"))
+            expected.update({name: (t.shape, t.dtype) for name, t in allocated.items()})
         found = {name: (t.shape, t.dtype) for name, t in state_dict["buffers"].items()}
         if found != expected:
             differing = sorted(name for name in set(found) | set(expected) if found.get(name) != expected.get(name))
@@ -392,6 +629,7 @@ class ScoreCollector(pl.Callback):
             )
 
     # ------------------------------------------------------------------ Lightning hooks
+    @override
     def on_load_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
@@ -412,8 +650,8 @@ class ScoreCollector(pl.Callback):
                 "so far. Create the collectors with the checkpoint's settings, name and precision, or fit without "
                 "ckpt_path to start collecting from scratch."
             )
-        completed = _completed_epochs(checkpoint)
-        missed = [epoch for epoch in range(completed) if self._records_during(epoch)]
+        completed = checkpoint_completed_epochs(checkpoint)
+        missed = [] if self.records_at_train_end else [epoch for epoch in range(completed) if self.collects(epoch)]
         if self.state_key not in states and int(checkpoint.get("global_step", 0)) > 0 and missed:
             raise ValueError(
                 f"{self.state_key} has no state in the checkpoint, which resumes at epoch {completed}; it would miss "
@@ -422,8 +660,10 @@ class ScoreCollector(pl.Callback):
                 "collector to a fit that starts from scratch instead."
             )
 
+    @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         resumed, self._loaded_this_fit = self._loaded_this_fit, False  # a crashed fit must not leave it set
+        check_unique_state_keys(trainer_callbacks(trainer))
         if self._buffers and not resumed:
             rank_zero_warn(
                 f"{type(self).__name__} already holds scores from an earlier fit ({self._epochs_collected} "
@@ -440,18 +680,22 @@ class ScoreCollector(pl.Callback):
         if module.training:
             self._features = inputs[0].detach()
 
+    @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._check_steps(trainer, pl_module)
+        self._check_resumed_size(trainer)
         if self._buffers:
             self._buffers = {key: value.to(pl_module.device) for key, value in self._buffers.items()}
         self._faults = BatchFaults()
 
+    @override
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         epoch = trainer.current_epoch
         if self._pending_epoch is not None and self._pending_epoch != epoch:
             self._finish_epoch(trainer, self._pending_epoch)
-        if not self._collects(epoch):
+        if not self.collects(epoch):
             return
         view = self.adapter(outputs, batch, pl_module)
         if view.features is None and self.needs_features:
@@ -467,6 +711,7 @@ class ScoreCollector(pl.Callback):
         view.logits = view.logits.detach()
         view.indices = view.indices.to(device, non_blocking=True)
         view.targets = view.targets.to(device, non_blocking=True)
+        view.epoch = epoch
         if self._pending_epoch != epoch:
             if not self._buffers:
                 self._allocate_state(trainer, view)
@@ -476,14 +721,16 @@ class ScoreCollector(pl.Callback):
         seen = self._buffers["seen"]
         fresh = ~seen[view.indices] & valid
         self._write(self._buffers["labels"], view.indices, view.targets, fresh)
-        self._collect(epoch, view, fresh)
+        self._collect(view, fresh)
         seen[view.indices] = seen[view.indices] | valid
         self._features = None
 
+    @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._pending_epoch is not None:
             self._finish_epoch(trainer, self._pending_epoch)
 
+    @override
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._pending_epoch is not None:
             self._finish_epoch(trainer, self._pending_epoch)
@@ -491,6 +738,7 @@ class ScoreCollector(pl.Callback):
         if self.save_path is not None and self._buffers and trainer.is_global_zero:
             self.scores.save(self.save_path)
 
+    @override
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if self._hook_handle is not None:
             self._hook_handle.remove()
@@ -521,14 +769,31 @@ class ScoreCollector(pl.Callback):
             raise ValueError(
                 f"{type(self).__name__} expects logits of shape [batch, classes], got {tuple(view.logits.shape)}."
             )
+        num_features = None
+        if any(declared.uses_features for declared in self._spec().values()):
+            if view.features is None or view.features.dim() != 2:
+                got = "none" if view.features is None else f"shape {tuple(view.features.shape)}"
+                layer = repr(self.feature_layer) if self.feature_layer else "the model's last nn.Linear"
+                fix = (
+                    f"{layer} was not called in this forward pass: name the classifier layer with "
+                    "feature_layer='path.to.layer'"
+                    if self.needs_features
+                    else "set needs_features = True (the inputs of the final linear layer)"
+                )
+                raise ValueError(
+                    f"{type(self).__name__} needs per-sample features of shape [batch, hidden], but the batch's "
+                    f"features are {got}: {fix}, or return BatchView(features=...) from an adapter."
+                )
+            num_features = int(view.features.shape[1])
         n = self._num_samples_seen = self._infer_num_samples(trainer)
         self._num_classes = int(view.logits.shape[1])
+        self._num_features = num_features
         device = view.logits.device
         self._buffers = {
             "labels": torch.full((n,), -1, dtype=torch.int64, device=device),
             "seen": torch.zeros(n, dtype=torch.bool, device=device),
             "times_seen": torch.zeros(n, dtype=torch.int32, device=device),
-            **self._allocate(n, self._num_classes, device),
+            **self._allocate(n, self._dims(self._num_classes, num_features), device),
         }
 
     def _check_batch(self, trainer: pl.Trainer, view: BatchView) -> None:
@@ -539,7 +804,7 @@ class ScoreCollector(pl.Callback):
     def _finish_epoch(self, trainer: pl.Trainer, epoch: int) -> None:
         self._pending_epoch = None
         self._raise_batch_faults(trainer, epoch)
-        rows = [self._buffers["labels"], *self._epoch_rows(epoch)]
+        rows = [self._buffers["labels"], *self._epoch_rows()]
         self._exchange(trainer, rows)
         seen = self._buffers["seen"]
         self._check_coverage(epoch, int(seen.sum()))
@@ -556,6 +821,13 @@ class ScoreCollector(pl.Callback):
                 "samples not seen keep their previous values. Train on full epochs for exact scores."
             )
 
+    @staticmethod
+    def _gather(trainer: pl.Trainer) -> GatherFn:
+        """The collective for the epoch's exchange: ``torch.distributed.all_gather`` where a process group
+        is up (``Strategy.all_gather`` goes through a deprecated torch autograd function and warns on every
+        rank), else the strategy's own."""
+        return all_gather if distributed_ready() else trainer.strategy.all_gather
+
     def _raise_batch_faults(self, trainer: pl.Trainer, epoch: int) -> None:
         """Raise, on every rank at once, what this epoch's batch screening found."""
         self._faults.raise_if_any(
@@ -564,7 +836,7 @@ class ScoreCollector(pl.Callback):
             self._state_num_samples,
             self._state_num_classes,
             device=self._buffers["seen"].device,
-            gather=trainer.strategy.all_gather if trainer.world_size > 1 else None,
+            gather=self._gather(trainer) if trainer.world_size > 1 else None,
         )
 
     def _exchange(self, trainer: pl.Trainer, rows: list[Tensor]) -> None:
@@ -573,7 +845,7 @@ class ScoreCollector(pl.Callback):
             return
         seen = self._buffers["seen"]
         local = seen.nonzero().reshape(-1)
-        gathered = RankRows(trainer.strategy.all_gather, local)
+        gathered = RankRows(self._gather(trainer), local)
         keep_index, source = first_occurrence(gathered.indices)
         for tensor in rows:  # one gathered tensor at a time: the transient is the largest row, not their sum
             tensor[keep_index] = gathered.gather(tensor[local])[source].to(tensor.dtype)

@@ -14,18 +14,22 @@ learned = keep. The mean label probability over the T epochs is stored as
 ``Scores.extras["confidence"]``: the ratio-adaptive sampling of the paper
 (``select(..., strategy="dual")``, and ``"auto"``) draws from it.
 
-Streaming: a ring of the last J values of ``p_y``, the running window sum and the running sum of
-``p_y``: ``J + 2`` float32 values per sample.
+Streaming: the last J values of ``p_y``, the running window sum and the running sum of ``p_y``:
+``J + 2`` float32 values per sample.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-import torch
 from torch import Tensor
+from typing_extensions import override
 
+from lightning_prune.collectors.arguments import is_integer
+from lightning_prune.collectors.base import EpochNeed
 from lightning_prune.collectors.dynamic_uncertainty import DynamicUncertainty
+from lightning_prune.collectors.state import PerSample
 from lightning_prune.selection.meaning import ScoreMeaning
 
 CONFIDENCE = "confidence"
@@ -39,7 +43,8 @@ class DUAL(DynamicUncertainty):
         epochs: T, the epochs scored, counted from the first (official: 30). Later epochs are not read,
             so a scoring run of T epochs is enough.
         window: J, the window length in epochs (official: 10), at least 2 and at most ``epochs``.
-        **kwargs: see :class:`~lightning_prune.collectors.base.ScoreCollector`.
+        **kwargs: ``source``, ``dataloader`` (see :class:`~lightning_prune.DynamicUncertainty`) and
+            :class:`~lightning_prune.collectors.base.ScoreCollector`'s.
 
     State: J + 2 float32 values per sample. ``p_y`` comes from the training forward pass, as in the
     official code.
@@ -50,42 +55,40 @@ class DUAL(DynamicUncertainty):
 
     def __init__(self, epochs: int = 30, window: int = 10, **kwargs: Any) -> None:
         for name, value in (("epochs", epochs), ("window", window)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 2:
+            if not is_integer(value) or value < 2:
                 raise ValueError(
                     f"DUAL {name} must be an integer >= 2, got {value!r}. The paper uses epochs=30, window=10."
                 )
         if window > epochs:
             raise ValueError(f"DUAL window={window} cannot exceed epochs={epochs}: no full window would fit.")
-        self.epochs = epochs
-        super().__init__(window=window, **kwargs)
+        self.epochs = int(epochs)
+        super().__init__(window=int(window), **kwargs)
 
-    def hparams(self) -> dict[str, Any]:
-        return {"epochs": self.epochs, "window": self.window}
-
+    @override
     def collects(self, epoch: int) -> bool:
         return epoch < self.epochs
 
-    def _epochs_needed(self) -> tuple[str, int]:
-        return f"epochs={self.epochs}", self.epochs
+    @override
+    def needs(self) -> EpochNeed:
+        return EpochNeed(
+            f"epochs={self.epochs}", self.epochs, to_score=self.epochs, describe=f"its {self.epochs} epochs"
+        )
 
-    def _min_epochs(self) -> int:
-        return self.epochs
+    @override
+    def state_spec(self) -> dict[str, PerSample]:
+        return {**super().state_spec(), "confidence_sum": PerSample(reduce=None)}
 
-    def _describe_need(self) -> str:
-        return f"its {self.epochs} epochs"
+    @override
+    def window_score(self, window: Tensor) -> Tensor:
+        """The window's uncertainty (10 x its standard deviation, as the official code) times its
+        difficulty (1 - its mean)."""
+        return 10.0 * window.std(dim=1, correction=1) * (1.0 - window.mean(dim=1))
 
-    def _allocate(self, num_samples: int, num_classes: int, device: torch.device) -> dict[str, Tensor]:
-        buffers = super()._allocate(num_samples, num_classes, device)
-        buffers["confidence_sum"] = torch.zeros(num_samples, dtype=torch.float32, device=device)
-        return buffers
+    @override
+    def fold(self, epoch: int, values: Mapping[str, Tensor], state: dict[str, Tensor], seen: Tensor) -> None:
+        state["confidence_sum"] += values["target_prob"]
+        super().fold(epoch, values, state, seen)
 
-    def _fold(self, epoch: int, seen: Tensor) -> None:
-        ring = self._buffers["target_probs"]
-        self._buffers["confidence_sum"] += ring[self._slot(epoch)]
-        if self._epochs_collected + 1 < self.window:  # this epoch is not yet counted
-            return
-        uncertainty = 10.0 * ring.std(dim=0, correction=1)
-        self._buffers["uncertainty_sum"] += uncertainty * (1.0 - ring.mean(dim=0))
-
-    def _extras(self) -> dict[str, Tensor]:
-        return {CONFIDENCE: self._buffers["confidence_sum"] / self._epochs_collected}
+    @override
+    def extras(self, state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        return {CONFIDENCE: state["confidence_sum"] / self.epochs_collected}

@@ -10,7 +10,7 @@ The standard deviation uses the ``J - 1`` denominator (sample standard deviation
 for every sample, the choice rescales all scores alike and leaves the ranking unchanged. Higher =
 the prediction keeps moving = keep.
 
-Streaming: a ring of the last J values of ``p_y`` and a running sum of window deviations,
+Streaming: the epoch's ``p_y``, the J - 1 values before it and a running sum of window deviations,
 ``(J + 1)`` float32 values per sample; nothing else is kept.
 
 Where ``p_y`` comes from: by default the training forward pass (train mode, augmented, before the
@@ -31,15 +31,19 @@ definition of the paper (a window's standard deviation, averaged over windows).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
+from typing_extensions import override
 
+from lightning_prune.collectors.arguments import is_integer
 from lightning_prune.collectors.averaged import target_probabilities
-from lightning_prune.collectors.base import BatchView, ScoreCollector
+from lightning_prune.collectors.base import BatchView, EpochNeed, ScoreCollector
 from lightning_prune.collectors.eval_pass import EvalPassMixin
+from lightning_prune.collectors.state import PerSample
 from lightning_prune.selection.meaning import ScoreMeaning
 
 
@@ -53,58 +57,60 @@ class DynamicUncertainty(EvalPassMixin, ScoreCollector):
         dataloader: for ``source="eval_pass"``, the loader to run (default: the train dataloader).
         **kwargs: see :class:`~lightning_prune.collectors.base.ScoreCollector`.
 
-    State: J + 1 float32 values per sample.
+    State: J + 1 float32 values per sample. Subclasses change the statistic of a window with
+    :meth:`window_score`.
     """
 
     method = "dynamic_uncertainty"
     score_meaning = ScoreMeaning.DIFFICULTY
-    _eval_schedule = "epoch"
+    eval_schedule = "epoch"
 
     def __init__(
         self, window: int = 10, *, source: str = "train", dataloader: DataLoader | None = None, **kwargs: Any
     ) -> None:
-        if not isinstance(window, int) or isinstance(window, bool) or window < 2:
+        if not is_integer(window) or window < 2:
             raise ValueError(
                 f"DynamicUncertainty window must be an integer >= 2 (a standard deviation needs two epochs), "
                 f"got {window!r}. The paper uses window=10."
             )
-        self.window = window
+        self.window = int(window)
         self._set_source(source, dataloader)
         super().__init__(**kwargs)
 
-    def hparams(self) -> dict[str, Any]:
-        return {"window": self.window, "source": self.source}
+    @override
+    def needs(self) -> EpochNeed:
+        return EpochNeed(
+            f"window={self.window}",
+            self.window,
+            to_score=self.window,
+            describe=f"one full window of {self.window} epochs",
+        )
 
-    def _epochs_needed(self) -> tuple[str, int]:
-        return f"window={self.window}", self.window
-
-    def _min_epochs(self) -> int:
-        return self.window
-
-    def _describe_need(self) -> str:
-        return f"one full window of {self.window} epochs"
-
-    def _allocate(self, num_samples: int, num_classes: int, device: torch.device) -> dict[str, Tensor]:
+    @override
+    def state_spec(self) -> dict[str, PerSample]:
         return {
-            "target_probs": torch.zeros(self.window, num_samples, dtype=torch.float32, device=device),
-            "uncertainty_sum": torch.zeros(num_samples, dtype=torch.float32, device=device),
+            "target_prob": PerSample(reduce="last"),  # this epoch's p_y
+            "earlier_probs": PerSample(reduce=None, shape=(self.window - 1,)),  # the J - 1 before it, a ring
+            "uncertainty_sum": PerSample(reduce=None),
         }
 
-    def _slot(self, epoch: int) -> int:
-        return epoch % self.window
+    @override
+    def batch_values(self, view: BatchView) -> dict[str, Tensor]:
+        return {"target_prob": target_probabilities(view)}
 
-    def _collect(self, epoch: int, view: BatchView, fresh: Tensor) -> None:
-        slot = self._buffers["target_probs"][self._slot(epoch)]
-        self._write(slot, view.indices, target_probabilities(view), fresh)
+    def window_score(self, window: Tensor) -> Tensor:
+        """The statistic of one window, ``[N, J]`` label probabilities (in no particular epoch order),
+        that the score averages over windows: their sample standard deviation."""
+        return window.std(dim=1, correction=1)
 
-    def _epoch_rows(self, epoch: int) -> list[Tensor]:
-        return [self._buffers["target_probs"][self._slot(epoch)]]
+    @override
+    def fold(self, epoch: int, values: Mapping[str, Tensor], state: dict[str, Tensor], seen: Tensor) -> None:
+        current, earlier = values["target_prob"], state["earlier_probs"]
+        if self.epochs_collected + 1 >= self.window:  # this epoch completes a window
+            state["uncertainty_sum"] += self.window_score(torch.cat([earlier, current[:, None]], dim=1))
+        earlier[:, self.epochs_collected % (self.window - 1)] = current  # replaces the oldest
 
-    def _fold(self, epoch: int, seen: Tensor) -> None:
-        if self._epochs_collected + 1 < self.window:  # this epoch is not yet counted
-            return
-        self._buffers["uncertainty_sum"] += self._buffers["target_probs"].std(dim=0, correction=1)
-
-    def _compute(self) -> Tensor:
-        windows = self._epochs_collected - self.window + 1
-        return self._buffers["uncertainty_sum"] / windows
+    @override
+    def score(self, state: Mapping[str, Tensor]) -> Tensor:
+        windows = self.epochs_collected - self.window + 1
+        return state["uncertainty_sum"] / windows

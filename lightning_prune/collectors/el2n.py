@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from torch import Tensor
+from typing_extensions import override
 
 from lightning_prune.collectors.averaged import EpochAverageCollector, Epochs, error_norm
 from lightning_prune.collectors.base import BatchView
@@ -48,5 +49,6 @@ class EL2N(EpochAverageCollector):
     def __init__(self, epochs: Epochs = 10, **kwargs: Any) -> None:
         super().__init__(epochs, **kwargs)
 
-    def _per_sample(self, view: BatchView) -> Tensor:
-        return error_norm(view)
+    @override
+    def batch_values(self, view: BatchView) -> dict[str, Tensor]:
+        return {"total": error_norm(view)}

@@ -16,14 +16,18 @@ Which predictions ("the last epoch"):
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
+from typing_extensions import override
 
-from lightning_prune.collectors.base import BatchView, ScoreCollector
+from lightning_prune.collectors.arguments import is_integer
+from lightning_prune.collectors.base import BatchView, EpochNeed, ScoreCollector
 from lightning_prune.collectors.eval_pass import EvalPassMixin
+from lightning_prune.collectors.state import PerSample
 from lightning_prune.selection.meaning import ScoreMeaning
 
 
@@ -41,7 +45,7 @@ class Entropy(EvalPassMixin, ScoreCollector):
 
     method = "entropy"
     score_meaning = ScoreMeaning.DIFFICULTY
-    _eval_schedule = "end"
+    eval_schedule = "end"
 
     def __init__(
         self,
@@ -51,7 +55,7 @@ class Entropy(EvalPassMixin, ScoreCollector):
         dataloader: DataLoader | None = None,
         **kwargs: Any,
     ) -> None:
-        if epoch is not None and (not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0):
+        if epoch is not None and (not is_integer(epoch) or epoch < 0):
             raise ValueError(f"Entropy epoch must be None (the final epoch) or an epoch number >= 0, got {epoch!r}.")
         self._set_source(source, dataloader)
         if epoch is not None and source == "eval_pass":
@@ -59,31 +63,26 @@ class Entropy(EvalPassMixin, ScoreCollector):
                 "Entropy(source='eval_pass') scores the final model once training ends; epoch= selects a training "
                 "epoch's forward pass instead. Use one or the other."
             )
-        self.epoch = epoch
+        self.epoch = None if epoch is None else int(epoch)
         super().__init__(**kwargs)
 
-    def hparams(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "source": self.source}
+    @override
+    def needs(self) -> EpochNeed | None:
+        return None if self.epoch is None else EpochNeed(f"epoch={self.epoch}", self.epoch + 1)  # epochs count from 0
 
-    def _epochs_needed(self) -> tuple[str, int] | None:
-        return None if self.epoch is None else (f"epoch={self.epoch}", self.epoch + 1)  # epochs count from 0
+    @override
+    def state_spec(self) -> dict[str, PerSample]:
+        return {"entropy": PerSample(reduce="last")}  # the newest epoch's entropies are the scores
 
-    def _allocate(self, num_samples: int, num_classes: int, device: torch.device) -> dict[str, Tensor]:
-        return {"entropy": torch.zeros(num_samples, dtype=torch.float32, device=device)}
-
-    def _collects(self, epoch: int) -> bool:
+    @override
+    def collects(self, epoch: int) -> bool:
         return self.epoch is None or epoch == self.epoch
 
-    def _collect(self, epoch: int, view: BatchView, fresh: Tensor) -> None:
+    @override
+    def batch_values(self, view: BatchView) -> dict[str, Tensor]:
         log_probs = torch.log_softmax(view.logits.float(), dim=1)
-        entropy = -(log_probs.exp() * log_probs).sum(dim=1)
-        self._write(self._buffers["entropy"], view.indices, entropy, fresh)
+        return {"entropy": -(log_probs.exp() * log_probs).sum(dim=1)}
 
-    def _epoch_rows(self, epoch: int) -> list[Tensor]:
-        return [self._buffers["entropy"]]
-
-    def _fold(self, epoch: int, seen: Tensor) -> None:
-        """Nothing to accumulate: the newest epoch's entropies are the scores."""
-
-    def _compute(self) -> Tensor:
-        return self._buffers["entropy"]
+    @override
+    def score(self, state: Mapping[str, Tensor]) -> Tensor:
+        return state["entropy"]

@@ -5,14 +5,14 @@ after training), computed without gradients, in eval mode (batch-norm running st
 dropout), and ideally without augmentation: dynamic uncertainty's official code, and the
 feature-space selectors. :class:`EvalPassMixin` gives a :class:`ScoreCollector` that option
 (``source="eval_pass"``) while keeping everything else of the base: rows are written with
-``_record`` exactly as training batches are, and the epoch is folded through the base's
-``_finish_epoch``, so the rank exchange, resume and error checks are shared.
+the base's recording path exactly as training batches are, and the epoch is folded the same way,
+so the rank exchange, resume and error checks are shared.
 
-When the pass runs:
+When the pass runs (the class attribute ``eval_schedule``):
 
-* ``_eval_schedule = "epoch"``: after the last training batch of every collected epoch (after its
+* ``eval_schedule = "epoch"``: after the last training batch of every collected epoch (after its
   optimiser step, before validation and checkpointing, so an end-of-epoch checkpoint includes it);
-* ``_eval_schedule = "end"``: once, in ``on_train_end`` (before Lightning tears the strategy down
+* ``eval_schedule = "end"``: once, in ``on_train_end`` (before Lightning tears the strategy down
   and moves the model to the CPU), also when training stops early.
 
 What it iterates:
@@ -38,6 +38,7 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, DistributedSampler, IterableDataset
+from typing_extensions import override
 
 from lightning_prune.collectors.base import BatchView, ScoreCollector, _find_final_linear, default_adapter
 from lightning_prune.data.indexed import unpack_batch
@@ -48,13 +49,15 @@ SOURCES = ("train", "eval_pass")
 
 class EvalPassMixin(ScoreCollector):
     """Adds ``source="train" | "eval_pass"`` to a :class:`ScoreCollector` subclass (listed first in
-    the bases). Subclasses set ``_eval_schedule`` and call :meth:`_set_source` in ``__init__``.
+    the bases). Subclasses set ``eval_schedule`` (``"epoch"`` or ``"end"``) and call
+    :meth:`_set_source` in ``__init__``.
 
     It derives from :class:`ScoreCollector` so that its calls into the collector are type-checked;
     listing ``ScoreCollector`` after it in a subclass's bases keeps the same method order.
     """
 
-    _eval_schedule: ClassVar[str] = "epoch"
+    eval_schedule: ClassVar[str] = "epoch"
+    """When the eval pass runs: ``"epoch"`` after every collected epoch, ``"end"`` once training ends."""
 
     def _set_source(self, source: str, dataloader: DataLoader | None) -> None:
         name = type(self).__name__
@@ -74,39 +77,43 @@ class EvalPassMixin(ScoreCollector):
         self._eval_pass_epoch: int | None = None
 
     # ------------------------------------------------------------------ hooks
+    @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_fit_start(trainer, pl_module)
         self._eval_pass_epoch = None
 
+    @override
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         if self.source == "train":
             super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
             return
-        if self._eval_schedule == "epoch" and batch_idx + 1 >= trainer.num_training_batches:
+        if self.eval_schedule == "epoch" and batch_idx + 1 >= trainer.num_training_batches:
             self._maybe_run_eval_pass(trainer, pl_module)
 
+    @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # a fallback for loaders whose length is unknown, where the last batch cannot be recognised
-        if self.source == "eval_pass" and self._eval_schedule == "epoch":
+        if self.source == "eval_pass" and self.eval_schedule == "epoch":
             self._maybe_run_eval_pass(trainer, pl_module)
         super().on_train_epoch_end(trainer, pl_module)
 
+    @override
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.source == "eval_pass" and self._eval_schedule == "end":
+        if self.source == "eval_pass" and self.eval_schedule == "end":
             self._maybe_run_eval_pass(trainer, pl_module)
         super().on_train_end(trainer, pl_module)
 
-    def _records_during(self, epoch: int) -> bool:
-        if self.source == "eval_pass" and self._eval_schedule == "end":
-            return False  # the one pass runs when training ends, after every checkpoint
-        return super()._records_during(epoch)
+    @property
+    @override
+    def records_at_train_end(self) -> bool:
+        return self.source == "eval_pass" and self.eval_schedule == "end"  # after every checkpoint
 
     # ------------------------------------------------------------------ the pass
     def _maybe_run_eval_pass(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch
-        if self._eval_pass_epoch == epoch or not self._collects(epoch):
+        if self._eval_pass_epoch == epoch or not self.collects(epoch):
             return
         self._eval_pass_epoch = epoch
         self._run_eval_pass(trainer, pl_module, epoch)

@@ -27,15 +27,19 @@ float16's range (65504) are refused at scoring time: use ``precision="float32"``
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
+from typing_extensions import override
 
-from lightning_prune.collectors.base import BatchView, ScoreCollector
+from lightning_prune.collectors.arguments import is_integer
+from lightning_prune.collectors.base import BatchView, EpochNeed, ScoreCollector
 from lightning_prune.collectors.eval_pass import EvalPassMixin
+from lightning_prune.collectors.state import FEATURES, PerSample
 
 _PRECISIONS = {"float16": torch.float16, "float32": torch.float32}
 
@@ -91,11 +95,11 @@ class FeatureCollector(EvalPassMixin, ScoreCollector):
         **kwargs: see :class:`~lightning_prune.collectors.base.ScoreCollector`; ``feature_layer``
             names the layer whose inputs are the features.
 
-    Subclasses implement :meth:`_score_features`.
+    Subclasses implement :meth:`score_features`.
     """
 
     needs_features = True
-    _eval_schedule = "end"
+    eval_schedule = "end"
 
     def __init__(
         self,
@@ -114,97 +118,81 @@ class FeatureCollector(EvalPassMixin, ScoreCollector):
                     f"{name}: epoch= picks the training forward pass to read features from, so it needs "
                     "source='train'; the default eval pass always embeds with the final model."
                 )
-            if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+            if not is_integer(epoch) or epoch < 0:
                 raise ValueError(f"{name} epoch must be an epoch number >= 0, got {epoch!r}.")
+            epoch = int(epoch)
         if precision not in _PRECISIONS:
             raise ValueError(f"{name} precision must be one of {tuple(_PRECISIONS)}, got {precision!r}.")
         self.epoch = epoch
         self.precision = precision
         self._target_epoch: int | None = epoch
+        self._cached: tuple[Tensor, dict[str, Tensor]] | None = None
         super().__init__(**kwargs)
 
     # ------------------------------------------------------------------ method interface
-    def _method_hparams(self) -> dict[str, Any]:
-        return {}
-
-    def _score_features(self, features: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        """Scores (length N, higher = keep) and extras from the ``[N, H]`` features and the labels."""
-        raise NotImplementedError
+    def score_features(self, features: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """The method: scores (length N, higher = keep) and extras (``Scores.extras``) from the ``[N, H]``
+        features (as stored, e.g. float16) and the ``[N]`` labels. Called once per change of the features."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement score_features(features, labels).")
 
     # ------------------------------------------------------------------ ScoreCollector
-    def hparams(self) -> dict[str, Any]:
-        return {**self._method_hparams(), "source": self.source, "epoch": self.epoch, "precision": self.precision}
-
-    def _reset(self) -> None:
-        super()._reset()
-        self._feature_dim: int | None = None
-        self._cached: tuple[Tensor, dict[str, Tensor]] | None = None
-
+    @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        features = (state_dict.get("buffers") or {}).get("features")
-        if features is not None:  # the width is read from the first batch; a resumed fit reads it here
-            self._feature_dim = int(features.shape[1])
         super().load_state_dict(state_dict)
         self._cached = None
 
-    def _check_fit(self, trainer: pl.Trainer) -> None:
-        if self.source != "train":
-            return
-        name = type(self).__name__
-        max_epochs = trainer.max_epochs
-        bounded = max_epochs if max_epochs is not None and max_epochs >= 0 else None  # None: no epoch limit
-        if self.epoch is None:
-            if bounded is None or bounded < 1:
+    @override
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.source == "train" and self.epoch is None:
+            max_epochs = trainer.max_epochs
+            if max_epochs is None or max_epochs < 1:  # -1: no epoch limit
                 raise ValueError(
-                    f"{name}(source='train') reads the features of the final epoch, which needs "
+                    f"{type(self).__name__}(source='train') reads the features of the final epoch, which needs "
                     "Trainer(max_epochs=...); pass epoch=e to choose the epoch, or use the default source='eval_pass'."
                 )
-            self._target_epoch = bounded - 1
-        elif bounded is not None and self.epoch >= bounded:
-            raise ValueError(
-                f"{name}(epoch={self.epoch}) reads epoch {self.epoch} (counted from 0), but the Trainer stops after "
-                f"max_epochs={max_epochs}. Choose epoch < max_epochs."
+            self._target_epoch = max_epochs - 1
+        super().on_fit_start(trainer, pl_module)
+
+    @override
+    def needs(self) -> EpochNeed:
+        if self.source != "train":
+            return EpochNeed(
+                "source='eval_pass'", 1, describe="the features of one eval pass, which runs when training ends"
             )
+        target = self._target_epoch if self._target_epoch is not None else 0
+        describe = f"the features of epoch {target}'s training forward pass"
+        if self.epoch is None:
+            return EpochNeed("source='train'", target + 1, describe=describe, what=f"reads the final epoch, {target},")
+        return EpochNeed(
+            f"epoch={self.epoch}", self.epoch + 1, describe=describe, what=f"reads epoch {self.epoch} (counted from 0)"
+        )
 
-    def _describe_need(self) -> str:
-        if self.source == "train":
-            return f"the features of epoch {self._target_epoch}'s training forward pass"
-        return "the features of one eval pass, which runs when training ends"
-
-    def _collects(self, epoch: int) -> bool:
+    @override
+    def collects(self, epoch: int) -> bool:
         return self.source == "eval_pass" or epoch == self._target_epoch
 
-    def _allocate_state(self, trainer: pl.Trainer, view: BatchView) -> None:
-        self._feature_dim = int(check_features(self, view).shape[1])
-        super()._allocate_state(trainer, view)
+    @override
+    def state_spec(self) -> dict[str, PerSample]:
+        return {"features": PerSample(reduce="last", dtype=_PRECISIONS[self.precision], shape=(FEATURES,))}
 
-    def _allocate(self, num_samples: int, num_classes: int, device: torch.device) -> dict[str, Tensor]:
-        dtype = _PRECISIONS[self.precision]
-        if self._feature_dim is None:
-            raise RuntimeError(
-                f"{type(self).__name__} does not know the feature width yet: it is read from the first batch's features."
-            )
-        return {"features": torch.zeros(num_samples, self._feature_dim, dtype=dtype, device=device)}
-
-    def _collect(self, epoch: int, view: BatchView, fresh: Tensor) -> None:
+    @override
+    def batch_values(self, view: BatchView) -> dict[str, Tensor]:
         features = check_features(self, view)
-        buffer = self._buffers["features"]
-        if features.shape[1] != buffer.shape[1]:
+        width = self.state["features"].shape[1]
+        if features.shape[1] != width:
             raise ValueError(
-                f"{type(self).__name__} recorded features of width {buffer.shape[1]}, this batch has "
+                f"{type(self).__name__} recorded features of width {width}, this batch has "
                 f"{features.shape[1]}: the feature layer must be the same for every batch."
             )
-        self._write(buffer, view.indices, features, fresh)
+        return {"features": features}
 
-    def _epoch_rows(self, epoch: int) -> list[Tensor]:
-        return [self._buffers["features"]]
-
-    def _fold(self, epoch: int, seen: Tensor) -> None:
+    @override
+    def fold(self, epoch: int, values: Mapping[str, Tensor], state: dict[str, Tensor], seen: Tensor) -> None:
         self._cached = None
 
-    def _compute(self) -> Tensor:
+    def _scored(self, state: Mapping[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         if self._cached is None:
-            features = self._buffers["features"]
+            features = state["features"]
             if not torch.isfinite(features).all():
                 raise FloatingPointError(
                     f"{type(self).__name__}: some recorded features are NaN or inf"
@@ -214,8 +202,13 @@ class FeatureCollector(EvalPassMixin, ScoreCollector):
                         else "; check the model."
                     )
                 )
-            self._cached = self._score_features(features, self._buffers["labels"])
-        return self._cached[0]
+            self._cached = self.score_features(features, state["labels"])
+        return self._cached
 
-    def _extras(self) -> dict[str, Tensor]:
-        return dict(self._cached[1]) if self._cached is not None else {}
+    @override
+    def score(self, state: Mapping[str, Tensor]) -> Tensor:
+        return self._scored(state)[0]
+
+    @override
+    def extras(self, state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        return dict(self._scored(state)[1])

@@ -8,12 +8,15 @@ was seen (official behaviour), so it ranks as most important.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import Tensor
+from typing_extensions import override
 
 from lightning_prune.collectors.base import BatchView, ScoreCollector
+from lightning_prune.collectors.state import PerSample
 from lightning_prune.selection.meaning import ScoreMeaning
 
 _NOT_SEEN = -1
@@ -21,6 +24,10 @@ _NOT_SEEN = -1
 
 class Forgetting(ScoreCollector):
     """Counts forgetting events per sample; higher = more often forgotten = keep.
+
+    State: whether the latest presentation was correct (written from batches), and, carried from
+    epoch to epoch by :meth:`fold`, the previous epoch's correctness, the events and whether the
+    sample was ever learned: 1 + 1 + 4 + 1 bytes per sample.
 
     Example::
 
@@ -43,30 +50,29 @@ class Forgetting(ScoreCollector):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
 
-    def _allocate(self, num_samples: int, num_classes: int, device: torch.device) -> dict[str, Tensor]:
+    @override
+    def state_spec(self) -> dict[str, PerSample]:
         return {
-            "correct_now": torch.zeros(num_samples, dtype=torch.bool, device=device),
-            "correct_before": torch.full((num_samples,), _NOT_SEEN, dtype=torch.int8, device=device),
-            "forgetting_events": torch.zeros(num_samples, dtype=torch.int32, device=device),
-            "ever_learned": torch.zeros(num_samples, dtype=torch.bool, device=device),
+            "correct_now": PerSample(reduce="last", dtype=torch.bool),
+            "correct_before": PerSample(reduce=None, dtype=torch.int8, fill=_NOT_SEEN),
+            "forgetting_events": PerSample(reduce=None, dtype=torch.int32),
+            "ever_learned": PerSample(reduce=None, dtype=torch.bool),
         }
 
-    def _collect(self, epoch: int, view: BatchView, fresh: Tensor) -> None:
-        correct = view.logits.argmax(dim=1) == view.targets
-        self._write(self._buffers["correct_now"], view.indices, correct, fresh)
+    @override
+    def batch_values(self, view: BatchView) -> dict[str, Tensor]:
+        return {"correct_now": view.logits.argmax(dim=1) == view.targets}
 
-    def _epoch_rows(self, epoch: int) -> list[Tensor]:
-        return [self._buffers["correct_now"]]
-
-    def _fold(self, epoch: int, seen: Tensor) -> None:
-        correct = self._buffers["correct_now"] & seen
-        before = self._buffers["correct_before"]
+    @override
+    def fold(self, epoch: int, values: Mapping[str, Tensor], state: dict[str, Tensor], seen: Tensor) -> None:
+        correct = values["correct_now"] & seen
+        before = state["correct_before"]
         forgotten = seen & (before == 1) & ~correct
-        self._buffers["forgetting_events"] += forgotten.to(torch.int32)
-        self._buffers["ever_learned"] |= correct
+        state["forgetting_events"] += forgotten.to(torch.int32)
+        state["ever_learned"] |= correct
         before.copy_(torch.where(seen, correct.to(torch.int8), before))
 
-    def _compute(self) -> Tensor:
-        buffers = self._buffers
-        never_learned_score = buffers["times_seen"].to(torch.float64)
-        return torch.where(buffers["ever_learned"], buffers["forgetting_events"].to(torch.float64), never_learned_score)
+    @override
+    def score(self, state: Mapping[str, Tensor]) -> Tensor:
+        never_learned_score = state["times_seen"].to(torch.float64)
+        return torch.where(state["ever_learned"], state["forgetting_events"].to(torch.float64), never_learned_score)

@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from typing_extensions import override
 
 from lightning_prune.collectors.features import FeatureCollector, class_members
 from lightning_prune.selection.meaning import ScoreMeaning
@@ -69,7 +70,8 @@ class Herding(FeatureCollector):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
 
-    def _score_features(self, features: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    @override
+    def score_features(self, features: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         num_samples = features.shape[0]
         scores = torch.empty(num_samples, dtype=torch.float64)
         ranks = torch.empty(num_samples, dtype=torch.int64)

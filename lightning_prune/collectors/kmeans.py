@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from lightning_prune.collectors.arguments import is_integer
+
 METRICS = ("euclidean", "cosine")
 
 
@@ -149,15 +151,18 @@ def kmeans(
         raise TypeError(f"kmeans needs floating-point points, got {points.dtype}.")
     if metric not in METRICS:
         raise ValueError(f"kmeans metric must be one of {METRICS}, got {metric!r}.")
-    if not isinstance(num_clusters, int) or not 1 <= num_clusters <= points.shape[0]:
+    if not is_integer(num_clusters) or not 1 <= num_clusters <= points.shape[0]:
         raise ValueError(
             f"kmeans num_clusters must be an integer between 1 and the number of points ({points.shape[0]}), "
             f"got {num_clusters!r}."
         )
-    if not isinstance(iterations, int) or iterations < 1:
+    if not is_integer(iterations) or iterations < 1:
         raise ValueError(f"kmeans iterations must be a positive integer, got {iterations!r}.")
-    if chunk_size < 1:
-        raise ValueError(f"kmeans chunk_size must be positive, got {chunk_size}.")
+    if not is_integer(chunk_size) or chunk_size < 1:
+        raise ValueError(f"kmeans chunk_size must be a positive integer, got {chunk_size!r}.")
+    if not is_integer(seed):
+        raise ValueError(f"kmeans seed must be an integer, got {seed!r}.")
+    num_clusters, iterations, chunk_size = int(num_clusters), int(iterations), int(chunk_size)
     generator = torch.Generator().manual_seed(int(seed))
     centroids = _kmeans_plus_plus(points, num_clusters, metric, generator, chunk_size)
     assignment, distance = _assign(points, centroids, metric, chunk_size)

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from typing_extensions import override
 
 from lightning_prune.collectors.features import FeatureCollector, class_members, median
 from lightning_prune.selection.meaning import ScoreMeaning
@@ -43,10 +44,8 @@ class Moderate(FeatureCollector):
         self.centre = centre
         super().__init__(**kwargs)
 
-    def _method_hparams(self) -> dict[str, Any]:
-        return {"centre": self.centre}
-
-    def _score_features(self, features: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    @override
+    def score_features(self, features: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         distance = torch.empty(features.shape[0], dtype=torch.float32, device=features.device)
         for _, members in class_members(labels):
             points = features[members].float()

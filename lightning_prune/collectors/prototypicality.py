@@ -26,7 +26,9 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from typing_extensions import override
 
+from lightning_prune.collectors.arguments import is_integer
 from lightning_prune.collectors.features import FeatureCollector, class_members
 from lightning_prune.collectors.kmeans import METRICS, kmeans
 from lightning_prune.selection.meaning import MeaningBy, ScoreMeaning
@@ -63,9 +65,7 @@ class Prototypicality(FeatureCollector):
         iterations: int = 100,
         **kwargs: Any,
     ) -> None:
-        if num_clusters is not None and (
-            not isinstance(num_clusters, int) or isinstance(num_clusters, bool) or num_clusters < 1
-        ):
+        if num_clusters is not None and (not is_integer(num_clusters) or num_clusters < 1):
             raise ValueError(f"Prototypicality num_clusters must be a positive integer or None, got {num_clusters!r}.")
         if metric not in METRICS:
             raise ValueError(f"Prototypicality metric must be one of {METRICS}, got {metric!r}.")
@@ -74,27 +74,20 @@ class Prototypicality(FeatureCollector):
                 f"Prototypicality keep must be 'hard' (far from the prototype; plentiful data) or 'easy' (scarce "
                 f"data), got {keep!r}."
             )
-        if not isinstance(iterations, int) or iterations < 1:
+        if not is_integer(iterations) or iterations < 1:
             raise ValueError(f"Prototypicality iterations must be a positive integer, got {iterations!r}.")
-        self.num_clusters = num_clusters
+        if not is_integer(seed):
+            raise ValueError(f"Prototypicality seed must be an integer, got {seed!r}.")
+        self.num_clusters = None if num_clusters is None else int(num_clusters)
         self.per_class = bool(per_class)
         self.metric = metric
         self.keep = keep
         self.seed = int(seed)
-        self.iterations = iterations
+        self.iterations = int(iterations)
         super().__init__(**kwargs)
 
-    def _method_hparams(self) -> dict[str, Any]:
-        return {
-            "num_clusters": self.num_clusters,
-            "per_class": self.per_class,
-            "metric": self.metric,
-            "keep": self.keep,
-            "seed": self.seed,
-            "iterations": self.iterations,
-        }
-
-    def _score_features(self, features: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    @override
+    def score_features(self, features: Tensor, labels: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         if self.per_class:
             per_class = self.num_clusters or 1
             distance = torch.empty(features.shape[0], dtype=torch.float32, device=features.device)

@@ -28,6 +28,9 @@ from torch import Tensor
 REDUCTIONS = ("sum", "last", "max", "min")
 CLASSES = "classes"
 """In a :class:`PerSample` shape, the number of classes C (known from the first batch's logits)."""
+FEATURES = "features"
+"""In a :class:`PerSample` shape, the feature width H (known from the first batch's ``BatchView.features``)."""
+SIZES = (CLASSES, FEATURES)
 EPOCH_SUFFIX = "@epoch"
 """Buffer-name suffix of the rows a reduced state's values are written to during an epoch."""
 
@@ -40,7 +43,8 @@ class PerSample:
         reduce: how each epoch's values merge into the state (``"sum"``, ``"last"``, ``"max"``,
             ``"min"``), or ``None`` for state that only :meth:`~lightning_prune.ScoreCollector.fold` writes.
         dtype: the tensor's dtype (``torch.float16`` halves the memory where the precision is enough).
-        shape: trailing dimensions per sample; the string ``"classes"`` stands for C.
+        shape: trailing dimensions per sample; the string ``"classes"`` stands for C and ``"features"``
+            for the width H of the batch's features (``BatchView.features``).
         fill: the initial value of every element.
     """
 
@@ -53,25 +57,33 @@ class PerSample:
         if self.reduce is not None and self.reduce not in REDUCTIONS:
             raise ValueError(f"PerSample reduce={self.reduce!r} is not one of {REDUCTIONS} or None.")
         for size in self.shape:
-            if size != CLASSES and not (isinstance(size, int) and size >= 1):
-                raise ValueError(f"PerSample shape {self.shape}: each size is a positive int or {CLASSES!r}.")
+            if size not in SIZES and not (isinstance(size, int) and not isinstance(size, bool) and size >= 1):
+                raise ValueError(
+                    f"PerSample shape {self.shape}: each size is a positive int, {CLASSES!r} or {FEATURES!r}."
+                )
 
-    def sizes(self, num_samples: int, num_classes: int) -> tuple[int, ...]:
-        return (num_samples, *(num_classes if size == CLASSES else int(size) for size in self.shape))
+    @property
+    def uses_features(self) -> bool:
+        """Whether the shape has the feature width H, read from the first batch's features."""
+        return FEATURES in self.shape
 
-    def allocate(self, num_samples: int, num_classes: int, device: torch.device) -> Tensor:
-        return torch.full(self.sizes(num_samples, num_classes), self.fill, dtype=self.dtype, device=device)
+    def sizes(self, num_samples: int, dims: Mapping[str, int]) -> tuple[int, ...]:
+        """The tensor's full size, with ``dims`` giving the symbolic sizes (``{"classes": C, "features": H}``)."""
+        return (num_samples, *(dims[size] if isinstance(size, str) else int(size) for size in self.shape))
+
+    def allocate(self, num_samples: int, dims: Mapping[str, int], device: torch.device) -> Tensor:
+        return torch.full(self.sizes(num_samples, dims), self.fill, dtype=self.dtype, device=device)
 
 
 def allocate_declared(
-    spec: Mapping[str, PerSample], num_samples: int, num_classes: int, device: torch.device
+    spec: Mapping[str, PerSample], num_samples: int, dims: Mapping[str, int], device: torch.device
 ) -> dict[str, Tensor]:
     """The declared states, plus an epoch-row buffer for each reduced one that needs its own."""
     buffers: dict[str, Tensor] = {}
     for name, declared in spec.items():
         if EPOCH_SUFFIX in name or name in ("labels", "seen", "times_seen"):
             raise ValueError(f"Collector state name {name!r} is reserved; choose another name.")
-        buffers[name] = declared.allocate(num_samples, num_classes, device)
+        buffers[name] = declared.allocate(num_samples, dims, device)
         if declared.reduce not in (None, "last"):  # "last" writes its rows in place
             buffers[name + EPOCH_SUFFIX] = torch.zeros_like(buffers[name])
     return buffers

@@ -7,18 +7,23 @@ or the biased variance as in the paper. Windows are combined by an exponential m
 the most recent window heaviest: ``S <- (1 - beta) * S + beta * v_k``.
 
 Streaming: the state is one N x C buffer of the previous epoch's log-probabilities (float16 by
-default) and a ring of the last K-1 differences; nothing is stacked across epochs, and epochs after
-the trajectory return at once.
+default), the epoch's difference and a ring of the K-2 before it; nothing is stacked across epochs,
+and epochs after the trajectory return at once.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
+from typing_extensions import override
 
-from lightning_prune.collectors.base import BatchView, ScoreCollector
+from lightning_prune.collectors.arguments import is_integer
+from lightning_prune.collectors.base import BatchView, EpochNeed, ScoreCollector
+from lightning_prune.collectors.state import CLASSES, PerSample
 from lightning_prune.selection.meaning import ScoreMeaning
 
 LOG_EPS = 1e-8
@@ -66,9 +71,9 @@ class TDDS(ScoreCollector):
         precision: str = "float16",
         **kwargs: Any,
     ) -> None:
-        if not isinstance(trajectory, int) or trajectory < 3:
+        if not is_integer(trajectory) or trajectory < 3:
             raise ValueError(f"TDDS trajectory must be an integer number of epochs >= 3, got {trajectory!r}.")
-        if not isinstance(window, int) or window < 3:
+        if not is_integer(window) or window < 3:
             raise ValueError(
                 f"TDDS window must be an integer >= 3, got {window!r}: a window of K epochs holds K-1 "
                 "differences, and fewer than two have no spread."
@@ -84,79 +89,63 @@ class TDDS(ScoreCollector):
             raise ValueError(f"TDDS dispersion must be one of {_DISPERSIONS}, got {dispersion!r}.")
         if precision not in _PRECISIONS:
             raise ValueError(f"TDDS precision must be one of {tuple(_PRECISIONS)}, got {precision!r}.")
-        self.trajectory = trajectory
-        self.window = window
+        self.trajectory = int(trajectory)
+        self.window = int(window)
         self.decay = float(decay)
         self.dispersion = dispersion
         self.precision = precision
         super().__init__(**kwargs)
 
-    def hparams(self) -> dict[str, Any]:
+    @override
+    def needs(self) -> EpochNeed:
+        return EpochNeed(
+            f"trajectory={self.trajectory}",
+            self.trajectory,
+            to_score=self.window,
+            describe=f"one full window of {self.window} epochs",
+        )
+
+    @override
+    def state_spec(self) -> dict[str, PerSample]:
         return {
-            "trajectory": self.trajectory,
-            "window": self.window,
-            "decay": self.decay,
-            "dispersion": self.dispersion,
-            "precision": self.precision,
+            "previous_log_probs": PerSample(reduce="last", dtype=_PRECISIONS[self.precision], shape=(CLASSES,)),
+            "change": PerSample(reduce="last"),  # d_t of this epoch
+            "earlier_changes": PerSample(reduce=None, shape=(self.window - 2,)),  # the K-2 before it, a ring
+            "score": PerSample(reduce=None),
         }
 
-    def _epochs_needed(self) -> tuple[str, int]:
-        return f"trajectory={self.trajectory}", self.trajectory
-
-    def _min_epochs(self) -> int:
-        return self.window
-
-    def _describe_need(self) -> str:
-        return f"one full window of {self.window} epochs"
-
-    def _allocate(self, num_samples: int, num_classes: int, device: torch.device) -> dict[str, Tensor]:
-        return {
-            "previous_log_probs": torch.zeros(
-                num_samples, num_classes, dtype=_PRECISIONS[self.precision], device=device
-            ),
-            "differences": torch.zeros(self.window - 1, num_samples, dtype=torch.float32, device=device),
-            "score": torch.zeros(num_samples, dtype=torch.float32, device=device),
-        }
-
-    def _collects(self, epoch: int) -> bool:
+    @override
+    def collects(self, epoch: int) -> bool:
         return epoch < self.trajectory
 
-    def _slot(self, epoch: int) -> int:
-        return (epoch - 1) % (self.window - 1)
-
-    def _collect(self, epoch: int, view: BatchView, fresh: Tensor) -> None:
+    @override
+    def batch_values(self, view: BatchView) -> dict[str, Tensor]:
         probs = torch.softmax(view.logits.float(), dim=1)
         log_probs = torch.log(probs + LOG_EPS)
-        previous = self._buffers["previous_log_probs"]
-        if epoch >= 1:
-            change = (probs * (log_probs - previous[view.indices].float())).abs().sum(dim=1)
-            self._write(self._buffers["differences"][self._slot(epoch)], view.indices, change, fresh)
-        self._write(previous, view.indices, log_probs, fresh)
+        if view.epoch:  # read before the base overwrites this batch's rows with the new log-probabilities
+            previous = self.state["previous_log_probs"][view.indices].float()
+            change = (probs * (log_probs - previous)).abs().sum(dim=1)
+        else:  # epoch 0 has no previous epoch; fold() ignores it
+            change = torch.zeros_like(probs[:, 0])
+        return {"previous_log_probs": log_probs, "change": change}
 
-    def _epoch_rows(self, epoch: int) -> list[Tensor]:
-        rows = [self._buffers["previous_log_probs"]]
-        if epoch >= 1:
-            rows.append(self._buffers["differences"][self._slot(epoch)])
-        return rows
-
-    def _fold(self, epoch: int, seen: Tensor) -> None:
-        if epoch < self.window - 1:
+    @override
+    def fold(self, epoch: int, values: Mapping[str, Tensor], state: dict[str, Tensor], seen: Tensor) -> None:
+        if epoch == 0:
             return
-        differences = self._buffers["differences"]
-        deviations = differences - differences.mean(dim=0, keepdim=True)
-        if self.dispersion == "norm":
-            spread = deviations.norm(dim=0)
-        else:
-            spread = deviations.pow(2).mean(dim=0)
-        score = self._buffers["score"]
-        score.mul_(1.0 - self.decay).add_(spread, alpha=self.decay)
+        change, earlier = values["change"], state["earlier_changes"]
+        if epoch >= self.window - 1:  # K-1 differences: a full window
+            differences = torch.cat([earlier, change[:, None]], dim=1)
+            deviations = differences - differences.mean(dim=1, keepdim=True)
+            spread = deviations.norm(dim=1) if self.dispersion == "norm" else deviations.pow(2).mean(dim=1)
+            state["score"].mul_(1.0 - self.decay).add_(spread, alpha=self.decay)
+        earlier[:, (epoch - 1) % (self.window - 2)] = change  # replaces the oldest
 
-    def _compute(self) -> Tensor:
-        if self._epochs_collected < self.trajectory:
-            from lightning.pytorch.utilities import rank_zero_warn
-
+    @override
+    def score(self, state: Mapping[str, Tensor]) -> Tensor:
+        if self.epochs_collected < self.trajectory:
             rank_zero_warn(
-                f"TDDS scores use {self._epochs_collected} of the {self.trajectory} trajectory epochs "
+                f"TDDS scores use {self.epochs_collected} of the {self.trajectory} trajectory epochs "
                 "(the run ended early)."
             )
-        return self._buffers["score"]
+        return state["score"]

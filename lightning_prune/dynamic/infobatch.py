@@ -233,6 +233,7 @@ class InfoBatch(ScoreCollector):
 
     method: ClassVar[str] = "infobatch"
     varies_epoch_length: ClassVar[bool] = True
+    non_identifying: ClassVar[frozenset[str]] = frozenset({"check_weighting"})  # a safety check, not the plan
 
     def __init__(
         self,
@@ -267,10 +268,6 @@ class InfoBatch(ScoreCollector):
         self._trainer: pl.Trainer | None = None
 
     # ------------------------------------------------------------------ collector contract
-    @override
-    def hparams(self) -> dict[str, Any]:
-        return {"prune_ratio": self.prune_ratio, "delta": self.delta, "num_epochs": self.num_epochs, "seed": self.seed}
-
     @override
     def state_spec(self) -> Mapping[str, PerSample]:
         return {"loss": PerSample(reduce="last")}
@@ -443,7 +440,7 @@ class InfoBatch(ScoreCollector):
         pool = int(sampler.pool.size)
         full_batches = limited_train_batches(trainer, self._batches(pool, batch_size, replicas, drop_last))
         self._layout = (batch_size, replicas, drop_last, min(pool, full_batches * batch_size * replicas))
-        self._check_steps(trainer, full_batches)
+        self._refuse_step_budget(trainer, full_batches)
         least = limited_train_batches(trainer, self._batches(self._least_served(pool), batch_size, replicas, drop_last))
         interval, every_n_epochs = val_check_settings(trainer)
         if isinstance(interval, int) and every_n_epochs is not None and interval > least:
@@ -465,7 +462,7 @@ class InfoBatch(ScoreCollector):
         well_learned = max(pool - 1, 0)
         return pool - (well_learned - int((1.0 - self.prune_ratio) * well_learned))
 
-    def _check_steps(self, trainer: pl.Trainer, full_batches: int) -> None:
+    def _refuse_step_budget(self, trainer: pl.Trainer, full_batches: int) -> None:
         """Refuse a ``max_steps`` that can stop the fit before its epochs end (InfoBatch plans by epochs)."""
         max_steps, max_epochs = trainer.max_steps, trainer.max_epochs
         if max_steps < 0:

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from lightning_prune.data.indexed import unpack_batch
-from lightning_prune.distributed import GatherFn, RankRows, first_occurrence
+from lightning_prune.distributed import GatherFn, RankRows, all_gather, first_occurrence
 from lightning_prune.models.layers import find_last_linear
 
 GatherSpec = str | GatherFn | Any | None
@@ -179,8 +179,10 @@ def _forward_pass(
             for batch in loader:
                 inputs, targets, index = unpack_batch(batch)
                 captured.clear()
-                model(_move_to(inputs, device))
+                output = model(_move_to(inputs, device))
                 h, logits, targets = _checked_batch(name, captured, index, targets)
+                if not indices:
+                    _check_output_is_the_layers(name, output, logits)
                 features.append(h.cpu())
                 probs.append(torch.softmax(logits.to(torch.float64), dim=1).cpu())
                 labels.append(targets)
@@ -191,6 +193,26 @@ def _forward_pass(
     if not indices:
         raise ValueError("the data loader yielded no batches; pass the (unshuffled, unaugmented) training loader.")
     return torch.cat(features), torch.cat(probs), torch.cat(labels), torch.cat(indices)
+
+
+def _check_output_is_the_layers(name: str, output: Any, logits: Tensor) -> None:
+    """Refuse a model whose output is not its final linear layer's (checked on the first batch).
+
+    The influence vectors take the softmax of that layer's output as the model's probabilities, so a
+    ``forward`` that applies softmax, ReLU, temperature or anything else after it would be scored as
+    another model. A non-tensor output (a dict, a tuple) is not compared."""
+    if not isinstance(output, Tensor):
+        return
+    same = output.shape == logits.shape and torch.allclose(
+        output.detach().to(torch.float64), logits.to(torch.float64), rtol=1e-4, atol=1e-5
+    )
+    if not same:
+        raise ValueError(
+            f"the model's output is not the output of its final linear layer {name!r} (its forward applies "
+            "something after it, e.g. softmax or relu); last-layer influence reads that layer's output as the "
+            "logits, so it would score another model. Return the raw logits from forward (apply softmax in the "
+            "loss), or name the layer that produces them with layer='...'."
+        )
 
 
 def _checked_batch(
@@ -239,7 +261,9 @@ def collect_last_layer_inputs(
 
     ``loader`` yields ``(x, y, index)`` batches (see :class:`~lightning_prune.IndexedDataset`) in any
     order. ``num_samples`` defaults to ``len(loader.dataset)``; every index in ``[0, num_samples)``
-    must be visited (on some rank). See :func:`influence_vectors` for ``gather``.
+    must be visited (on some rank). See :func:`influence_vectors` for ``gather``. The model's output
+    must be the final linear layer's (checked on the first batch): a ``forward`` that applies softmax
+    or another function after it is refused.
     """
     name, linear = _last_layer(model, layer)
     h_all, p_all, y_all, i_all = _forward_pass(model, loader, linear, name)
@@ -289,17 +313,6 @@ def _first_occurrence_order(indices: Tensor, num_samples: int) -> tuple[Tensor, 
 # ----------------------------------------------------------------------------------------------
 
 
-def _torch_distributed_gather(tensor: Tensor) -> Tensor:
-    import torch.distributed as dist
-
-    backend = dist.get_backend()
-    device = torch.device("cuda", torch.cuda.current_device()) if backend == "nccl" else torch.device("cpu")
-    local = tensor.to(device).contiguous()
-    out = [torch.empty_like(local) for _ in range(dist.get_world_size())]
-    dist.all_gather(out, local)
-    return torch.stack(out).to(tensor.device)
-
-
 def resolve_gather(gather: GatherSpec) -> GatherFn | None:
     """Turn the ``gather`` argument into a function (or ``None`` for a single process).
 
@@ -316,7 +329,7 @@ def resolve_gather(gather: GatherSpec) -> GatherFn | None:
         import torch.distributed as dist
 
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            return _torch_distributed_gather
+            return all_gather
         return None
     method = getattr(gather, "all_gather", None)
     if callable(method):
