@@ -32,3 +32,11 @@ def reload_dataloaders_every(trainer: pl.Trainer) -> int:
 def reload_train_loader_every_epoch(trainer: pl.Trainer) -> None:
     """Make the fit loop rebuild (and so re-measure) the training loader at every epoch."""
     trainer.reload_dataloaders_every_n_epochs = 1  # type: ignore[attr-defined]
+
+
+def unrepeated_distributed_sampler(dataset: Any, num_replicas: int, rank: int) -> Any:
+    """Lightning's sampler that deals each sample to exactly one rank, without padding (the one its predict
+    loop uses), so an evaluation under DDP counts every sample once."""
+    from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+
+    return UnrepeatedDistributedSampler(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)

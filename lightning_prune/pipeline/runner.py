@@ -32,9 +32,11 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_only
+from torch.utils.data import DataLoader
 
 from lightning_prune.collectors.base import ScoreCollector
 from lightning_prune.data.indexed import dataset_targets, split_batch
+from lightning_prune.data.pruned import loader_settings
 from lightning_prune.pipeline.context import CellTraining, MethodSpec, RunContext, RunFiles
 from lightning_prune.pipeline.cost import CostMeter, add_costs, read_cost, write_cost
 from lightning_prune.pipeline.methods import method_for, static_training
@@ -55,6 +57,7 @@ from lightning_prune.selection.files import to_jsonable, write_text_atomic
 from lightning_prune.selection.scores import Scores
 from lightning_prune.selection.selection import Selection
 from lightning_prune.selection.strategies import STRATEGIES, check_prune_ratio, check_seed, random_selection
+from lightning_prune.trainer_access import unrepeated_distributed_sampler
 
 SCORE_EPOCHS_KEY = "score_epochs"
 """Recorded next to a score file's hyper-parameters: the length of the scoring run that made it."""
@@ -117,6 +120,23 @@ def _check_settings(
             )
         if int(spec.score_epochs) != spec.score_epochs or spec.score_epochs < 1:
             raise ValueError(f"Method {spec.key!r}: score_epochs={spec.score_epochs} must be a positive integer.")
+
+
+def _test(trainer: pl.Trainer, model: pl.LightningModule, data: pl.LightningDataModule) -> dict[str, Any]:
+    """The test metrics of ``model`` after its fit, every test sample counted once.
+
+    Under DDP, Lightning would deal the test set with a ``DistributedSampler``, which pads it with
+    repeated samples so that every rank gets as many (and warns so): an accuracy over ranks then counts
+    those samples twice. The test loader here deals each sample to one rank instead; the ranks' shares
+    differ by at most one sample, which a metric synchronised at the epoch's end (as ``Classifier``'s
+    torchmetrics accuracy is) does not notice."""
+    if trainer.world_size == 1:
+        return dict(trainer.test(model, datamodule=data, verbose=False)[0])
+    data.setup("test")
+    loader = data.test_dataloader()
+    sampler = unrepeated_distributed_sampler(loader.dataset, trainer.world_size, trainer.global_rank)
+    unrepeated = DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=sampler, **loader_settings(loader))
+    return dict(trainer.test(model, dataloaders=unrepeated, verbose=False)[0])
 
 
 def _complete_cell(result: dict[str, Any]) -> bool:
@@ -563,7 +583,7 @@ class PruningRun:
             )
             trainer.fit(model, datamodule=data)
             fit_metrics = dict(trainer.callback_metrics)
-            metrics = trainer.test(model, datamodule=data, verbose=False)[0]
+            metrics = _test(trainer, model, data)
             if "test_acc" not in metrics:
                 raise ValueError(
                     f"The model's test_step logged {sorted(metrics)} but no 'test_acc'; the report compares test "
