@@ -225,6 +225,25 @@ def test_cells_made_under_other_settings_are_refused_after_run_json_was_deleted(
     assert "train_epochs: 1 -> 2" in err and "cells" in err
 
 
+def test_scores_and_selections_made_under_other_settings_are_refused_after_run_json_was_deleted(
+    tmp_path, tiny_config, capsys
+):
+    out = tmp_path / "run"
+    args = ("--methods", "[{name: el2n, args: {epochs: 1}}]", "--score_epochs", "1")
+    run_cli("select", tiny_config, out, *args)
+    (out / "run.json").unlink()
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        run_cli("select", tiny_config, out, *args, "--score_seed", "1")
+    err = capsys.readouterr().err
+    assert str(out / "scores" / "el2n.npz") in err and "score_seed: 0 -> 1" in err
+    (out / "scores" / "el2n.npz").unlink()  # as the message advises: the selection is next
+    with pytest.raises(SystemExit):
+        run_cli("select", tiny_config, out, *args, "--score_seed", "1")
+    err = capsys.readouterr().err
+    assert str(out / "selections" / "el2n-r0.50.npz") in err and "score_seed: 0 -> 1" in err
+
+
 # ---------------------------------------------------------------------------------- scoring-run resume
 class _FaultAfterEpoch:
     """Wraps ``PruningRun.make_trainer`` so that the scoring run fails at the start of epoch ``epoch``."""

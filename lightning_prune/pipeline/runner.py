@@ -61,6 +61,8 @@ from lightning_prune.trainer_access import unrepeated_distributed_sampler
 
 SCORE_EPOCHS_KEY = "score_epochs"
 """Recorded next to a score file's hyper-parameters: the length of the scoring run that made it."""
+SCORING_RUN_KEY = "scoring_run"
+"""Recorded next to a score file's hyper-parameters: the run settings its scoring run trained under."""
 
 ADAPRUNER_RATIO_TOLERANCE = 0.05
 """How far a learned selection's pruning ratio may end from the target before the run warns."""
@@ -442,7 +444,7 @@ class PruningRun:
             write_cost(self.files.scoring_cost(spec.key, paid_for=()), meter.record())
         for key, collector in collectors.items():
             scores = collector.scores
-            scores.hparams = {**scores.hparams, SCORE_EPOCHS_KEY: epochs}
+            scores.hparams = {**scores.hparams, SCORE_EPOCHS_KEY: epochs, SCORING_RUN_KEY: self._scoring_settings()}
             path = scores.save(self.files.score_path(key))
             self.log(f"[score] wrote {path} ({time.perf_counter() - start:.1f} s)")
         remove_checkpoints(folder)
@@ -462,12 +464,21 @@ class PruningRun:
             "the file."
         )
 
+    def _scoring_settings(self) -> dict[str, Any]:
+        """The run settings a scoring run depends on: all but the coreset trainings' (its length is per method)."""
+        skip = ("train_epochs", "weighted", "score_epochs")
+        return to_jsonable({key: value for key, value in self.description.items() if key not in skip})
+
     def _check_reused_scores(self, spec: MethodSpec) -> None:
         path = self.score_path(spec)
         scores, collector = Scores.load(path), self._collector(spec)
         hparams = dict(scores.hparams)
         # score files written before scoring runs could differ in length came from the run's scoring run
         epochs = hparams.pop(SCORE_EPOCHS_KEY, self.score_epochs)
+        # score files written before they recorded their run's settings are taken as this run's
+        made_under = hparams.pop(SCORING_RUN_KEY, None)
+        if made_under is not None and made_under != self._scoring_settings():
+            self._refuse_reuse(path, spec, differences(made_under, self._scoring_settings()))
         if (
             scores.method != collector.method
             or hparams != to_jsonable(collector.hparams())
