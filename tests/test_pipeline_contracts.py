@@ -178,6 +178,24 @@ def test_a_model_with_fewer_classes_than_the_data_is_refused_and_leaves_the_dire
     assert (out / "selections" / "el2n-r0.50.npz").exists()
 
 
+class PercentClassifier(lp.models.Classifier):
+    """Logs the test accuracy in percent, which the report would read as a fraction."""
+
+    def test_step(self, batch, batch_idx):
+        x, y = batch[0], batch[1]
+        self.log("test_acc", 100.0 * (self(x).argmax(-1) == y).float().mean(), on_epoch=True)
+
+
+def test_a_test_accuracy_outside_zero_one_is_refused_not_written(tmp_path, tiny_config, capsys):
+    out = tmp_path / "run"
+    config = tmp_path / "percent.yaml"
+    config.write_text(TINY.replace("lightning_prune.models.Classifier", f"{__name__}.PercentClassifier"))
+    with pytest.raises(SystemExit):
+        run_cli("run", config, out, "--methods", "[{name: el2n, args: {epochs: 1}}]", "--score_epochs", "1")
+    assert "outside [0, 1]" in capsys.readouterr().err
+    assert not (out / "cells").exists() or not list((out / "cells").iterdir())
+
+
 # --------------------------------------------------------------------------------------------- cost files
 @pytest.fixture
 def selected(tmp_path, tiny_config) -> Path:

@@ -600,6 +600,11 @@ class PruningRun:
                     f"The model's test_step logged {sorted(metrics)} but no 'test_acc'; the report compares test "
                     "accuracy. Log it as lightning_prune.models.Classifier does."
                 )
+            if not 0.0 <= float(metrics["test_acc"]) <= 1.0:
+                raise ValueError(
+                    f"The model's test_step logged test_acc={float(metrics['test_acc'])}, outside [0, 1]; the report "
+                    "reads it as a fraction of the test set. Log the accuracy as a fraction, not in percent."
+                )
             selected = cell.selection
             result = {
                 "method": key,
