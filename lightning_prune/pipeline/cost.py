@@ -42,6 +42,11 @@ class CostMeter(pl.Callback):
         self._earlier_seconds = 0.0
 
     @override
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "fit":  # before Lightning restores a checkpoint's state into it: a reused meter starts at 0
+            self._local, self._earlier_seconds = 0, 0.0
+
+    @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._start = time.perf_counter()
 
