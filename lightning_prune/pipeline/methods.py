@@ -45,7 +45,11 @@ def check_select_args(strategy: str, select_args: Mapping[str, Any], *, allowed:
         raise ValueError(f"Unknown strategy {strategy!r}; choose from {sorted(STRATEGIES)}.")
     if not isinstance(select_args, Mapping):
         raise TypeError(f"select_args must map option names to values, got {type(select_args).__name__}.")
-    options = [name for name in inspect.signature(select).parameters if name not in SET_BY_THE_RUN]
+    options = [
+        name
+        for name, parameter in inspect.signature(select).parameters.items()
+        if name not in SET_BY_THE_RUN and parameter.kind is not inspect.Parameter.VAR_KEYWORD
+    ]
     for key in select_args:
         if key in SET_BY_THE_RUN:
             raise ValueError(
