@@ -238,13 +238,10 @@ class InfluenceMethod(SelectionMethod):
     needs_scoring_model: ClassVar[bool] = True
 
     def costs(self, run: RunContext, spec: MethodSpec, ratio: float) -> list[CostFile]:
-        # both were made for the first selection this run solved; deleting every ratio's redoes them
-        paid_for = tuple(run.files.selection_path(spec.key, r) for r in self._ratios(run, spec, ratio))
+        # a missing selection at any ratio makes the run train the scoring model and compute the influence
+        # again (both are per run, not per ratio), which records both costs anew
+        paid_for = (run.files.selection_path(spec.key, ratio),)
         return [run.files.scoring_cost(spec.key, paid_for), run.files.selection_cost(spec.key, None, paid_for)]
-
-    @staticmethod
-    def _ratios(run: RunContext, spec: MethodSpec, ratio: float) -> list[float]:
-        return sorted({ratio, *(spec.prune_ratios or [])})
 
     def selection(self, run: RunContext, spec: MethodSpec, ratio: float) -> Selection:
         from lightning_prune.influence import InfluencePruner
