@@ -62,3 +62,11 @@ def checkpoint_completed_epochs(checkpoint: Mapping[str, Any]) -> int:
         return int(checkpoint["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"])
     except (KeyError, TypeError):
         return int(checkpoint.get("epoch", 0))
+
+
+def unrepeated_distributed_sampler(dataset: Any, num_replicas: int, rank: int) -> Any:
+    """Lightning's sampler that deals each sample to exactly one rank, without padding (the one its predict
+    loop uses), so an evaluation under DDP counts every sample once."""
+    from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+
+    return UnrepeatedDistributedSampler(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)

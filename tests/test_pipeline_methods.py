@@ -10,7 +10,7 @@ from test_cli import TINY, run_cli
 
 import lightning_prune as lp
 from lightning_prune.pipeline.methods import (
-    LEARNED,
+    SELECTING_METHODS,
     AdaPrunerMethod,
     InfluenceMethod,
     ScoreBased,
@@ -20,13 +20,7 @@ from lightning_prune.pipeline.methods import (
 
 
 class LowestIndices(SelectionMethod):
-    """A learned method for the test: keeps the lowest indices."""
-
-    def collector(self, spec):
-        return None
-
-    def cost_names(self, spec, ratio):
-        return []  # selecting costs no training
+    """A selecting method for the test: keeps the lowest indices (no collector, no cost: the defaults)."""
 
     def selection(self, run, spec, ratio):
         num_samples, labels = run.training_set_facts()
@@ -49,7 +43,7 @@ def test_method_for_dispatches_by_kind():
 
 @pytest.mark.slow
 def test_a_registered_method_runs_end_to_end(tmp_path, monkeypatch):
-    monkeypatch.setitem(LEARNED, "lowest", LowestIndices())
+    monkeypatch.setitem(SELECTING_METHODS, "lowest", LowestIndices())
     config = tmp_path / "tiny.yaml"
     config.write_text(TINY)
     out = tmp_path / "run"
@@ -71,9 +65,11 @@ def test_infobatch_is_a_dynamic_row_of_the_study(tmp_path, capsys):
     cell = json.loads((out / "cells" / "infobatch-r0.50-s0.json").read_text())
     full = json.loads((out / "cells" / "full-r0.00-s0.json").read_text())
     assert cell["dynamic"] is True and cell["num_train"] is None
+    # a dynamic cell removes nothing from the training set: it records what its training skipped instead
+    assert "prune_ratio_reached" not in cell
     # epoch 0 has no losses yet and epoch 3 is annealed (floor(0.875 * 4) = 3): epochs 1 and 2 skip samples
-    assert 0 < cell["prune_ratio_reached"] < 0.5 * 2 / 4
-    assert cell["train_samples_forwarded"] == round((1 - cell["prune_ratio_reached"]) * full["train_samples_forwarded"])
+    assert 0 < cell["fraction_skipped"] < 0.5 * 2 / 4
+    assert cell["train_samples_forwarded"] == round((1 - cell["fraction_skipped"]) * full["train_samples_forwarded"])
     report = json.loads((out / "report.json").read_text())
     assert 0 < report["total_cost"]["infobatch"]["0.50"]["relative"] < 1  # no scoring run to pay for
     assert "infobatch (dynamic) at prune 50% skipped" in capsys.readouterr().out

@@ -143,6 +143,7 @@ class _FakeRun:
 )
 def test_validated_selection_needs_a_win_over_random_on_validation(tmp_path, monkeypatch, accuracies, chosen):
     from lightning_prune.pipeline import validated
+    from lightning_prune.pipeline.cost import CostFile
     from lightning_prune.pipeline.methods import MethodSpec
 
     def fake_accuracy(run, selection, label):
@@ -152,6 +153,7 @@ def test_validated_selection_needs_a_win_over_random_on_validation(tmp_path, mon
     monkeypatch.setattr(validated, "validation_accuracy", fake_accuracy)
     run = _FakeRun(tmp_path, accuracies)
     spec = MethodSpec(name="dual", strategy="auto", select_args={"validate": True})
-    selection = validated.validated_selection(run, spec, 0.5, dual_scores(200), "select-x")
+    cost = CostFile(tmp_path / "costs" / "x.json", paid_for=())
+    selection = validated.validated_selection(run, spec, 0.5, dual_scores(200), cost)
     assert selection.hparams["validated"] == {"chosen": chosen, "val_acc": accuracies}
     assert f"keeping {chosen}" in run.lines[-1]

@@ -11,19 +11,27 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities.data import extract_batch_size
+from typing_extensions import override
 
 from lightning_prune.pipeline.run_dir import read_json
 from lightning_prune.selection.files import write_text_atomic
 
 
 class CostMeter(pl.Callback):
-    """Counts the training samples a fit forwards (all ranks), its epochs and its wall time."""
+    """Counts the training samples a fit forwards (all ranks), its epochs and its wall time.
+
+    Its count is checkpoint state, so a fit resumed from a checkpoint costs what the uninterrupted fit
+    would have (the time lost to the interruption aside). Every rank is dealt the same number of samples
+    per epoch (the samplers pad), so the rank-0 count a checkpoint holds is each rank's count.
+    """
 
     def __init__(self) -> None:
         self.samples = 0
@@ -31,45 +39,86 @@ class CostMeter(pl.Callback):
         self.seconds = 0.0
         self._start = 0.0
         self._local = 0
+        self._earlier_seconds = 0.0
 
+    @override
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "fit":  # before Lightning restores a checkpoint's state into it: a reused meter starts at 0
+            self._local, self._earlier_seconds = 0, 0.0
+
+    @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._start, self._local = time.perf_counter(), 0
+        self._start = time.perf_counter()
 
+    @override
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
         self._local += extract_batch_size(batch)  # Lightning's own reading of a batch: shapes only, no device sync
 
+    @override
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         local = torch.tensor(float(self._local), device=pl_module.device)
         total = trainer.strategy.reduce(local, reduce_op="sum") if trainer.world_size > 1 else local
         self.samples = int(round(float(total)))
         self.epochs = int(trainer.current_epoch)
-        self.seconds = round(time.perf_counter() - self._start, 2)
+        self.seconds = round(self._earlier_seconds + time.perf_counter() - self._start, 2)
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        return {"local_samples": self._local, "seconds": self._earlier_seconds + time.perf_counter() - self._start}
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._local = int(state_dict["local_samples"])
+        self._earlier_seconds = float(state_dict["seconds"])
 
     def record(self) -> dict[str, Any]:
         return {"samples_forwarded": self.samples, "epochs": self.epochs, "seconds": self.seconds}
+
+
+@dataclass(frozen=True)
+class CostFile:
+    """A recorded cost: ``RUN/costs/NAME.json``, and the artefacts whose making it measured.
+
+    Deleting ``paid_for`` makes the run do that step again, and so measure its cost again: what a
+    missing or damaged cost file's message tells the user to do.
+    """
+
+    path: Path
+    paid_for: tuple[Path, ...]
 
 
 def cost_path(run_dir: Path, name: str) -> Path:
     return run_dir / "costs" / f"{name}.json"
 
 
-def write_cost(run_dir: Path, name: str, record: dict[str, Any]) -> None:
-    write_text_atomic(cost_path(run_dir, name), json.dumps(record, indent=2))
+def write_cost(cost: CostFile, record: dict[str, Any]) -> None:
+    write_text_atomic(cost.path, json.dumps(record, indent=2))
 
 
-def read_cost(run_dir: Path, name: str) -> dict[str, Any] | None:
-    """A recorded cost, or ``None`` (not recorded: a run made before costs were, or a damaged file)."""
-    record = read_json(cost_path(run_dir, name))
-    return record if record is not None and "samples_forwarded" in record else None
+def read_cost(cost: CostFile) -> dict[str, Any]:
+    """A recorded cost; a missing, unreadable or negative one is refused, naming how to measure it again."""
+    redo = (
+        f"Delete {' and '.join(str(path) for path in cost.paid_for)} and re-run to redo that step and record its "
+        "cost again (every method is charged what its selection cost)."
+    )
+    if not cost.path.exists():
+        raise ValueError(f"{cost.path} is missing: the run has the artefacts it paid for but not their cost. {redo}")
+    record = read_json(cost.path)
+    if record is None or not all(isinstance(record.get(key), int | float) for key in ("samples_forwarded", "seconds")):
+        raise ValueError(f"{cost.path} is unreadable (damaged, truncated or not a cost record). {redo}")
+    if record["samples_forwarded"] < 0 or record["seconds"] < 0:
+        raise ValueError(
+            f"{cost.path} records a negative cost ({record['samples_forwarded']} samples forwarded, "
+            f"{record['seconds']} s): it was not written by this run. {redo}"
+        )
+    return record
 
 
-def add_costs(*records: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The sum of several costs; ``None`` when any of them is unknown."""
-    if any(record is None for record in records):
-        return None
+def add_costs(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The sum of several costs (zero for none)."""
     return {
-        "samples_forwarded": sum(int(r["samples_forwarded"]) for r in records if r),
-        "seconds": round(sum(float(r["seconds"]) for r in records if r), 2),
+        "samples_forwarded": sum(int(r["samples_forwarded"]) for r in records),
+        "seconds": round(sum(float(r["seconds"]) for r in records), 2),
     }

@@ -1,19 +1,19 @@
 """How the pipeline runs each kind of pruning method: one protocol instead of name checks.
 
-A method of a run is *score-based* (a collector attached to the scoring run, then a selection
-strategy per ratio), *learned* (it produces a :class:`Selection` per ratio itself: AdaPruner trains
-a mask, influence pruning solves an optimisation over the scoring run's model) or *dynamic* (no
-selection: each coreset training prunes inside itself, as InfoBatch does). The runner asks the
-method what it needs and hands it the run; a new kind of method is one more class registered in
-:data:`LEARNED`.
+A method of a run is *score-based* (a collector of :data:`~lightning_prune.COLLECTORS` attached to
+the scoring run, then a selection strategy per ratio), *selecting* (it produces a :class:`Selection`
+per ratio itself: AdaPruner trains a mask, influence pruning solves an optimisation over the scoring
+run's model; registered in :data:`SELECTING_METHODS`) or *dynamic* (no selection: each coreset
+training prunes inside itself, as InfoBatch does; registered in :data:`DYNAMIC_METHODS`). The runner
+asks the method what it needs and hands it a :class:`~lightning_prune.pipeline.context.RunContext`; a
+new method is one more class registered in one of these tables, with no dispatch to edit.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from collections.abc import Collection, Mapping
+from typing import Any, ClassVar, Protocol
 
 import lightning.pytorch as pl
 
@@ -21,81 +21,52 @@ from lightning_prune.collectors.base import ScoreCollector
 from lightning_prune.collectors.registry import COLLECTORS, make_collector
 from lightning_prune.data.pruned import PrunedDataModule
 from lightning_prune.dynamic.infobatch import InfoBatch
-from lightning_prune.pipeline.cost import CostMeter, write_cost
-from lightning_prune.pipeline.names import RANDOM, ratio_tag
+from lightning_prune.pipeline.context import CellTraining, MethodSpec, RunContext
+from lightning_prune.pipeline.cost import CostFile, CostMeter, write_cost
+from lightning_prune.pipeline.names import RANDOM
 from lightning_prune.pipeline.validated import VALIDATE, validated_selection
 from lightning_prune.selection.scores import Scores
 from lightning_prune.selection.selection import Selection
+from lightning_prune.selection.strategies import check_select_args as check_strategy_options
 from lightning_prune.selection.strategies import select
 
-if TYPE_CHECKING:
-    from lightning_prune.pipeline.runner import PruningRun
+__all__ = ["DYNAMIC_METHODS", "SELECTING_METHODS", "CellTraining", "Method", "MethodSpec", "method_for"]
+
+SET_BY_THE_RUN = frozenset({"scores", "prune_ratio", "strategy", "seed", "weights"})
+"""Arguments of :func:`~lightning_prune.select` the pipeline sets itself (not ``select_args``)."""
 
 
-@dataclass
-class MethodSpec:
-    """One pruning method of a run.
+def check_select_args(strategy: str, select_args: Mapping[str, Any], *, allowed: Collection[str] = ()) -> None:
+    """Refuse ``select_args`` the method's strategy does not take (or bad values), before anything trains.
 
-    Attributes:
-        name: a collector name (``tdds``, ``forgetting``, ``el2n``, ...), ``adapruner``, ``influence`` or
-            ``infobatch`` (dynamic: each ratio is InfoBatch's ``prune_ratio``).
-        args: keyword arguments of the collector / ``AdaPruner`` / ``InfluencePruner`` / ``InfoBatch``.
-        strategy: selection strategy for score-based methods (default: the run's ``strategy``).
-        label: the name shown in the report (default: ``name``; set it to run one method twice).
-        select_args: further keyword arguments of :func:`~lightning_prune.select` (e.g. ``ccs_beta``).
-        prune_ratios: the ratios this method is run at (default: all of the run's). Papers tune some
-            methods per ratio (TDDS's trajectory and window): list one labelled method per setting.
-        score_epochs: score-based methods only: the length of the scoring run this method reads
-            (default: the run's ``score_epochs``). A shorter run makes the method cheaper (EL2N from
-            the first epochs, TDDS on a short trajectory, "Selection via Proxy"); methods with the same
-            length share one scoring run, and each is charged the run it reads.
+    ``allowed``: keys the pipeline handles itself (``validate``). The options and their checks are the
+    strategy's own (:func:`lightning_prune.selection.check_select_args`); keys the run sets are named as such.
     """
-
-    name: str
-    args: dict[str, Any] = field(default_factory=dict)
-    strategy: str | None = None
-    label: str | None = None
-    select_args: dict[str, Any] = field(default_factory=dict)
-    prune_ratios: list[float] | None = None
-    score_epochs: int | None = None
-
-    @property
-    def key(self) -> str:
-        return self.label or self.name
-
-
-@dataclass
-class CellTraining:
-    """How one coreset training of a cell is set up, and what it reports afterwards.
-
-    Attributes:
-        data: the data module the cell trains on.
-        callbacks: callbacks the cell's training needs besides the run's own.
-        selection: the static selection trained on, if any.
-        reached: after the fit, the fraction of the training set's sample presentations the cell skipped.
-    """
-
-    data: pl.LightningDataModule
-    callbacks: list[pl.Callback] = field(default_factory=list)
-    selection: Selection | None = None
-    reached: Callable[[], float] = lambda: 0.0
-    dynamic: bool = False
+    if not isinstance(select_args, Mapping):
+        raise TypeError(f"select_args must map option names to values, got {type(select_args).__name__}.")
+    for key in select_args:
+        if key in SET_BY_THE_RUN:
+            raise ValueError(
+                f"select_args key {key!r} is set by the run, not per method: set the run's (or the method's) "
+                "`strategy`, `score_seed` or `weighted` instead."
+            )
+    check_strategy_options(strategy, select_args, allowed=allowed)
 
 
 def static_training(
-    run: PruningRun, key: str, ratio: float, seed: int, data: pl.LightningDataModule, per_seed: bool = False
+    run: RunContext, key: str, ratio: float, seed: int, data: pl.LightningDataModule, per_seed: bool = False
 ) -> CellTraining:
     """A training (seeded ``seed``) on the saved selection of ``key`` at ``ratio``; ``per_seed``: each seed has its
     own selection (the random baseline)."""
-    selection = Selection.load(run.selection_path(key, ratio, seed if per_seed else None))
+    selection = Selection.load(run.files.selection_path(key, ratio, seed if per_seed else None))
     if selection.hparams.get("validated", {}).get("chosen") == RANDOM:
         # validation found no candidate better than random: the method is random pruning at this ratio,
         # and trains on the random baseline's subset of this seed (a different draw would only add noise)
-        selection = Selection.load(run.selection_path(RANDOM, ratio, seed))
+        selection = Selection.load(run.files.selection_path(RANDOM, ratio, seed))
     # learned methods (adapruner, influence) and random pruning produce no importance weights
     weighted = run.weighted and selection.weights is not None
     pruned = PrunedDataModule(data, selection, weighted=weighted, seed=seed)
-    return CellTraining(pruned, selection=selection, reached=lambda: selection.prune_ratio)
+    return CellTraining(pruned, selection=selection, record=lambda: {"prune_ratio_reached": selection.prune_ratio})
 
 
 class Method(Protocol):
@@ -114,15 +85,15 @@ class Method(Protocol):
     def collector(self, spec: MethodSpec) -> ScoreCollector | None:
         """The collector to attach to the scoring run, if the method has one."""
 
-    def selection(self, run: PruningRun, spec: MethodSpec, ratio: float) -> Selection:
+    def selection(self, run: RunContext, spec: MethodSpec, ratio: float) -> Selection:
         """The method's selection at ``ratio`` (the runner records and saves it)."""
 
-    def cost_names(self, spec: MethodSpec, ratio: float) -> list[str]:
-        """The recorded costs (``RUN/costs/NAME.json``) a selection at ``ratio`` paid before its coreset training."""
+    def costs(self, run: RunContext, spec: MethodSpec, ratio: float) -> list[CostFile]:
+        """The recorded costs a selection at ``ratio`` paid before its coreset training."""
 
     def training(
         self,
-        run: PruningRun,
+        run: RunContext,
         spec: MethodSpec,
         ratio: float,
         seed: int,
@@ -130,6 +101,16 @@ class Method(Protocol):
         model: pl.LightningModule,
     ) -> CellTraining:
         """How the coreset training of ``spec`` at ``ratio`` seeded ``seed`` runs, on the full data module ``data``."""
+
+
+def refuse_selection_settings(spec: MethodSpec) -> None:
+    """A method that reads no scores takes no selection strategy: refuse the settings it would ignore."""
+    for setting, value in (("strategy", spec.strategy), ("select_args", spec.select_args)):
+        if value:
+            raise ValueError(
+                f"Method {spec.key!r} ({spec.name}) sets `{setting}`, but only score-based methods select with a "
+                f"strategy; {spec.name} would ignore it. Remove `{setting}` from the method."
+            )
 
 
 class SelectionMethod:
@@ -140,11 +121,17 @@ class SelectionMethod:
     makes_selection: ClassVar[bool] = True
 
     def check(self, spec: MethodSpec, ratios: list[float]) -> None:
+        refuse_selection_settings(spec)
+
+    def collector(self, spec: MethodSpec) -> ScoreCollector | None:
         return None
+
+    def costs(self, run: RunContext, spec: MethodSpec, ratio: float) -> list[CostFile]:
+        return []  # selecting costs no training
 
     def training(
         self,
-        run: PruningRun,
+        run: RunContext,
         spec: MethodSpec,
         ratio: float,
         seed: int,
@@ -160,11 +147,20 @@ class ScoreBased(SelectionMethod):
     uses_scores: ClassVar[bool] = True
 
     def check(self, spec: MethodSpec, ratios: list[float]) -> None:
-        if spec.select_args.get(VALIDATE) and spec.strategy != "auto":
+        strategy = spec.strategy or "topk"  # the runner gives every score-based spec the run's strategy
+        check_select_args(strategy, spec.select_args, allowed=(VALIDATE,))
+        validate = spec.select_args.get(VALIDATE, False)
+        if not isinstance(validate, bool):
+            raise ValueError(f"Method {spec.key!r}: select_args.validate must be true or false, got {validate!r}.")
+        if validate and strategy != "auto":
             raise ValueError(
                 f"Method {spec.key!r}: select_args.validate chooses among the ratio-aware candidates of "
-                f"strategy 'auto' (dual, ccs, easy, random); set `strategy: auto` on the method (it has {spec.strategy!r})."
+                f"strategy 'auto' (dual, ccs, easy, random); set `strategy: auto` on the method (it has {strategy!r})."
             )
+
+    @staticmethod
+    def _validated(spec: MethodSpec) -> bool:
+        return bool(spec.select_args.get(VALIDATE, False))
 
     def collector(self, spec: MethodSpec) -> ScoreCollector:
         # a labelled collector is named after its label, so that the same collector listed twice under
@@ -172,52 +168,57 @@ class ScoreBased(SelectionMethod):
         args = {"name": spec.label, **spec.args} if spec.label else dict(spec.args)
         return make_collector(spec.name, **args)
 
-    def cost_names(self, spec: MethodSpec, ratio: float) -> list[str]:
-        if spec.select_args.get(VALIDATE):
-            return [scoring_cost_name(spec), validation_cost_name(spec, ratio)]
-        return [scoring_cost_name(spec)]
+    def costs(self, run: RunContext, spec: MethodSpec, ratio: float) -> list[CostFile]:
+        scoring = run.files.scoring_cost(spec.key, (run.files.score_path(spec.key),))
+        if self._validated(spec):
+            selection = run.files.selection_path(spec.key, ratio)
+            return [scoring, run.files.selection_cost(spec.key, ratio, (selection,))]
+        return [scoring]
 
-    def selection(self, run: PruningRun, spec: MethodSpec, ratio: float) -> Selection:
-        scores = Scores.load(run.score_path(spec))
+    def selection(self, run: RunContext, spec: MethodSpec, ratio: float) -> Selection:
+        scores = Scores.load(run.files.score_path(spec.key))
         num_samples, labels = run.training_set_facts()
         scores.check_dataset(num_samples, labels)
-        if spec.select_args.get(VALIDATE):
-            return validated_selection(run, spec, ratio, scores, validation_cost_name(spec, ratio))
+        if self._validated(spec):
+            return validated_selection(run, spec, ratio, scores, self.costs(run, spec, ratio)[1])
         return select(
             scores,
             ratio,
-            strategy=spec.strategy or run.strategy,
+            strategy=spec.strategy or "topk",
             seed=run.score_seed,
             weights="importance" if run.weighted else None,
-            **spec.select_args,
+            **{key: value for key, value in spec.select_args.items() if key != VALIDATE},
         )
 
 
 class AdaPrunerMethod(SelectionMethod):
     """AdaPruner: a mask learned with the backbone, one training per ratio (``args.epochs``)."""
 
-    def collector(self, spec: MethodSpec) -> None:
-        return None
+    def costs(self, run: RunContext, spec: MethodSpec, ratio: float) -> list[CostFile]:
+        return [run.files.selection_cost(spec.key, ratio, (run.files.selection_path(spec.key, ratio),))]
 
-    def cost_names(self, spec: MethodSpec, ratio: float) -> list[str]:
-        return [f"select-{spec.key}-{ratio_tag(ratio)}"]
-
-    def selection(self, run: PruningRun, spec: MethodSpec, ratio: float) -> Selection:
+    def selection(self, run: RunContext, spec: MethodSpec, ratio: float) -> Selection:
         from lightning_prune.adapruner import AdaPruner
 
         args = dict(spec.args)
         epochs = int(args.pop("epochs", run.score_epochs))
         pl.seed_everything(run.score_seed, verbose=False)
-        backbone = getattr(run.make_model(), "backbone", None)
+        model = run.make_model()
+        backbone = getattr(model, "backbone", None)
         if backbone is None:
-            raise ValueError("The adapruner method needs a model with a `backbone` attribute (as Classifier has).")
+            raise ValueError(
+                f"The adapruner method trains the model's network with a per-sample mask, and reads it from the "
+                f"model's `backbone` attribute; {type(model).__name__} has none. Store the network that maps inputs "
+                "to logits as `self.backbone` in the model (as lightning_prune.models.Classifier does), or run "
+                "lightning_prune.AdaPruner from Python on your network."
+            )
         num_samples, _ = run.training_set_facts()
         run.log(f"[select] {spec.key}: learning a mask keeping {1 - ratio:.2f} for {epochs} epochs")
         pruner = AdaPruner(backbone, num_samples=num_samples, keep_ratio=1.0 - ratio, **args)
         meter = CostMeter()
         trainer = run.make_trainer(epochs, [meter], progress=f"[select] {spec.key} r{ratio:.2f}")
         trainer.fit(pruner, datamodule=run.make_data())
-        write_cost(run.run_dir, self.cost_names(spec, ratio)[0], meter.record())
+        write_cost(self.costs(run, spec, ratio)[0], meter.record())
         return pruner.selection()
 
 
@@ -226,18 +227,18 @@ class InfluenceMethod(SelectionMethod):
 
     needs_scoring_model: ClassVar[bool] = True
 
-    def collector(self, spec: MethodSpec) -> None:
-        return None
+    def costs(self, run: RunContext, spec: MethodSpec, ratio: float) -> list[CostFile]:
+        # a missing selection at any ratio makes the run train the scoring model and compute the influence
+        # again (both are per run, not per ratio), which records both costs anew
+        paid_for = (run.files.selection_path(spec.key, ratio),)
+        return [run.files.scoring_cost(spec.key, paid_for), run.files.selection_cost(spec.key, None, paid_for)]
 
-    def cost_names(self, spec: MethodSpec, ratio: float) -> list[str]:
-        return [scoring_cost_name(spec), f"select-{spec.key}"]
-
-    def selection(self, run: PruningRun, spec: MethodSpec, ratio: float) -> Selection:
+    def selection(self, run: RunContext, spec: MethodSpec, ratio: float) -> Selection:
         from lightning_prune.influence import InfluencePruner
 
-        cache = run.method_cache.setdefault(spec.key, {})
+        cache = run.cache.setdefault(spec.key, {})
         if "vectors" not in cache:
-            model = run.trained_scoring_model
+            model = run.scoring_model()
             if model is None:
                 raise RuntimeError("internal: the influence method needs the scoring run's model")  # score() trains it
             cache["pruner"] = InfluencePruner(**spec.args)
@@ -247,7 +248,7 @@ class InfluenceMethod(SelectionMethod):
             # one inference pass over the training set, counted as one forward per sample
             num_samples, _ = run.training_set_facts()
             record = {"samples_forwarded": num_samples, "epochs": 0, "seconds": round(time.perf_counter() - start, 2)}
-            write_cost(run.run_dir, f"select-{spec.key}", record)
+            write_cost(self.costs(run, spec, ratio)[1], record)
         run.log(f"[select] {spec.key}: solving for prune ratio {ratio:.2f}")
         return cache["pruner"].select_from(cache["vectors"], prune_ratio=ratio)
 
@@ -256,29 +257,41 @@ class InfoBatchMethod:
     """InfoBatch: no selection; each coreset training prunes dynamically at ``prune_ratio = ratio``.
 
     Its cost is its own training (metered like every cell); the cell records the fraction of sample
-    presentations it skipped as its ``prune_ratio_reached``.
+    presentations it skipped as its ``fraction_skipped``.
     """
 
     uses_scores: ClassVar[bool] = False
     needs_scoring_model: ClassVar[bool] = False
     makes_selection: ClassVar[bool] = False
 
+    SET_BY_THE_RUN: ClassVar[dict[str, str]] = {
+        "prune_ratio": "the run's `prune_ratios` (or the method's own `prune_ratios:`)",
+        "seed": "the run's `seeds` (each coreset training is seeded with its seed)",
+    }
+
     def check(self, spec: MethodSpec, ratios: list[float]) -> None:
+        refuse_selection_settings(spec)
+        for key, source in self.SET_BY_THE_RUN.items():
+            if key in spec.args:
+                raise ValueError(
+                    f"Method {spec.key!r} (infobatch) sets args.{key}, which the pipeline sets from {source}; "
+                    f"remove args.{key}."
+                )
         for ratio in ratios:
             InfoBatch(prune_ratio=ratio, **spec.args)  # refuses a bad ratio or argument, naming it
 
     def collector(self, spec: MethodSpec) -> None:
         return None
 
-    def cost_names(self, spec: MethodSpec, ratio: float) -> list[str]:
+    def costs(self, run: RunContext, spec: MethodSpec, ratio: float) -> list[CostFile]:
         return []
 
-    def selection(self, run: PruningRun, spec: MethodSpec, ratio: float) -> Selection:
+    def selection(self, run: RunContext, spec: MethodSpec, ratio: float) -> Selection:
         raise RuntimeError(f"internal: {spec.key} is dynamic and makes no selection")
 
     def training(
         self,
-        run: PruningRun,
+        run: RunContext,
         spec: MethodSpec,
         ratio: float,
         seed: int,
@@ -292,37 +305,33 @@ class InfoBatchMethod:
             model.hparams["weighted_loss"] = "mean"
         infobatch = InfoBatch(prune_ratio=ratio, seed=seed, **spec.args)
         return CellTraining(
-            infobatch.wrap(data), callbacks=[infobatch], reached=lambda: infobatch.fraction_skipped, dynamic=True
+            infobatch.wrap(data),
+            callbacks=[infobatch],
+            record=lambda: {"dynamic": True, "fraction_skipped": infobatch.fraction_skipped},
         )
 
 
-LEARNED: dict[str, Method] = {
+SELECTING_METHODS: dict[str, Method] = {
     "adapruner": AdaPrunerMethod(),
     "influence": InfluenceMethod(),
+}
+"""Methods that make a selection per ratio themselves (no collector, no strategy), by name."""
+DYNAMIC_METHODS: dict[str, Method] = {
     "infobatch": InfoBatchMethod(),
 }
-"""Methods that produce a selection per ratio themselves, by name."""
+"""Methods that select nothing up front: each coreset training prunes inside itself, by name."""
 _SCORE_BASED = ScoreBased()
 
 
 def method_for(name: str) -> Method:
-    """The method registered as ``name``: a learned one, or a collector with a strategy."""
-    if name in LEARNED:
-        return LEARNED[name]
+    """The method registered as ``name``: a selecting or dynamic one, or a collector with a strategy."""
+    for registry in (SELECTING_METHODS, DYNAMIC_METHODS):
+        if name in registry:
+            return registry[name]
     if name in COLLECTORS:
         return _SCORE_BASED
     raise ValueError(f"Unknown method {name!r}; choose from {known_methods()}.")
 
 
-def validation_cost_name(spec: MethodSpec, ratio: float) -> str:
-    """The recorded cost of the candidate trainings a validated selection at ``ratio`` ran."""
-    return f"select-{spec.key}-{ratio_tag(ratio)}"
-
-
-def scoring_cost_name(spec: MethodSpec) -> str:
-    """The recorded cost of the scoring run that served ``spec``."""
-    return f"score-{spec.key}"
-
-
 def known_methods() -> list[str]:
-    return sorted(COLLECTORS) + list(LEARNED)
+    return sorted(COLLECTORS) + list(SELECTING_METHODS) + list(DYNAMIC_METHODS)

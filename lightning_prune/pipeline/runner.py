@@ -8,15 +8,19 @@ A run lives in one directory::
       selections/METHOD-rR.npz   one selection per method and pruning ratio (with manifest)
       cells/METHOD-rR-sS.json    one result per (method, ratio, seed): test accuracy, size, time, cost
       costs/NAME.json            what the scoring run / a mask training cost (samples forwarded, time)
+      checkpoints/scoring-Eep/   the unfinished scoring run's last epoch (removed once its scores are written)
       report.json, plots/*.png   written by the report step
 
 Every artefact is written atomically when its step finishes and skipped when it already exists, so
-re-running the same command resumes where the last one stopped.
+re-running the same command resumes where the last one stopped; an interrupted scoring run resumes
+from its last epoch. Each selection and cell records the settings it was made under, and a re-run
+with other settings refuses to reuse it (naming each setting with its old and new value).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import time
@@ -25,27 +29,47 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import numpy as np
+import torch
 from lightning.pytorch.utilities import rank_zero_only
+from torch.utils.data import DataLoader
 
 from lightning_prune.collectors.base import ScoreCollector
-from lightning_prune.data.indexed import dataset_targets
+from lightning_prune.data.indexed import dataset_targets, split_batch
+from lightning_prune.data.pruned import loader_settings
+from lightning_prune.pipeline.context import CellTraining, MethodSpec, RunContext, RunFiles
 from lightning_prune.pipeline.cost import CostMeter, add_costs, read_cost, write_cost
-from lightning_prune.pipeline.methods import CellTraining, MethodSpec, method_for, scoring_cost_name, static_training
-from lightning_prune.pipeline.names import FULL, RANDOM, ratio_label, ratio_tag
+from lightning_prune.pipeline.methods import method_for, static_training
+from lightning_prune.pipeline.names import FULL, RANDOM, check_label, ratio_label
 from lightning_prune.pipeline.progress import EpochProgress
 from lightning_prune.pipeline.report import RunResults, write_report
-from lightning_prune.pipeline.run_dir import check_identity, locked, read_json
+from lightning_prune.pipeline.resume import (
+    GlobalRandomState,
+    had_checkpoint,
+    remove_checkpoints,
+    resumable_checkpoint,
+    scoring_checkpoint,
+)
+from lightning_prune.pipeline.run_dir import check_identity, differences, locked, read_json
 from lightning_prune.pipeline.trainer_settings import INSTANTIATED_TRAINER_ARGS, identity_trainer_args, instantiate
+from lightning_prune.pipeline.validated import VALIDATE
 from lightning_prune.selection.files import to_jsonable, write_text_atomic
 from lightning_prune.selection.scores import Scores
 from lightning_prune.selection.selection import Selection
 from lightning_prune.selection.strategies import STRATEGIES, check_prune_ratio, check_seed, random_selection
+from lightning_prune.trainer_access import unrepeated_distributed_sampler
 
 SCORE_EPOCHS_KEY = "score_epochs"
 """Recorded next to a score file's hyper-parameters: the length of the scoring run that made it."""
+SCORING_RUN_KEY = "scoring_run"
+"""Recorded next to a score file's hyper-parameters: the run settings its scoring run trained under."""
 
 ADAPRUNER_RATIO_TOLERANCE = 0.05
 """How far a learned selection's pruning ratio may end from the target before the run warns."""
+
+
+RUN_SET_TRAINER_ARGS = ("max_epochs", "min_epochs", "max_steps", "min_steps", "max_time")
+"""Trainer settings the run sets itself: every training runs ``score_epochs`` or ``train_epochs`` epochs."""
 
 
 def _check_settings(
@@ -56,20 +80,26 @@ def _check_settings(
     train_epochs: int,
     strategy: str,
     score_seed: int,
+    trainer_args: dict[str, Any],
 ) -> None:
     """Refuse a run's settings before anything is trained, naming the setting and the fix."""
     if not methods:
         raise ValueError("A run needs at least one method; list them under `methods:`.")
+    for spec in methods:
+        check_label(spec.key)
     labels = [m.key for m in methods]
     if len(set(labels)) != len(labels) or {FULL, RANDOM} & set(labels):
         raise ValueError(
             f"Method labels must be unique and not {FULL!r}/{RANDOM!r} (added automatically); got {labels}. "
             "Give repeated methods distinct `label:`s."
         )
-    for spec in methods:
-        if method_for(spec.name).uses_scores and (spec.strategy or strategy) not in STRATEGIES:
+    if strategy not in STRATEGIES:
+        raise ValueError(f"Unknown strategy {strategy!r}; choose from {sorted(STRATEGIES)}.")
+    for key in RUN_SET_TRAINER_ARGS:
+        if key in trainer_args:
             raise ValueError(
-                f"Unknown strategy {spec.strategy or strategy!r} for {spec.key}; choose from {sorted(STRATEGIES)}."
+                f"trainer.{key} is set by the run: the scoring run trains score_epochs epochs and every coreset "
+                f"training train_epochs epochs. Remove trainer.{key} and set score_epochs / train_epochs instead."
             )
     for ratio in [*prune_ratios, *(r for spec in methods for r in spec.prune_ratios or [])]:
         check_prune_ratio(ratio)
@@ -92,6 +122,34 @@ def _check_settings(
             )
         if int(spec.score_epochs) != spec.score_epochs or spec.score_epochs < 1:
             raise ValueError(f"Method {spec.key!r}: score_epochs={spec.score_epochs} must be a positive integer.")
+
+
+def _test(trainer: pl.Trainer, model: pl.LightningModule, data: pl.LightningDataModule) -> dict[str, Any]:
+    """The test metrics of ``model`` after its fit, every test sample counted once.
+
+    Under DDP, Lightning would deal the test set with a ``DistributedSampler``, which pads it with
+    repeated samples so that every rank gets as many (and warns so): an accuracy over ranks then counts
+    those samples twice. The test loader here deals each sample to one rank instead; the ranks' shares
+    differ by at most one sample, which a metric synchronised at the epoch's end (as ``Classifier``'s
+    torchmetrics accuracy is) does not notice."""
+    if trainer.world_size == 1:
+        return dict(trainer.test(model, datamodule=data, verbose=False)[0])
+    data.setup("test")
+    loader = data.test_dataloader()
+    sampler = unrepeated_distributed_sampler(loader.dataset, trainer.world_size, trainer.global_rank)
+    unrepeated = DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=sampler, **loader_settings(loader))
+    return dict(trainer.test(model, dataloaders=unrepeated, verbose=False)[0])
+
+
+def _complete_cell(result: dict[str, Any]) -> bool:
+    """Whether a cell file holds a whole result (a test accuracy in [0, 1], a non-negative cost)."""
+    accuracy, forwarded = result.get("test_acc"), result.get("train_samples_forwarded", 0)
+    return (
+        isinstance(accuracy, int | float)
+        and 0.0 <= accuracy <= 1.0
+        and isinstance(forwarded, int | float)
+        and forwarded >= 0
+    )
 
 
 class PruningRun:
@@ -134,8 +192,15 @@ class PruningRun:
         log: Callable[[str], None] = print,
         score_seed: int = 0,
     ) -> None:
-        _check_settings(methods, prune_ratios, seeds, score_epochs, train_epochs, strategy, score_seed)
+        trainer_args = dict(trainer_args or {})
+        # a score-based method without its own strategy selects with the run's: resolved once, here
+        methods = [
+            dataclasses.replace(spec, strategy=spec.strategy or strategy) if method_for(spec.name).uses_scores else spec
+            for spec in methods
+        ]
+        _check_settings(methods, prune_ratios, seeds, score_epochs, train_epochs, strategy, score_seed, trainer_args)
         self.run_dir = Path(run_dir)
+        self.files = RunFiles(self.run_dir)
         self.make_data = make_data
         self.make_model = make_model
         self.methods = methods
@@ -145,7 +210,7 @@ class PruningRun:
         self.score_epochs = score_epochs
         self.train_epochs = train_epochs
         self.strategy = strategy
-        self.trainer_args = dict(trainer_args or {})
+        self.trainer_args = trainer_args
         self.description = {
             **(description or {}),
             "score_epochs": score_epochs,
@@ -161,6 +226,27 @@ class PruningRun:
         self.method_cache: dict[str, dict[str, Any]] = {}
         """Per method key, what a method computes once and reuses for every ratio."""
         self._training_set_facts: tuple[int, Any] | None = None
+        self._first_inputs: Any = None
+        self._model_checked = False
+
+    @property
+    def context(self) -> RunContext:
+        """What the run's methods see of it (built anew: it reads the run's present state)."""
+        return RunContext(
+            files=self.files,
+            make_model=self.make_model,
+            make_data=self.make_data,
+            # through the instance, so that a subclass's (or a test's) make_trainer is the one methods use
+            make_trainer=lambda *args, **kwargs: self.make_trainer(*args, **kwargs),
+            training_set_facts=self.training_set_facts,
+            log=self.log,
+            score_seed=self.score_seed,
+            score_epochs=self.score_epochs,
+            train_epochs=self.train_epochs,
+            weighted=self.weighted,
+            scoring_model=lambda: self.trained_scoring_model,
+            cache=self.method_cache,
+        )
 
     @property
     def all_ratios(self) -> list[float]:
@@ -172,14 +258,13 @@ class PruningRun:
 
     # ------------------------------------------------------------------ paths
     def score_path(self, spec: MethodSpec) -> Path:
-        return self.run_dir / "scores" / f"{spec.key}.npz"
+        return self.files.score_path(spec.key)
 
     def selection_path(self, key: str, ratio: float, seed: int | None = None) -> Path:
-        suffix = f"-s{seed}" if seed is not None else ""
-        return self.run_dir / "selections" / f"{key}-{ratio_tag(ratio)}{suffix}.npz"
+        return self.files.selection_path(key, ratio, seed)
 
     def cell_path(self, key: str, ratio: float, seed: int) -> Path:
-        return self.run_dir / "cells" / f"{key}-{ratio_tag(ratio)}-s{seed}.json"
+        return self.files.cell_path(key, ratio, seed)
 
     # ------------------------------------------------------------------ steps
     def run(self) -> dict[str, Any]:
@@ -188,15 +273,18 @@ class PruningRun:
             self.check_run_dir()
             self.score()
             self.select()
+            self.upfront_costs()  # a missing or damaged cost record is named now, not after every training
             self.train()
             return write_report(self.results_for_report(), log=self.log)
 
     def upfront_costs(self) -> dict[str, dict[str, dict[str, Any] | None]]:
-        """Per method and ratio, what its selection cost before the coreset training (``None``: not recorded)."""
+        """Per method and ratio, what its selection cost before the coreset training; a missing, damaged or
+        negative cost record is refused, naming it and what to delete to measure it again."""
+        context = self.context
         return {
             spec.key: {
                 ratio_label(ratio): add_costs(
-                    *(read_cost(self.run_dir, name) for name in method_for(spec.name).cost_names(spec, ratio))
+                    [read_cost(cost) for cost in method_for(spec.name).costs(context, spec, ratio)]
                 )
                 for ratio in self.ratios_for(spec)
             }
@@ -264,9 +352,37 @@ class PruningRun:
         if self._training_set_facts is None:
             data = self.make_data()
             data.setup("fit")
-            train_set = data.train_dataloader().dataset
+            loader = data.train_dataloader()
+            train_set = loader.dataset
             self._training_set_facts = (len(train_set), dataset_targets(train_set))
+            with contextlib.suppress(Exception):  # only for check_model_fits_data, which then checks nothing
+                self._first_inputs = split_batch(next(iter(loader)), need_indices=False, need_targets=False)[0]
         return self._training_set_facts
+
+    def check_model_fits_data(self) -> None:
+        """Refuse a model with fewer outputs than the data has classes before anything trains.
+
+        Reads the model's ``forward`` on a first training batch; a model whose ``forward`` does not take
+        the batch's inputs is not checked (its first training step fails instead).
+        """
+        if self._model_checked:
+            return
+        self._model_checked = True
+        _, labels = self.training_set_facts()
+        if labels is None or self._first_inputs is None or len(labels) == 0:
+            return
+        classes = int(np.max(np.asarray(labels))) + 1
+        try:
+            with torch.no_grad():
+                outputs = self.make_model()(self._first_inputs)
+        except Exception:  # noqa: BLE001 -- any model: a forward that does not take the inputs is not checked
+            return
+        if isinstance(outputs, torch.Tensor) and outputs.ndim == 2 and outputs.shape[1] < classes:
+            raise ValueError(
+                f"The model outputs {outputs.shape[1]} class scores, but the training labels have {classes} "
+                f"classes (0..{classes - 1}): set the model's number of classes (e.g. num_classes of its "
+                f"backbone) to {classes}."
+            )
 
     def score_epochs_of(self, spec: MethodSpec) -> int:
         """The length of the scoring run ``spec`` reads (its own ``score_epochs`` or the run's)."""
@@ -280,6 +396,7 @@ class PruningRun:
         training's model too; ``train_for_influence=False`` skips the training when only that model
         is missing (``lightning-prune score``).
         """
+        self.check_model_fits_data()
         specs = self.score_methods()
         for spec in specs:
             if self.score_path(spec).exists():
@@ -293,26 +410,44 @@ class PruningRun:
         return {spec.key: Scores.load(self.score_path(spec)) for spec in specs}
 
     def _scoring_run(self, epochs: int, missing: list[MethodSpec]) -> None:
-        """One full-data training of ``epochs`` epochs with the collectors of ``missing`` attached."""
+        """One full-data training of ``epochs`` epochs with the collectors of ``missing`` attached.
+
+        It checkpoints every epoch and resumes from the last one when a previous attempt stopped (see
+        :mod:`~lightning_prune.pipeline.resume`)."""
         collectors = {spec.key: self._collector(spec) for spec in missing}
         names = ", ".join(collectors) or "none (training the model a learned method needs)"
         self.log(f"[score] training on the full data for {epochs} epochs with collectors: {names}")
+        folder = self.files.scoring_checkpoints(epochs)
+        identity = {
+            "epochs": epochs,
+            "run": self.description,
+            "collectors": {key: [c.method, to_jsonable(c.hparams())] for key, c in collectors.items()},
+        }
+        stale = had_checkpoint(folder)
+        resume = resumable_checkpoint(folder, identity)
+        if resume is not None:
+            self.log(f"[score] resuming the scoring run from epoch {resume[1]} of {epochs} ({resume[0]})")
+        elif stale:
+            self.log(f"[score] {folder} holds a scoring run of other collectors or settings; starting over")
         pl.seed_everything(self.score_seed, verbose=False)
         model, data = self.make_model(), self.make_data()
         start = time.perf_counter()
         meter = CostMeter()
-        self.make_trainer(epochs, [*collectors.values(), meter], progress="[score]").fit(model, datamodule=data)
+        callbacks = [*collectors.values(), meter, GlobalRandomState(), scoring_checkpoint(folder)]
+        trainer = self.make_trainer(epochs, callbacks, progress="[score]", enable_checkpointing=True)
+        trainer.fit(model, datamodule=data, ckpt_path=None if resume is None else str(resume[0]))
         served = list(missing)
         if epochs == self.score_epochs:
             self.trained_scoring_model = model
             served += [spec for spec in self.methods if method_for(spec.name).needs_scoring_model]
         for spec in served:  # a scoring run is charged to every method it served
-            write_cost(self.run_dir, scoring_cost_name(spec), meter.record())
+            write_cost(self.files.scoring_cost(spec.key, paid_for=()), meter.record())
         for key, collector in collectors.items():
             scores = collector.scores
-            scores.hparams = {**scores.hparams, SCORE_EPOCHS_KEY: epochs}
-            path = scores.save(self.run_dir / "scores" / f"{key}.npz")
+            scores.hparams = {**scores.hparams, SCORE_EPOCHS_KEY: epochs, SCORING_RUN_KEY: self._scoring_settings()}
+            path = scores.save(self.files.score_path(key))
             self.log(f"[score] wrote {path} ({time.perf_counter() - start:.1f} s)")
+        remove_checkpoints(folder)
 
     @staticmethod
     def _collector(spec: MethodSpec) -> ScoreCollector:
@@ -321,11 +456,18 @@ class PruningRun:
             raise RuntimeError(f"internal: method {spec.key!r} has no collector")
         return collector
 
-    def _refuse_reuse(self, path: Path, spec: MethodSpec) -> None:
+    def _refuse_reuse(self, path: Path, spec: MethodSpec, changed: list[str] | None = None) -> None:
+        what = f" ({'; '.join(changed)})" if changed else ""
         raise ValueError(
-            f"{path} was made with other settings than method {spec.key!r} has now. Resuming would mix results of "
-            "two set-ups: give the changed method a new `label:`, choose another output_dir, or delete the file."
+            f"{path} was made with other settings than method {spec.key!r} has now{what}. Resuming would mix "
+            "results of two set-ups: give the changed method a new `label:`, choose another output_dir, or delete "
+            "the file."
         )
+
+    def _scoring_settings(self) -> dict[str, Any]:
+        """The run settings a scoring run depends on: all but the coreset trainings' (its length is per method)."""
+        skip = ("train_epochs", "weighted", "score_epochs")
+        return to_jsonable({key: value for key, value in self.description.items() if key not in skip})
 
     def _check_reused_scores(self, spec: MethodSpec) -> None:
         path = self.score_path(spec)
@@ -333,6 +475,10 @@ class PruningRun:
         hparams = dict(scores.hparams)
         # score files written before scoring runs could differ in length came from the run's scoring run
         epochs = hparams.pop(SCORE_EPOCHS_KEY, self.score_epochs)
+        # score files written before they recorded their run's settings are taken as this run's
+        made_under = hparams.pop(SCORING_RUN_KEY, None)
+        if made_under is not None and made_under != self._scoring_settings():
+            self._refuse_reuse(path, spec, differences(made_under, self._scoring_settings()))
         if (
             scores.method != collector.method
             or hparams != to_jsonable(collector.hparams())
@@ -341,16 +487,23 @@ class PruningRun:
             self._refuse_reuse(path, spec)
 
     def _selection_settings(self, spec: MethodSpec) -> dict[str, Any]:
-        """What a method's selection files depend on besides the ratio (recorded in them, checked on reuse)."""
+        """What a method's selection files depend on besides the ratio (recorded in them, checked on reuse).
+
+        The run's settings are part of it, except the coreset trainings' length, which only a validated
+        selection reads (its candidates train that long)."""
+        run = {key: value for key, value in self.description.items() if key != "train_epochs"}
+        if spec.select_args.get(VALIDATE):
+            run["train_epochs"] = self.train_epochs
         return to_jsonable(
             {
                 "name": spec.name,
                 "args": spec.args,
-                "strategy": spec.strategy or self.strategy if method_for(spec.name).uses_scores else None,
+                "strategy": spec.strategy,
                 "select_args": spec.select_args,
                 **({"score_epochs": spec.score_epochs} if spec.score_epochs is not None else {}),
                 "weighted": self.weighted,
                 "seed": self.score_seed,
+                "run": run,
             }
         )
 
@@ -365,7 +518,9 @@ class PruningRun:
 
     def select(self) -> None:
         """Write every selection file that is missing (score-based, learned and random)."""
+        self.check_model_fits_data()
         num_samples, labels = self.training_set_facts()
+        context = self.context
         for spec in self.methods:
             if not method_for(spec.name).makes_selection:
                 continue
@@ -373,11 +528,12 @@ class PruningRun:
                 path = self.selection_path(spec.key, ratio)
                 settings = self._selection_settings(spec)
                 if path.exists():
-                    if Selection.load(path).hparams.get("run_settings") != settings:
-                        self._refuse_reuse(path, spec)
+                    recorded = Selection.load(path).hparams.get("run_settings")
+                    if recorded != settings:
+                        self._refuse_reuse(path, spec, differences(recorded or {}, settings))
                     continue
                 start = time.perf_counter()
-                selection = method_for(spec.name).selection(self, spec, ratio)
+                selection = method_for(spec.name).selection(context, spec, ratio)
                 selection.hparams["run_settings"] = settings
                 self._check_reached(spec, ratio, selection)
                 selection.save(path)
@@ -410,8 +566,15 @@ class PruningRun:
         cells += [(RANDOM, ratio, seed) for ratio in self.all_ratios for seed in self.seeds]
         return cells
 
+    def cell_identity(self, key: str) -> dict[str, Any]:
+        """The settings a cell of method ``key`` is made under: recorded in it, checked when it is reused."""
+        spec = next((spec for spec in self.methods if spec.key == key), None)
+        method = key if spec is None else {k: v for k, v in self._selection_settings(spec).items() if k != "run"}
+        return {"run": to_jsonable(self.description), "method": method}
+
     def train(self) -> None:
         """Train a fresh model on each coreset (and the full data) per seed; write one result per cell."""
+        self.check_model_fits_data()
         cells = self.cells()
         todo = [cell for cell in cells if self._read_cell(*cell) is None]
         if len(todo) < len(cells):
@@ -431,18 +594,25 @@ class PruningRun:
             )
             trainer.fit(model, datamodule=data)
             fit_metrics = dict(trainer.callback_metrics)
-            metrics = trainer.test(model, datamodule=data, verbose=False)[0]
+            metrics = _test(trainer, model, data)
             if "test_acc" not in metrics:
                 raise ValueError(
                     f"The model's test_step logged {sorted(metrics)} but no 'test_acc'; the report compares test "
                     "accuracy. Log it as lightning_prune.models.Classifier does."
                 )
+            if not 0.0 <= float(metrics["test_acc"]) <= 1.0:
+                raise ValueError(
+                    f"The model's test_step logged test_acc={float(metrics['test_acc'])}, outside [0, 1]; the report "
+                    "reads it as a fraction of the test set. Log the accuracy as a fraction, not in percent."
+                )
             selected = cell.selection
             result = {
                 "method": key,
                 "prune_ratio": ratio,
-                "prune_ratio_reached": round(cell.reached(), 6),
-                **({"dynamic": True} if cell.dynamic else {}),
+                **{
+                    name: round(value, 6) if isinstance(value, float) else value
+                    for name, value in cell.record().items()
+                },
                 "seed": seed,
                 "test_acc": float(metrics["test_acc"]),
                 # the last epoch's validation accuracy, when the model logs one: what tuning may look at
@@ -450,6 +620,7 @@ class PruningRun:
                 "num_train": None if selected is None else len(selected),
                 "seconds": round(time.perf_counter() - start, 2),
                 **{f"train_{name}": value for name, value in meter.record().items()},
+                "made_under": self.cell_identity(key),
             }
             write_text_atomic(self.cell_path(key, ratio, seed), json.dumps(result, indent=2))
             elapsed = time.perf_counter() - started
@@ -464,19 +635,31 @@ class PruningRun:
         if key == FULL:
             return CellTraining(data)
         if key == RANDOM:
-            return static_training(self, RANDOM, ratio, seed, data, per_seed=True)
+            return static_training(self.context, RANDOM, ratio, seed, data, per_seed=True)
         spec = next(spec for spec in self.methods if spec.key == key)
-        return method_for(spec.name).training(self, spec, ratio, seed, data, model)
+        return method_for(spec.name).training(self.context, spec, ratio, seed, data, model)
 
     def _read_cell(self, key: str, ratio: float, seed: int) -> dict[str, Any] | None:
-        """A finished cell's result; ``None`` when missing, or unreadable (then it is trained again)."""
+        """A finished cell's result; ``None`` when missing, or unreadable (then it is trained again).
+
+        A cell made under other settings (or by a version that did not record them) is refused, naming
+        each setting with its old and new value: reusing it would report another study's result."""
         path = self.cell_path(key, ratio, seed)
         if not path.exists():
             return None
         result = read_json(path)
-        if result is None or "test_acc" not in result:
+        if result is None or not _complete_cell(result):
             self.log(f"[train] {path} is unreadable (damaged or incomplete); training that cell again.")
-        return result if result is not None and "test_acc" in result else None
+            return None
+        identity = self.cell_identity(key)
+        if result.get("made_under") != identity:
+            changed = differences(result.get("made_under", {}), identity)
+            raise ValueError(
+                f"{path} was trained under other settings ({'; '.join(changed)}). Resuming would mix results of "
+                f"two set-ups: restore those settings, delete {path.parent} to train every cell again, or choose "
+                "another output_dir."
+            )
+        return result
 
     def results(self) -> list[dict[str, Any]]:
         return [result for cell in self.cells() if (result := self._read_cell(*cell)) is not None]

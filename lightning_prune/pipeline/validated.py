@@ -16,21 +16,18 @@ that ratio: its coreset trainings use the random baseline's subset of each seed.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import lightning.pytorch as pl
 
 from lightning_prune.data.pruned import PrunedDataModule
-from lightning_prune.pipeline.cost import CostMeter, add_costs, write_cost
+from lightning_prune.pipeline.context import MethodSpec, RunContext
+from lightning_prune.pipeline.cost import CostFile, CostMeter, add_costs, write_cost
 from lightning_prune.selection.meaning import ScoreMeaning
 from lightning_prune.selection.ratio_aware import CONFIDENCE, auto_ccs_beta
 from lightning_prune.selection.scores import Scores
 from lightning_prune.selection.selection import Selection
 from lightning_prune.selection.strategies import STRATEGIES, as_strategy, check_select_args, random_selection, select
-
-if TYPE_CHECKING:
-    from lightning_prune.pipeline.methods import MethodSpec
-    from lightning_prune.pipeline.runner import PruningRun
 
 VALIDATE = "validate"
 """The ``select_args`` key that turns validation-based choice on."""
@@ -63,7 +60,7 @@ def candidates(scores: Scores, ratio: float, seed: int, select_args: dict[str, A
     return chosen
 
 
-def validation_accuracy(run: PruningRun, selection: Selection, label: str) -> tuple[float, dict[str, Any]]:
+def validation_accuracy(run: RunContext, selection: Selection, label: str) -> tuple[float, dict[str, Any]]:
     """The final ``val_acc`` of the run's coreset training on ``selection``, and what that training cost."""
     pl.seed_everything(run.score_seed, verbose=False)
     model, data = run.make_model(), run.make_data()
@@ -79,13 +76,13 @@ def validation_accuracy(run: PruningRun, selection: Selection, label: str) -> tu
     return float(value), meter.record()
 
 
-def validated_selection(run: PruningRun, spec: MethodSpec, ratio: float, scores: Scores, cost_name: str) -> Selection:
+def validated_selection(run: RunContext, spec: MethodSpec, ratio: float, scores: Scores, cost: CostFile) -> Selection:
     """The candidate with the best validation accuracy (ties: random, else the first in name order)."""
     options = candidates(scores, ratio, run.score_seed, spec.select_args)
     accuracies, costs = {}, []
     for name in sorted(options):
-        accuracies[name], cost = validation_accuracy(run, options[name], f"[select] {spec.key} r{ratio:.2f} {name}")
-        costs.append(cost)
+        accuracies[name], spent = validation_accuracy(run, options[name], f"[select] {spec.key} r{ratio:.2f} {name}")
+        costs.append(spent)
     # a score-based candidate must beat random on validation to be chosen: a tie is no evidence for it
     best = max(sorted(accuracies), key=lambda name: (accuracies[name], name == "random"))
     run.log(
@@ -93,7 +90,7 @@ def validated_selection(run: PruningRun, spec: MethodSpec, ratio: float, scores:
         + ", ".join(f"{name} {100 * acc:.2f}" for name, acc in sorted(accuracies.items()))
         + f"; keeping {best}"
     )
-    write_cost(run.run_dir, cost_name, add_costs(*costs) or {"samples_forwarded": 0, "seconds": 0.0})
+    write_cost(cost, add_costs(costs))
     selection = options[best]
     selection.hparams["validated"] = {"chosen": best, "val_acc": accuracies}
     return selection
