@@ -70,3 +70,10 @@ def unrepeated_distributed_sampler(dataset: Any, num_replicas: int, rank: int) -
     from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 
     return UnrepeatedDistributedSampler(dataset, num_replicas=num_replicas, rank=rank, shuffle=False)
+
+
+def set_fit_length(trainer: pl.Trainer, *, max_steps: int, max_epochs: int) -> None:
+    """Bound the fit to ``max_steps`` optimiser steps and ``max_epochs`` epochs after the Trainer is built
+    (its fit loop holds both; ``Trainer.max_steps`` and ``estimated_stepping_batches`` read them)."""
+    trainer.fit_loop.max_epochs = int(max_epochs)
+    trainer.fit_loop.epoch_loop.max_steps = int(max_steps)

@@ -10,6 +10,12 @@ FULL = "full"
 """The full-data reference training (no pruning)."""
 RANDOM = "random"
 """The random-pruning baseline, run at every ratio of the run."""
+FULL_BUDGET = "full-budget"
+"""The equal-cost baseline: the full data trained for the optimiser steps of each ratio's coreset training."""
+RS2 = "rs2"
+"""The dynamic random baseline (RS2): a fresh random subset of each ratio's size every epoch."""
+BASELINES = (FULL, RANDOM, FULL_BUDGET, RS2)
+"""The rows every run adds itself (method labels may not take these names)."""
 
 
 def ratio_label(ratio: float) -> str:

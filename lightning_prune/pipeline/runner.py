@@ -37,10 +37,12 @@ from torch.utils.data import DataLoader
 from lightning_prune.collectors.base import ScoreCollector
 from lightning_prune.data.indexed import dataset_targets, split_batch
 from lightning_prune.data.pruned import loader_settings
+from lightning_prune.dynamic.rs2 import RS2 as RS2Callback
+from lightning_prune.pipeline.budget import BUDGETS, StepBudget
 from lightning_prune.pipeline.context import CellTraining, MethodSpec, RunContext, RunFiles
 from lightning_prune.pipeline.cost import CostMeter, add_costs, read_cost, write_cost
 from lightning_prune.pipeline.methods import method_for, static_training
-from lightning_prune.pipeline.names import FULL, RANDOM, check_label, ratio_label
+from lightning_prune.pipeline.names import BASELINES, FULL, FULL_BUDGET, RANDOM, RS2, check_label, ratio_label
 from lightning_prune.pipeline.progress import EpochProgress
 from lightning_prune.pipeline.report import RunResults, write_report
 from lightning_prune.pipeline.resume import (
@@ -56,7 +58,13 @@ from lightning_prune.pipeline.validated import VALIDATE
 from lightning_prune.selection.files import to_jsonable, write_text_atomic
 from lightning_prune.selection.scores import Scores
 from lightning_prune.selection.selection import Selection
-from lightning_prune.selection.strategies import STRATEGIES, check_prune_ratio, check_seed, random_selection
+from lightning_prune.selection.strategies import (
+    STRATEGIES,
+    check_prune_ratio,
+    check_seed,
+    num_to_keep,
+    random_selection,
+)
 from lightning_prune.trainer_access import unrepeated_distributed_sampler
 
 SCORE_EPOCHS_KEY = "score_epochs"
@@ -81,16 +89,22 @@ def _check_settings(
     strategy: str,
     score_seed: int,
     trainer_args: dict[str, Any],
+    budget: str = "epochs",
 ) -> None:
     """Refuse a run's settings before anything is trained, naming the setting and the fix."""
+    if budget not in BUDGETS:
+        raise ValueError(
+            f"budget={budget!r} is not one of {list(BUDGETS)}: 'epochs' trains each coreset train_epochs epochs "
+            "(compute savings), 'steps' as many optimiser steps as the full-data training (data efficiency)."
+        )
     if not methods:
         raise ValueError("A run needs at least one method; list them under `methods:`.")
     for spec in methods:
         check_label(spec.key)
     labels = [m.key for m in methods]
-    if len(set(labels)) != len(labels) or {FULL, RANDOM} & set(labels):
+    if len(set(labels)) != len(labels) or set(BASELINES) & set(labels):
         raise ValueError(
-            f"Method labels must be unique and not {FULL!r}/{RANDOM!r} (added automatically); got {labels}. "
+            f"Method labels must be unique and not one of {list(BASELINES)} (added automatically); got {labels}. "
             "Give repeated methods distinct `label:`s."
         )
     if strategy not in STRATEGIES:
@@ -173,6 +187,12 @@ class PruningRun:
         score_seed: seed of the scoring run and of every score-based and learned selection. Fixed (0 by
             default) rather than taken from ``seeds``, so adding, removing or reordering seeds later
             reuses every finished artefact; ``seeds`` only seed the coreset trainings and random baselines.
+        budget: ``"epochs"`` (each coreset trains ``train_epochs`` epochs over itself: compute savings) or
+            ``"steps"`` (each static coreset trains as many optimiser steps as the full-data training: data
+            efficiency, the CCS / D2-Pruning protocol); see :mod:`lightning_prune.pipeline.budget`.
+        budget_baselines: add the equal-cost baselines at every ratio (``budget: epochs`` only): ``full-budget``
+            (the full data for the optimiser steps of the ratio's coreset training, its schedule fitted to
+            them) and ``rs2`` (a fresh random subset of the ratio's size every epoch, without replacement).
     """
 
     def __init__(
@@ -191,6 +211,8 @@ class PruningRun:
         weighted: bool = False,
         log: Callable[[str], None] = print,
         score_seed: int = 0,
+        budget: str = "epochs",
+        budget_baselines: bool = True,
     ) -> None:
         trainer_args = dict(trainer_args or {})
         # a score-based method without its own strategy selects with the run's: resolved once, here
@@ -198,7 +220,11 @@ class PruningRun:
             dataclasses.replace(spec, strategy=spec.strategy or strategy) if method_for(spec.name).uses_scores else spec
             for spec in methods
         ]
-        _check_settings(methods, prune_ratios, seeds, score_epochs, train_epochs, strategy, score_seed, trainer_args)
+        _check_settings(
+            methods, prune_ratios, seeds, score_epochs, train_epochs, strategy, score_seed, trainer_args, budget
+        )
+        self.budget = budget
+        self.budget_baselines = bool(budget_baselines) and budget == "epochs"
         self.run_dir = Path(run_dir)
         self.files = RunFiles(self.run_dir)
         self.make_data = make_data
@@ -218,6 +244,8 @@ class PruningRun:
             "trainer": identity_trainer_args(self.trainer_args),
             "weighted": weighted,
             "score_seed": self.score_seed,
+            # only when not the default, so that runs made before the setting existed keep their identity
+            **({"budget": budget} if budget != "epochs" else {}),
         }
         self.weighted = weighted
         self.log = rank_zero_only(log)  # under DDP every rank runs the pipeline; one prints
@@ -564,6 +592,10 @@ class PruningRun:
             (spec.key, ratio, seed) for spec in self.methods for ratio in self.ratios_for(spec) for seed in self.seeds
         ]
         cells += [(RANDOM, ratio, seed) for ratio in self.all_ratios for seed in self.seeds]
+        if self.budget_baselines:
+            cells += [
+                (key, ratio, seed) for key in (FULL_BUDGET, RS2) for ratio in self.all_ratios for seed in self.seeds
+            ]
         return cells
 
     def cell_identity(self, key: str) -> dict[str, Any]:
@@ -587,9 +619,10 @@ class PruningRun:
             cell = self._cell_training(key, ratio, seed, model)
             data = cell.data
             meter = CostMeter()
+            budget = self._steps_budget(cell)
             trainer = self.make_trainer(
                 self.train_epochs,
-                [*cell.callbacks, meter],
+                [*cell.callbacks, *budget, meter],
                 progress=f"[train {number}/{len(todo)}] {key} r{ratio:.2f} s{seed}",
             )
             trainer.fit(model, datamodule=data)
@@ -630,12 +663,30 @@ class PruningRun:
                 f"test_acc {result['test_acc']:.4f} ({result['seconds']:.1f} s, ETA {eta:.0f} s)"
             )
 
+    def _steps_budget(self, cell: CellTraining) -> list[pl.Callback]:
+        """Under ``budget: steps`` a static coreset trains the full-data training's optimiser steps."""
+        if self.budget != "steps" or cell.selection is None:
+            return []
+        num_samples, _ = self.training_set_facts()
+        return [StepBudget(num_samples, self.train_epochs)]
+
     def _cell_training(self, key: str, ratio: float, seed: int, model: pl.LightningModule) -> CellTraining:
         data = self.make_data()
         if key == FULL:
             return CellTraining(data)
         if key == RANDOM:
             return static_training(self.context, RANDOM, ratio, seed, data, per_seed=True)
+        if key == FULL_BUDGET:
+            num_samples, _ = self.training_set_facts()
+            steps = StepBudget(num_to_keep(num_samples, ratio), self.train_epochs)
+            return CellTraining(data, callbacks=[steps], record=lambda: {"max_steps": steps.max_steps})
+        if key == RS2:
+            rs2 = RS2Callback(prune_ratio=ratio, seed=seed)
+            return CellTraining(
+                rs2.wrap(data),
+                callbacks=[rs2],
+                record=lambda: {"dynamic": True, "fraction_skipped": rs2.fraction_skipped},
+            )
         spec = next(spec for spec in self.methods if spec.key == key)
         return method_for(spec.name).training(self.context, spec, ratio, seed, data, model)
 
