@@ -202,3 +202,20 @@ def test_keyboard_interrupt_in_process_exits_130_with_the_resume_command(tmp_pat
     assert len(err.strip().splitlines()) == 1 and "interrupted" in err
     assert f"lightning-prune select --config {tiny_config} --output_dir {tmp_path / 'x'}" in err
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
+
+
+# ---------------------------------------------------------------- the built-in study
+def test_the_built_in_study_runs_the_readme_recommendation():
+    # the README recommends `strategy: auto` on DUAL scores with `select_args: {validate: true}`;
+    # the study `lightning-prune run` runs with no arguments must show it next to the others
+    from lightning_prune.cli import default_config_path
+
+    config = build_pipeline_parser().parse_args(["--config", str(default_config_path())])
+    specs = [vars(spec) if not isinstance(spec, dict) else spec for spec in config.methods]
+    recommended = [
+        spec
+        for spec in specs
+        if spec["name"] == "dual" and spec.get("strategy") == "auto" and (spec.get("select_args") or {}).get("validate")
+    ]
+    assert len(recommended) == 1, specs
+    assert recommended[0].get("label") == "recommended"
