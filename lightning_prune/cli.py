@@ -11,10 +11,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import signal
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import resources
@@ -134,9 +136,11 @@ def make_run(parser: ArgumentParser, config: Namespace, log=print) -> PruningRun
         return instantiate(config)
 
     output_dir = config.output_dir or str(Path.cwd() / "prune_runs" / config.name)
-    plain = parser.dump(config, format="json", skip_none=False)
-    import json
-
+    with warnings.catch_warnings():
+        # `skip_none=False` keeps unset (None) settings in the run's identity, as every run.json written so far
+        # has them; jsonargparse 4.49+ warns that the option will be renamed, which is no news for the user
+        warnings.simplefilter("ignore")
+        plain = parser.dump(config, format="json", skip_none=False)
     settings = json.loads(plain)
     return PruningRun(
         run_dir=output_dir,
@@ -201,16 +205,25 @@ def pipeline_main(command: str, argv: list[str]) -> dict[str, Any] | None:
 def lightning_main(argv: list[str]) -> None:
     from lightning.pytorch.cli import LightningCLI
 
-    LightningCLI(
-        model_class=pl.LightningModule,
-        datamodule_class=pl.LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        args=argv,
-        save_config_kwargs={"overwrite": True},
-        # LightningCLI gives its own kwargs to the main parser, a subcommand's keyed by its name
-        parser_kwargs={**PARSER_KWARGS, **{name: dict(PARSER_KWARGS) for name in LIGHTNING_COMMANDS}},
-    )
+    # the arguments are given explicitly (without --debug); LightningCLI warns when it also sees sys.argv's
+    program, sys.argv = sys.argv, sys.argv[:1]
+    try:
+        LightningCLI(
+            model_class=pl.LightningModule,
+            datamodule_class=pl.LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            args=argv,
+            save_config_kwargs={"overwrite": True},
+            # LightningCLI gives its own kwargs to the main parser, a subcommand's keyed by its name
+            parser_kwargs={
+                **PARSER_KWARGS,
+                "prog": "lightning-prune",
+                **{name: dict(PARSER_KWARGS) for name in LIGHTNING_COMMANDS},
+            },
+        )
+    finally:
+        sys.argv = program
 
 
 def _usage() -> str:
