@@ -321,8 +321,8 @@ def _plot_accuracy(summary: Summary, path: Path, title: str, num_seeds: int) -> 
         if dynamic:  # the ratio it was given, which is not where it lies on this axis
             for p in mine:
                 axis.annotate(f"r={p.text}", (p.x, p.y), textcoords="offset points", xytext=(4, -10), fontsize=7)
-    dynamic_note = "; dynamic methods: % of sample presentations skipped" if any(p.dynamic for p in points) else ""
-    axis.set_xlabel(f"pruning ratio (% of training samples removed{dynamic_note})")
+    dynamic_note = "\n(dynamic methods: % of sample presentations skipped)" if any(p.dynamic for p in points) else ""
+    axis.set_xlabel(f"pruning ratio (% of training samples removed){dynamic_note}")
     axis.set_ylabel("test accuracy (%)")
     spread = f"mean ± 1 std over {num_seeds} seeds" if num_seeds > 1 else "one seed"
     axis.set_title(f"{title}\n({spread})", fontsize=10)
@@ -349,9 +349,15 @@ def _plot_accuracy_vs_cost(summary: Summary, costs: dict[str, dict[str, dict[str
         if method == FULL:
             style = {"marker": "*", "color": "black", "markersize": 10, "linestyle": "none"}
         axis.plot([p.x for p in mine], [p.y for p in mine], label="full data" if method == FULL else method, **style)
-        if method != FULL:  # several methods share a cost: the ratio tells their points apart
-            for p in mine:
-                axis.annotate(p.text, (p.x, p.y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    # the ratio tells apart points of one cost; methods sharing a scoring run share a cost at each ratio, so
+    # each (cost, ratio) is labelled once, above its highest point, instead of once per method on top of each other
+    tops: dict[tuple[float, str], PlotPoint] = {}
+    for p in points:
+        key = (round(p.x, 3), p.text)
+        if p.method != FULL and (key not in tops or p.y > tops[key].y):
+            tops[key] = p
+    for p in tops.values():
+        axis.annotate(p.text, (p.x, p.y), textcoords="offset points", xytext=(4, 4), fontsize=7)
     axis.set_xlabel("total cost (samples forwarded, x one full-data training; scoring included)")
     axis.set_ylabel("test accuracy (%)")
     axis.set_title("accuracy against total cost (mean over seeds; labels: pruning ratio)", fontsize=10)
