@@ -135,8 +135,9 @@ def _refuse_negative(record: dict[str, Any], what: str) -> None:
     negative = {key: record[key] for key in ("samples_forwarded", "seconds") if float(record.get(key) or 0) < 0}
     if negative:
         raise ValueError(
-            f"The cost of {what} is negative ({negative}): the record is damaged. Delete it and re-run to "
-            "measure it again; a report never prints a negative cost."
+            f"The cost of {what} is negative ({negative}): the record is damaged. Delete it with what it paid "
+            "for (the score file, selection or cell) and re-run to measure it again; a report never prints a "
+            "negative cost."
         )
 
 
@@ -150,6 +151,7 @@ def unreadable_cost_files(run_dir: Path) -> list[Path]:
 
 
 def _read_cost_record(path: Path) -> dict[str, Any] | None:
+    # read here, not through pipeline.cost (Lightning, torch): the report reads plain files only
     try:
         record = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
@@ -175,7 +177,7 @@ def unknown_cost_notes(costs: dict[str, dict[str, dict[str, float] | None]], run
     if damaged:
         return [
             f"  note: {path} is unreadable (truncated or damaged), so the costs that include it are unknown; "
-            "delete it and re-run to measure it again"
+            "delete it with what it paid for (the score file or selection) and re-run to measure it again"
             for path in damaged
         ]
     return [f"  note: 'unknown': no cost was recorded in {run_dir / 'costs'} (a run made before costs were)"]
