@@ -10,8 +10,15 @@
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import shlex
 import signal
 import sys
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 from types import FrameType
@@ -19,11 +26,13 @@ from typing import Any
 
 import lightning.pytorch as pl
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
+from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from lightning_prune.pipeline.methods import MethodSpec
+from lightning_prune.pipeline.methods import MethodSpec, known_methods
 from lightning_prune.pipeline.run_dir import RunDirectoryBusy
 from lightning_prune.pipeline.runner import PruningRun
+from lightning_prune.selection.strategies import STRATEGIES
 
 PIPELINE_COMMANDS = {
     "run": "score -> select -> train on every coreset -> report (table, report.json, plots)",
@@ -37,11 +46,20 @@ def default_config_path() -> Path:
     return Path(str(resources.files("lightning_prune") / "configs" / "digits.yaml"))
 
 
+PARSER_KWARGS: dict[str, Any] = {"allow_abbrev": False, "exit_on_error": False}
+"""Every parser of the command line: an option is spelled out in full (a prefix such as ``--train_epoch``
+is an error, not ``--train_epochs``), and a parse error is raised for :func:`main` to print as one line."""
+
+GROUP_TITLES = {"data": "Data (--data)", "model": "Model (--model)"}
+"""Headings of the class-path groups (jsonargparse titles them with the base class's docstring)."""
+
+
 def build_pipeline_parser(command: str = "run") -> ArgumentParser:
     parser = ArgumentParser(
         prog=f"lightning-prune {command}",
         description=f"{PIPELINE_COMMANDS[command]}. Without --config, the built-in digits study "
         f"({default_config_path()}) is used.",
+        **PARSER_KWARGS,
     )
     parser.add_argument("--config", action=ActionConfigFile, help="YAML file with the settings below.")
     parser.add_argument("--name", type=str, default="study", help="Name of the run (and of its directory).")
@@ -67,12 +85,19 @@ def build_pipeline_parser(command: str = "run") -> ArgumentParser:
         "--methods",
         type=list[MethodSpec],
         required=True,
-        help="Methods to compare: collector names (tdds, forgetting, el2n, ...), adapruner, influence.",
+        help=f"Methods to compare, each {{name, args, label, strategy, select_args, ...}}; names: "
+        f"{', '.join(known_methods())}.",
     )
     parser.add_argument(
         "--prune_ratios", type=list[float], default=[0.3, 0.5, 0.7], help="Fractions of the training set to remove."
     )
-    parser.add_argument("--strategy", type=str, default="topk", help="topk, random, class_balanced or ccs.")
+    parser.add_argument(
+        "--strategy",
+        type=str,
+        default="topk",
+        help=f"Selection strategy of the score-based methods (a method's own `strategy` wins): "
+        f"{', '.join(sorted(STRATEGIES))}.",
+    )
     parser.add_argument(
         "--seeds",
         type=list[int],
@@ -99,6 +124,8 @@ def build_pipeline_parser(command: str = "run") -> ArgumentParser:
         default={},
         help="Keyword arguments of every Trainer (accelerator, devices, precision, ...).",
     )
+    for key, title in GROUP_TITLES.items():
+        (parser.groups or {})[key].title = title
     return parser
 
 
@@ -109,9 +136,11 @@ def make_run(parser: ArgumentParser, config: Namespace, log=print) -> PruningRun
         return instantiate(config)
 
     output_dir = config.output_dir or str(Path.cwd() / "prune_runs" / config.name)
-    plain = parser.dump(config, format="json", skip_none=False)
-    import json
-
+    with warnings.catch_warnings():
+        # `skip_none=False` keeps unset (None) settings in the run's identity, as every run.json written so far
+        # has them; jsonargparse 4.49+ warns that the option will be renamed, which is no news for the user
+        warnings.simplefilter("ignore")
+        plain = parser.dump(config, format="json", skip_none=False)
     settings = json.loads(plain)
     return PruningRun(
         run_dir=output_dir,
@@ -143,6 +172,17 @@ def _quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*is smaller than the logging interval.*")
 
 
+def check_output_dir(output_dir: Path) -> None:
+    """Refuse a run directory that is a file, or lies under one, before anything is trained."""
+    for path in (output_dir, *output_dir.parents):
+        if path.exists() and not path.is_dir():
+            where = "" if path == output_dir else f" (it would hold {output_dir})"
+            raise ValueError(
+                f"--output_dir: {path} is a file, not a directory{where}; give the path of a directory "
+                "(it is created if missing)."
+            )
+
+
 def pipeline_main(command: str, argv: list[str]) -> dict[str, Any] | None:
     parser = build_pipeline_parser(command)
     if not any(arg == "--config" or arg.startswith("--config=") for arg in argv) and not {"-h", "--help"} & set(argv):
@@ -150,6 +190,7 @@ def pipeline_main(command: str, argv: list[str]) -> dict[str, Any] | None:
     config = parser.parse_args(argv)
     _quiet_lightning()
     run = make_run(parser, config)
+    check_output_dir(run.run_dir)
     run.log(f"lightning-prune {command}: run directory {run.run_dir}")
     if command == "run":
         return run.run()
@@ -164,14 +205,25 @@ def pipeline_main(command: str, argv: list[str]) -> dict[str, Any] | None:
 def lightning_main(argv: list[str]) -> None:
     from lightning.pytorch.cli import LightningCLI
 
-    LightningCLI(
-        model_class=pl.LightningModule,
-        datamodule_class=pl.LightningDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        args=argv,
-        save_config_kwargs={"overwrite": True},
-    )
+    # the arguments are given explicitly (without --debug); LightningCLI warns when it also sees sys.argv's
+    program, sys.argv = sys.argv, sys.argv[:1]
+    try:
+        LightningCLI(
+            model_class=pl.LightningModule,
+            datamodule_class=pl.LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            args=argv,
+            save_config_kwargs={"overwrite": True},
+            # LightningCLI gives its own kwargs to the main parser, a subcommand's keyed by its name
+            parser_kwargs={
+                **PARSER_KWARGS,
+                "prog": "lightning-prune",
+                **{name: dict(PARSER_KWARGS) for name in LIGHTNING_COMMANDS},
+            },
+        )
+    finally:
+        sys.argv = program
 
 
 def _usage() -> str:
@@ -189,16 +241,60 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
-USER_ERRORS = (ValueError, TypeError, FileNotFoundError, RunDirectoryBusy)
-"""What a wrong setting, a wrong path or a busy directory raises: one line for the user, no traceback."""
+USER_ERRORS = (ValueError, TypeError, FileNotFoundError, RunDirectoryBusy, argparse.ArgumentError)
+"""What a wrong setting, a wrong path, a busy directory or a parse error raises: one line for the user, no
+traceback, exit status 2 (argparse's status for a usage error); ``--debug`` raises it instead."""
+
+PATH_ERRORS = (FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError)
+"""A file where a directory should be (or the reverse), or a path the user may not write: one line naming it."""
 
 
-class Terminated(Exception):
-    """SIGTERM arrived (SLURM preemption, `docker stop`, `timeout`)."""
+class Interrupted(BaseException):
+    """SIGINT (Ctrl-C) or SIGTERM (SLURM preemption, `docker stop`, `timeout`) arrived.
+
+    A ``BaseException``, as ``KeyboardInterrupt`` is, so that no ``except Exception`` on the way swallows
+    it; Lightning tears the Trainer down and re-raises it (a ``KeyboardInterrupt`` it would turn into
+    ``sys.exit(1)`` without a word).
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
-def _raise_terminated(signum: int, frame: FrameType | None) -> None:
-    raise Terminated()
+def _raise_interrupted(signum: int, frame: FrameType | None) -> None:
+    raise Interrupted(signum)
+
+
+@contextmanager
+def _interrupts_raise() -> Iterator[None]:
+    """SIGINT and SIGTERM raise :class:`Interrupted` inside the block; the previous handlers come back after."""
+    previous = {signum: signal.signal(signum, _raise_interrupted) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def resume_command(argv: list[str]) -> str:
+    """The exact command that resumes the interrupted one, from the directory it ran in."""
+    return f"cd {shlex.quote(os.getcwd())} && {shlex.join(['lightning-prune', *argv])}"
+
+
+def _say(line: str, rank_zero: bool = False) -> None:
+    """One line on stderr; ``rank_zero``: only rank 0 says it (every rank receives a signal and has the same
+    command), otherwise another rank's line names the rank (an error may be its own)."""
+    rank = int(getattr(rank_zero_only, "rank", 0))  # set by Lightning per process; the stubs do not declare it
+    if rank_zero and rank != 0:
+        return
+    prefix = f"[rank {rank}] " if rank != 0 else ""
+    print(prefix + line, file=sys.stderr, flush=True)
+
+
+def _one_line(error: BaseException) -> str:
+    """The error's message on one line (jsonargparse's nest the reasons over several)."""
+    return " ".join(str(error).split())
 
 
 def _run_command(command: str, rest: list[str], argv: list[str]) -> None:
@@ -208,35 +304,53 @@ def _run_command(command: str, rest: list[str], argv: list[str]) -> None:
         lightning_main(argv)
 
 
+def _handled(command: str, argv: list[str], debug: bool, run: Callable[[], None]) -> None:
+    """Run one command; an interruption, a user error or a path error ends in one line and its exit status."""
+    with _interrupts_raise():
+        try:
+            run()
+            return None
+        except (Interrupted, SIGTERMException, KeyboardInterrupt) as stop:
+            signum = stop.signum if isinstance(stop, Interrupted) else signal.SIGTERM
+            if isinstance(stop, KeyboardInterrupt):
+                signum = signal.SIGINT
+            _say(
+                f"lightning-prune {command}: interrupted by {signal.Signals(signum).name}; every finished step is "
+                f"saved, re-run the same command to resume: {resume_command(argv)}",
+                rank_zero=True,
+            )
+            # the shell's convention for a process ended by a signal: 130 for SIGINT, 143 for SIGTERM
+            raise SystemExit(128 + signum) from None
+        except PATH_ERRORS as error:
+            if debug:
+                raise
+            what = {
+                FileExistsError: "a file is where a directory should be",
+                NotADirectoryError: "a file is where a directory should be",
+                IsADirectoryError: "a directory is where a file should be",
+                PermissionError: "permission denied",
+            }[type(error)]
+            path = error.filename or error
+            _say(f"lightning-prune {command}: error: {path}: {what}; move it away or choose another --output_dir.")
+            raise SystemExit(2) from None
+        except USER_ERRORS as error:
+            if debug:
+                raise
+            _say(f"lightning-prune {command}: error: {_one_line(error)} (add --debug for the traceback)")
+            raise SystemExit(2) from None
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
+    resume_argv = list(argv)
     argv = [arg for arg in argv if arg != "--debug"]
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return None
     command, rest = argv[0], argv[1:]
     if command in (*PIPELINE_COMMANDS, *LIGHTNING_COMMANDS):
-        previous = signal.signal(signal.SIGTERM, _raise_terminated)
-        try:
-            _run_command(command, rest, argv)
-        except (Terminated, SIGTERMException):
-            print(
-                f"lightning-prune {command}: stopped by SIGTERM. Every finished step is saved; re-run the same "
-                "command to resume where it stopped.",
-                file=sys.stderr,
-                flush=True,
-            )
-            raise SystemExit(128 + signal.SIGTERM) from None
-        except USER_ERRORS as error:
-            if debug:
-                raise
-            print(f"lightning-prune {command}: error: {error}", file=sys.stderr)
-            print("(add --debug for the traceback)", file=sys.stderr, flush=True)
-            raise SystemExit(2) from None
-        finally:
-            signal.signal(signal.SIGTERM, previous)
-        return None
+        return _handled(command, resume_argv, debug, lambda: _run_command(command, rest, argv))
     print(_usage(), file=sys.stderr)
     raise SystemExit(
         f"lightning-prune: unknown command {command!r}; choose one of "

@@ -96,18 +96,30 @@ def test_influence_theory_check_runs(tmp_path):
     assert "influence vectors: S" in printed and "pearson" in printed.lower(), printed
 
 
-def _study_report(path: Path, gains: dict[str, float]) -> None:
+def _study_report(path: Path, gains: dict[str, float], seeds: int = 3) -> None:
     ratios = ["0.30", "0.50", "0.70", "0.80", "0.90"]
-    entry = lambda mean: {"mean": mean, "std": 0.01, "runs": [mean]}  # noqa: E731
+    spread = 0.01 if seeds > 1 else 0.0
+
+    def entry(mean: float) -> dict:
+        return {"mean": mean, "std": spread, "runs": [mean + spread * (i - 1) for i in range(seeds)]}
+
     accuracy = {
         "full": {"0.00": entry(0.95)},
         "recommended": {r: entry(0.8 + gains.get(r, 0.0)) for r in ratios},
         "random": {r: entry(0.8) for r in ratios},
     }
     costs = {"recommended": {r: {"relative": 1.5} for r in ratios}}
+    validated = {"recommended": {"0.30": {"chosen": "random"}, "0.90": {"chosen": "easy"}}}
     path.mkdir()
     (path / "report.json").write_text(
-        json.dumps({"prune_ratios": [float(r) for r in ratios], "test_accuracy": accuracy, "total_cost": costs})
+        json.dumps(
+            {
+                "prune_ratios": [float(r) for r in ratios],
+                "test_accuracy": accuracy,
+                "total_cost": costs,
+                "validated": validated,
+            }
+        )
     )
 
 
@@ -120,6 +132,22 @@ def test_study_summary_tabulates_checks_and_plots(tmp_path):
         [str(EXAMPLES / "study" / "summarise.py"), *(str(tmp_path / n) for n in "abc"), "--plot", str(plot)], tmp_path
     )
     assert "| recommended | 80.00 ± 1.00 (1.50x)" in out
+    assert "recommended: validation chose 30% random, 90% easy" in out
     assert "BEHIND random at 30% (-1.00)" in out
     assert ">= 2 points ahead of random at both 70% and 90%: 2 of 3 data sets" in out
     assert plot.stat().st_size > 0
+
+
+def test_study_summary_prints_a_single_seed_alone(tmp_path):
+    for name in "abc":
+        _study_report(tmp_path / name, {}, seeds=1)
+    out = _run_script(
+        [
+            str(EXAMPLES / "study" / "summarise.py"),
+            *(str(tmp_path / n) for n in "abc"),
+            "--plot",
+            str(tmp_path / "p.png"),
+        ],
+        tmp_path,
+    )
+    assert "| recommended | 80.00 (1.50x)" in out and "±" not in out.split("### ")[1]

@@ -10,6 +10,8 @@ from test_cli import TINY, run_cli
 
 from lightning_prune.pipeline.report import (
     RunResults,
+    accuracy_points,
+    cost_points,
     format_cost_table,
     format_table,
     histogram_bins,
@@ -17,6 +19,7 @@ from lightning_prune.pipeline.report import (
     total_costs,
     write_report,
 )
+from lightning_prune.selection.selection import Selection
 
 
 def _cell(method, ratio, seed, acc, reached=None):
@@ -120,3 +123,88 @@ def test_costs_of_a_run_made_before_they_were_recorded_are_unknown(tmp_path):
     results = RunResults(tmp_path, {}, ["tdds"], [0.5], [0], cells, upfront_costs={"tdds": {"0.50": None}})
     table = format_cost_table(total_costs(results), [0.5])
     assert "unknown" in table
+
+
+def _dynamic(ratio, seed, acc, **fields):
+    return {"method": "infobatch", "prune_ratio": ratio, "seed": seed, "test_acc": acc, "dynamic": True, **fields}
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"prune_ratio_reached": 0.285},  # cells written before the skipped fraction had its own field
+        {"fraction_skipped": 0.285},
+    ],
+)
+def test_a_dynamic_method_is_plotted_at_the_fraction_it_skipped_not_its_ratio(fields):
+    cells = [_cell("full", 0.0, 0, 0.99), _dynamic(0.5, 0, 0.98, **fields), _cell("random", 0.5, 0, 0.9, 0.5)]
+    summary = summarise(cells)
+    assert summary["infobatch"]["0.50"]["fraction_skipped"] == pytest.approx(0.285)
+    points = {(p.method, p.label): p for p in accuracy_points(summary)}
+    assert points["infobatch", "0.50"].x == pytest.approx(28.5)  # not 50: it skipped 28.5% of presentations
+    assert points["infobatch", "0.50"].dynamic and points["random", "0.50"].x == pytest.approx(50.0)
+    assert "skipped 28.5% of the sample presentations" in format_table(summary, [0.5])
+
+
+def test_every_point_of_the_cost_plot_carries_its_ratio(tmp_path):
+    cells = [
+        {**_cell(m, r, 0, 0.9), "train_samples_forwarded": int(1000 * (1 - r)), "train_seconds": 1.0}
+        for m, r in [("full", 0.0), ("tdds", 0.3), ("tdds", 0.7), ("random", 0.3), ("random", 0.7)]
+    ]
+    upfront = {"tdds": {"0.30": {"samples_forwarded": 500, "seconds": 1.0}, "0.70": None}}
+    results = RunResults(tmp_path, {}, ["tdds"], [0.3, 0.7], [0], cells, upfront_costs=upfront)
+    points = cost_points(summarise(cells), total_costs(results))
+    assert {(p.method, p.text) for p in points if p.method != "full"} == {
+        ("tdds", "30%"),
+        ("random", "30%"),
+        ("random", "70%"),
+    }  # tdds at 70% has an unknown cost: no point, rather than a wrong one
+    assert next(p for p in points if p.method == "tdds").x == pytest.approx(1.2)
+
+
+def test_the_report_prints_which_validated_candidate_won(tmp_path):
+    (tmp_path / "selections").mkdir()
+    chosen = Selection(
+        np.arange(5), 10, hparams={"validated": {"chosen": "easy", "val_acc": {"easy": 0.9, "random": 0.8}}}
+    )
+    chosen.save(tmp_path / "selections" / "recommended-r0.50.npz")
+    Selection(np.arange(5), 10).save(tmp_path / "selections" / "tdds-r0.50.npz")  # not validated: no line
+    cells = [_cell("full", 0.0, 0, 0.99), _cell("recommended", 0.5, 0, 0.95), _cell("tdds", 0.5, 0, 0.9)]
+    printed: list[str] = []
+    report = write_report(RunResults(tmp_path, {}, ["recommended", "tdds"], [0.5], [0], cells), log=printed.append)
+    text = "\n".join(printed)
+    assert "recommended at prune 50%: validation chose easy (val_acc easy 90.00, random 80.00)" in text
+    assert "tdds at prune 50%: validation" not in text
+    assert report["validated"] == {"recommended": {"0.50": {"chosen": "easy", "val_acc": {"easy": 0.9, "random": 0.8}}}}
+
+
+def test_an_unreadable_cost_file_is_named_where_the_cost_is_unknown(tmp_path):
+    (tmp_path / "costs").mkdir()
+    (tmp_path / "costs" / "score-tdds.json").write_text('{"samples_forwarded": 32')  # truncated by a kill
+    cells = [_cell("full", 0.0, 0, 0.99), _cell("tdds", 0.5, 0, 0.95)]
+    printed: list[str] = []
+    write_report(
+        RunResults(tmp_path, {}, ["tdds"], [0.5], [0], cells, upfront_costs={"tdds": {"0.50": None}}),
+        log=printed.append,
+    )
+    text = "\n".join(printed)
+    assert "unknown" in text and str(tmp_path / "costs" / "score-tdds.json") in text
+
+
+def test_a_negative_cost_is_refused_naming_its_file(tmp_path):
+    (tmp_path / "costs").mkdir()
+    bad = tmp_path / "costs" / "score-tdds.json"
+    bad.write_text(json.dumps({"samples_forwarded": -16128, "epochs": 3, "seconds": 1.0}))
+    cells = [_cell("full", 0.0, 0, 0.99), _cell("tdds", 0.5, 0, 0.95)]
+    upfront = {"tdds": {"0.50": {"samples_forwarded": -16128, "seconds": 1.0}}}
+    with pytest.raises(ValueError, match="score-tdds.json"):
+        total_costs(RunResults(tmp_path, {}, ["tdds"], [0.5], [0], cells, upfront_costs=upfront))
+
+
+def test_a_negative_training_cost_in_a_cell_is_refused_naming_the_cell(tmp_path):
+    cells = [
+        {**_cell("full", 0.0, 0, 0.99), "train_samples_forwarded": 1078, "train_seconds": 1.0},
+        {**_cell("tdds", 0.5, 1, 0.95), "train_samples_forwarded": -539, "train_seconds": 1.0},
+    ]
+    with pytest.raises(ValueError, match="tdds at prune ratio 0.50, seed 1"):
+        total_costs(RunResults(tmp_path, {}, ["tdds"], [0.5], [1], cells))

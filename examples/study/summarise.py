@@ -20,25 +20,32 @@ def load(run_dir: str) -> dict:
     return json.loads((Path(run_dir) / "report.json").read_text())
 
 
+def accuracy(entry: dict) -> str:
+    """``"98.52 ± 0.90"`` over several seeds; the value alone for one seed (it has no spread)."""
+    mean = f"{100 * entry['mean']:.2f}"
+    return mean if len(entry.get("runs", [])) == 1 else f"{mean} ± {100 * entry['std']:.2f}"
+
+
 def table(report: dict, title: str) -> str:
     ratios = [f"{r:.2f}" for r in report["prune_ratios"]]
-    accuracy, cost = report["test_accuracy"], report.get("total_cost", {})
-    full = next(iter(accuracy["full"].values()))
+    results, cost = report["test_accuracy"], report.get("total_cost", {})
+    full = next(iter(results["full"].values()))
     lines = [f"### {title}", "", "| method | " + " | ".join(f"prune {float(r):.0%}" for r in ratios) + " |"]
     lines.append("|---|" + "---|" * len(ratios))
-    lines.append(
-        f"| full data | {100 * full['mean']:.2f} ± {100 * full['std']:.2f} (1.0x) |" + " |" * (len(ratios) - 1)
-    )
-    for method in [m for m in accuracy if m != "full"]:
+    lines.append(f"| full data | {accuracy(full)} (1.0x) |" + " |" * (len(ratios) - 1))
+    for method in [m for m in results if m != "full"]:
         cells = []
         for r in ratios:
-            entry, spent = accuracy[method].get(r), (cost.get(method) or {}).get(r)
+            entry, spent = results[method].get(r), (cost.get(method) or {}).get(r)
             if entry is None:
                 cells.append("-")
                 continue
             suffix = f" ({spent['relative']:.2f}x)" if spent else ""
-            cells.append(f"{100 * entry['mean']:.2f} ± {100 * entry['std']:.2f}{suffix}")
+            cells.append(f"{accuracy(entry)}{suffix}")
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    for method, by_ratio in report.get("validated", {}).items():
+        chosen = ", ".join(f"{float(r):.0%} {choice['chosen']}" for r, choice in sorted(by_ratio.items()))
+        lines.append(f"\n{method}: validation chose {chosen}")
     return "\n".join(lines)
 
 
@@ -73,10 +80,12 @@ def plot(reports: list[dict], path: Path) -> None:
             ratios = sorted(accuracy[method], key=float)
             means = [100 * accuracy[method][r]["mean"] for r in ratios]
             stds = [100 * accuracy[method][r]["std"] for r in ratios]
+            # a dynamic method (InfoBatch) removes no sample: it lies at the fraction of presentations it skipped
+            xs = [100 * accuracy[method][r].get("fraction_skipped", float(r)) for r in ratios]
+            dynamic = any(accuracy[method][r].get("dynamic") for r in ratios)
             style = {"linewidth": 2.5} if method == RECOMMENDED else {"linewidth": 1.2}
-            axis.errorbar(
-                [100 * float(r) for r in ratios], means, yerr=stds, marker="o", capsize=3, label=method, **style
-            )
+            label = f"{method} (dynamic: at % skipped)" if dynamic else method
+            axis.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=label, **style)
         axis.set_title(name)
         axis.set_xlabel("pruning ratio (% of training set removed)")
         axis.set_ylabel("test accuracy (%), mean ± std over 3 seeds")

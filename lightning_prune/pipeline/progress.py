@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 
 import lightning.pytorch as pl
+from typing_extensions import override
 
 PROGRESS_INTERVAL_S = 30.0
 """Seconds between two progress lines of one training; a shorter training prints none."""
@@ -27,9 +28,11 @@ class EpochProgress(pl.Callback):
         self._start = 0.0
         self._last = 0.0
 
+    @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._start = self._last = time.perf_counter()
 
+    @override
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         now = time.perf_counter()
         done, total = trainer.current_epoch + 1, trainer.max_epochs

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from lightning_prune.pipeline.names import FULL, RANDOM, ratio_label
+from lightning_prune.pipeline.names import FULL, RANDOM, ratio_label, ratio_tag
 from lightning_prune.selection.files import write_text_atomic
 
 REACHED_NOTE_TOLERANCE = 0.005
@@ -51,12 +51,19 @@ class RunResults:
     upfront_costs: dict[str, dict[str, dict[str, Any] | None]] = field(default_factory=dict)
 
 
-def summarise(results: list[dict[str, Any]]) -> Summary:
-    """``{method: {ratio: {"mean", "std", "runs", "prune_ratio_reached"}}}`` of test accuracy over seeds.
+def fraction_skipped(cell: dict[str, Any]) -> float:
+    """The fraction of sample presentations a dynamic cell skipped. Cells written before it had its own
+    field (``fraction_skipped``) carried it as ``prune_ratio_reached``."""
+    return float(cell["fraction_skipped"] if "fraction_skipped" in cell else cell.get("prune_ratio_reached", 0.0))
 
-    ``std`` is the population standard deviation over seeds (0 for one seed); ``prune_ratio_reached``
-    is the mean fraction actually removed (a learned selection may end away from its target); for a
-    ``dynamic`` method (InfoBatch) it is the fraction of sample presentations its training skipped.
+
+def summarise(results: list[dict[str, Any]]) -> Summary:
+    """``{method: {ratio: {"mean", "std", "runs", "dynamic", ...}}}`` of test accuracy over seeds.
+
+    ``std`` is the population standard deviation over seeds (0 for one seed). A static method's entry has
+    ``prune_ratio_reached``, the mean fraction of the training set actually removed (a learned selection
+    may end away from its target); a ``dynamic`` method's (InfoBatch) removes nothing and has
+    ``fraction_skipped`` instead, the mean fraction of sample presentations its training skipped.
     """
     grouped: dict[str, dict[float, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     for result in results:
@@ -66,15 +73,20 @@ def summarise(results: list[dict[str, Any]]) -> Summary:
         summary[method] = {}
         for ratio, cells in sorted(by_ratio.items()):
             accs = [cell["test_acc"] for cell in cells]
-            summary[method][ratio_label(ratio)] = {
+            dynamic = any(cell.get("dynamic", False) for cell in cells)
+            entry: dict[str, Any] = {
                 "mean": statistics.fmean(accs),
                 "std": statistics.pstdev(accs) if len(accs) > 1 else 0.0,
                 "runs": accs,
-                "prune_ratio_reached": statistics.fmean(
-                    float(cell.get("prune_ratio_reached", ratio)) for cell in cells
-                ),
-                "dynamic": any(cell.get("dynamic", False) for cell in cells),
+                "dynamic": dynamic,
             }
+            if dynamic:
+                entry["fraction_skipped"] = statistics.fmean(fraction_skipped(cell) for cell in cells)
+            else:
+                entry["prune_ratio_reached"] = statistics.fmean(
+                    float(cell.get("prune_ratio_reached", ratio)) for cell in cells
+                )
+            summary[method][ratio_label(ratio)] = entry
     return summary
 
 
@@ -83,8 +95,13 @@ def total_costs(results: RunResults) -> dict[str, dict[str, dict[str, float] | N
     selection's (the scoring run for score-based methods, the mask training for AdaPruner) plus the
     mean coreset training over seeds; ``relative`` to the mean full-data training. ``None`` where a
     part was not recorded (a run made before costs were)."""
+    check_cost_files(results.run_dir)
     trainings: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     for cell in results.cells:
+        _refuse_negative(
+            {"samples_forwarded": cell.get("train_samples_forwarded", 0), "seconds": cell.get("train_seconds", 0)},
+            f"the training of {cell['method']} at prune ratio {float(cell['prune_ratio']):.2f}, seed {cell['seed']}",
+        )
         trainings[cell["method"]][ratio_label(float(cell["prune_ratio"]))].append(cell)
 
     def mean_training(cells: list[dict[str, Any]]) -> dict[str, float] | None:
@@ -102,6 +119,8 @@ def total_costs(results: RunResults) -> dict[str, dict[str, dict[str, float] | N
         for label, cells in by_ratio.items():
             training = mean_training(cells)
             upfront = results.upfront_costs.get(method, {}).get(label, {"samples_forwarded": 0, "seconds": 0.0})
+            if upfront is not None:
+                _refuse_negative(upfront, f"what {method}'s selection at prune ratio {label} cost")
             if training is None or upfront is None:
                 totals[method][label] = None
                 continue
@@ -110,6 +129,58 @@ def total_costs(results: RunResults) -> dict[str, dict[str, dict[str, float] | N
             seconds = training["seconds"] + upfront["seconds"]
             totals[method][label] = {"samples_forwarded": samples, "seconds": seconds, "relative": relative}
     return totals
+
+
+def _refuse_negative(record: dict[str, Any], what: str) -> None:
+    negative = {key: record[key] for key in ("samples_forwarded", "seconds") if float(record.get(key) or 0) < 0}
+    if negative:
+        raise ValueError(
+            f"The cost of {what} is negative ({negative}): the record is damaged. Delete it with what it paid "
+            "for (the score file, selection or cell) and re-run to measure it again; a report never prints a "
+            "negative cost."
+        )
+
+
+def cost_files(run_dir: Path) -> list[Path]:
+    return sorted((run_dir / "costs").glob("*.json"))
+
+
+def unreadable_cost_files(run_dir: Path) -> list[Path]:
+    """The cost records of ``run_dir`` that are truncated, damaged or not a cost record."""
+    return [path for path in cost_files(run_dir) if _read_cost_record(path) is None]
+
+
+def _read_cost_record(path: Path) -> dict[str, Any] | None:
+    # read here, not through pipeline.cost (Lightning, torch): the report reads plain files only
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(record, dict) or not isinstance(record.get("samples_forwarded"), int | float):
+        return None
+    return record
+
+
+def check_cost_files(run_dir: Path) -> None:
+    """Refuse a negative cost record, naming its file (``costs/*.json``)."""
+    for path in cost_files(run_dir):
+        record = _read_cost_record(path)
+        if record is not None:
+            _refuse_negative(record, f"{path}")
+
+
+def unknown_cost_notes(costs: dict[str, dict[str, dict[str, float] | None]], run_dir: Path) -> list[str]:
+    """Why a cost shows "unknown": the unreadable cost files, named, or that none was recorded."""
+    if not any(entry is None for by_label in costs.values() for entry in by_label.values()):
+        return []
+    damaged = unreadable_cost_files(run_dir)
+    if damaged:
+        return [
+            f"  note: {path} is unreadable (truncated or damaged), so the costs that include it are unknown; "
+            "delete it with what it paid for (the score file or selection) and re-run to measure it again"
+            for path in damaged
+        ]
+    return [f"  note: 'unknown': no cost was recorded in {run_dir / 'costs'} (a run made before costs were)"]
 
 
 def format_cost_table(costs: dict[str, dict[str, dict[str, float] | None]], ratios: list[float]) -> str:
@@ -167,15 +238,64 @@ def reached_notes(summary: Summary) -> list[str]:
     notes = []
     for method, by_ratio in summary.items():
         for label, entry in by_ratio.items():
-            reached = entry["prune_ratio_reached"]
-            if method != FULL and entry.get("dynamic"):
+            if method == FULL:
+                continue
+            if entry.get("dynamic"):
                 notes.append(
-                    f"  note: {method} (dynamic) at prune {float(label):.0%} skipped {reached:.1%} of the sample "
-                    "presentations (the ratio is its skip probability among well-learned samples)"
+                    f"  note: {method} (dynamic) at prune {float(label):.0%} skipped {entry['fraction_skipped']:.1%} "
+                    "of the sample presentations (the ratio is its skip probability among well-learned samples)"
                 )
-            elif method != FULL and abs(reached - float(label)) > REACHED_NOTE_TOLERANCE:
+            elif abs((reached := entry["prune_ratio_reached"]) - float(label)) > REACHED_NOTE_TOLERANCE:
                 notes.append(f"  note: {method} at prune {float(label):.0%} removed {reached:.1%} of the samples")
     return notes
+
+
+@dataclass(frozen=True)
+class PlotPoint:
+    """One point of a plot: a method at one ratio (``label``), at ``x`` with accuracy ``y`` (in %)."""
+
+    method: str
+    label: str
+    x: float
+    y: float
+    yerr: float
+    dynamic: bool
+
+    @property
+    def text(self) -> str:
+        """The point's ratio, as the tables print it (``"50%"``)."""
+        return f"{float(self.label):.0%}"
+
+
+def accuracy_points(summary: Summary) -> list[PlotPoint]:
+    """The accuracy plot's points: a static method at its pruning ratio (% of the training set removed), a
+    dynamic one at the fraction of sample presentations it skipped (it removes no sample; its ratio is a
+    skip probability among well-learned samples and saves less)."""
+    points = []
+    for method, by_ratio in summary.items():
+        if method == FULL:
+            continue
+        for label, entry in by_ratio.items():
+            dynamic = bool(entry.get("dynamic"))
+            x = 100 * (entry["fraction_skipped"] if dynamic else float(label))
+            points.append(PlotPoint(method, label, x, 100 * entry["mean"], 100 * entry["std"], dynamic))
+    return points
+
+
+def cost_points(summary: Summary, costs: dict[str, dict[str, dict[str, float] | None]]) -> list[PlotPoint]:
+    """The cost plot's points: every method (and the full data) at its total cost, where it is known."""
+    return [
+        PlotPoint(method, label, entry["relative"], 100 * summary[method][label]["mean"], 0.0, False)
+        for method, by_label in costs.items()
+        for label, entry in by_label.items()
+        if entry is not None and label in summary.get(method, {})
+    ]
+
+
+def _style(method: str, dynamic: bool) -> dict[str, Any]:
+    if method == RANDOM:
+        return {"linestyle": "--", "color": "gray", "marker": "."}
+    return {"marker": "s", "linestyle": "-."} if dynamic else {"marker": "o"}
 
 
 def _plot_accuracy(summary: Summary, path: Path, title: str, num_seeds: int) -> None:
@@ -185,17 +305,26 @@ def _plot_accuracy(summary: Summary, path: Path, title: str, num_seeds: int) -> 
     import matplotlib.pyplot as plt
 
     figure, axis = plt.subplots(figsize=(8.0, 4.4))
-    for method, by_ratio in summary.items():
-        if method == FULL:
-            full = next(iter(by_ratio.values()))
-            axis.axhline(100 * full["mean"], color="black", linestyle=":", label="full data")
-            continue
-        ratios = [100 * float(r) for r in by_ratio]
-        means = np.array([100 * v["mean"] for v in by_ratio.values()])
-        stds = np.array([100 * v["std"] for v in by_ratio.values()])
-        style: dict[str, Any] = {"linestyle": "--", "color": "gray"} if method == RANDOM else {"marker": "o"}
-        axis.errorbar(ratios, means, yerr=stds if num_seeds > 1 else None, capsize=3, label=method, **style)
-    axis.set_xlabel("pruning ratio (% of training samples removed)")
+    if FULL in summary:
+        full = next(iter(summary[FULL].values()))
+        axis.axhline(100 * full["mean"], color="black", linestyle=":", label="full data")
+    points = accuracy_points(summary)
+    for method in dict.fromkeys(point.method for point in points):
+        mine = sorted((p for p in points if p.method == method), key=lambda p: p.x)
+        dynamic = any(p.dynamic for p in mine)
+        axis.errorbar(
+            [p.x for p in mine],
+            [p.y for p in mine],
+            yerr=[p.yerr for p in mine] if num_seeds > 1 else None,
+            capsize=3,
+            label=f"{method} (dynamic: at % skipped)" if dynamic else method,
+            **_style(method, dynamic),
+        )
+        if dynamic:  # the ratio it was given, which is not where it lies on this axis
+            for p in mine:
+                axis.annotate(f"r={p.text}", (p.x, p.y), textcoords="offset points", xytext=(4, -10), fontsize=7)
+    dynamic_note = "\n(dynamic methods: % of sample presentations skipped)" if any(p.dynamic for p in points) else ""
+    axis.set_xlabel(f"pruning ratio (% of training samples removed){dynamic_note}")
     axis.set_ylabel("test accuracy (%)")
     spread = f"mean ± 1 std over {num_seeds} seeds" if num_seeds > 1 else "one seed"
     axis.set_title(f"{title}\n({spread})", fontsize=10)
@@ -214,22 +343,26 @@ def _plot_accuracy_vs_cost(summary: Summary, costs: dict[str, dict[str, dict[str
     import matplotlib.pyplot as plt
 
     figure, axis = plt.subplots(figsize=(8.0, 4.4))
-    for method, by_ratio in summary.items():
-        points = [
-            (costs[method][label]["relative"], 100 * entry["mean"])  # type: ignore[index]
-            for label, entry in by_ratio.items()
-            if costs.get(method, {}).get(label) is not None
-        ]
-        if not points:
-            continue
-        xs, ys = zip(*sorted(points), strict=True)
-        style: dict[str, Any] = {"linestyle": "--", "color": "gray"} if method == RANDOM else {"marker": "o"}
+    points = cost_points(summary, costs)
+    for method in dict.fromkeys(point.method for point in points):
+        mine = sorted((p for p in points if p.method == method), key=lambda p: p.x)
+        dynamic = any(summary[method][p.label].get("dynamic") for p in mine)
+        style = _style(method, dynamic)
         if method == FULL:
             style = {"marker": "*", "color": "black", "markersize": 10, "linestyle": "none"}
-        axis.plot(xs, ys, label="full data" if method == FULL else method, **style)
+        axis.plot([p.x for p in mine], [p.y for p in mine], label="full data" if method == FULL else method, **style)
+    # the ratio tells apart points of one cost; methods sharing a scoring run share a cost at each ratio, so
+    # each (cost, ratio) is labelled once, above its highest point, instead of once per method on top of each other
+    tops: dict[tuple[float, str], PlotPoint] = {}
+    for p in points:
+        key = (round(p.x, 3), p.text)
+        if p.method != FULL and (key not in tops or p.y > tops[key].y):
+            tops[key] = p
+    for p in tops.values():
+        axis.annotate(p.text, (p.x, p.y), textcoords="offset points", xytext=(4, 4), fontsize=7)
     axis.set_xlabel("total cost (samples forwarded, x one full-data training; scoring included)")
     axis.set_ylabel("test accuracy (%)")
-    axis.set_title("accuracy against total cost (mean over seeds)", fontsize=10)
+    axis.set_title("accuracy against total cost (mean over seeds; labels: pruning ratio)", fontsize=10)
     axis.grid(alpha=0.3)
     axis.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize=9)
     figure.tight_layout()
@@ -268,10 +401,43 @@ def _plot_histograms(scores: dict[str, np.ndarray], path: Path) -> None:
     plt.close(figure)
 
 
+def validated_choices(results: RunResults) -> dict[str, dict[str, dict[str, Any]]]:
+    """``{method: {ratio: {"chosen", "val_acc"}}}``: which candidate each validated selection kept, read
+    from the selection files' manifests (``RUN/selections/KEY-rR.npz``)."""
+    from lightning_prune.selection.selection import Selection
+
+    choices: dict[str, dict[str, dict[str, Any]]] = {}
+    for method in results.methods:
+        for ratio in results.prune_ratios:
+            path = results.run_dir / "selections" / f"{method}-{ratio_tag(ratio)}.npz"
+            if not path.exists():
+                continue
+            validated = Selection.load(path).hparams.get("validated")
+            if isinstance(validated, dict) and "chosen" in validated:
+                choices.setdefault(method, {})[ratio_label(ratio)] = {
+                    "chosen": validated["chosen"],
+                    "val_acc": dict(validated.get("val_acc", {})),
+                }
+    return choices
+
+
+def format_validated(choices: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
+    """One line per validated method and ratio: the candidate kept and every candidate's validation accuracy."""
+    lines = []
+    for method, by_label in choices.items():
+        for label, choice in by_label.items():
+            accuracies = ", ".join(f"{name} {100 * acc:.2f}" for name, acc in sorted(choice["val_acc"].items()))
+            lines.append(
+                f"  {method} at prune {float(label):.0%}: validation chose {choice['chosen']} (val_acc {accuracies})"
+            )
+    return lines
+
+
 def write_report(results: RunResults, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Write ``report.json`` and the plots into the run directory, print the table; return the report."""
     summary = summarise(results.cells)
     costs = total_costs(results)
+    choices = validated_choices(results)
     report = {
         "run_dir": str(results.run_dir),
         "description": results.description,
@@ -280,6 +446,7 @@ def write_report(results: RunResults, log: Callable[[str], None] = print) -> dic
         "seeds": results.seeds,
         "test_accuracy": summary,
         "total_cost": costs,
+        "validated": choices,
         "cells": results.cells,
     }
     write_text_atomic(results.run_dir / "report.json", json.dumps(report, indent=2, default=str))
@@ -297,9 +464,12 @@ def write_report(results: RunResults, log: Callable[[str], None] = print) -> dic
         + "):\n"
         + format_table(summary, results.prune_ratios)
     )
+    if choices:
+        log("\nValidated selections (the candidate kept at each ratio, by validation accuracy in %):")
+        log("\n".join(format_validated(choices)))
     log(
         "\nTotal cost (samples forwarded: scoring or mask training + coreset training, x one full-data training):\n"
-        + format_cost_table(costs, results.prune_ratios)
+        + "\n".join([format_cost_table(costs, results.prune_ratios), *unknown_cost_notes(costs, results.run_dir)])
     )
     log(f"\nReport: {results.run_dir / 'report.json'}; plots: {plots}")
     return report
