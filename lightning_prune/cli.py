@@ -119,6 +119,20 @@ def build_pipeline_parser(command: str = "run") -> ArgumentParser:
         help="Train coresets with importance weights (TDDS Eq. 13 min-max normalised scores).",
     )
     parser.add_argument(
+        "--budget",
+        type=str,
+        default="epochs",
+        help="How long coresets train: 'epochs' (train_epochs epochs over the coreset: saves compute) or 'steps' "
+        "(as many optimiser steps as the full-data training: data efficiency, the CCS/D2 protocol).",
+    )
+    parser.add_argument(
+        "--budget_baselines",
+        type=bool,
+        default=True,
+        help="Add the equal-cost baselines at every ratio (budget 'epochs'): full-budget (the full data for the "
+        "coreset's optimiser steps) and rs2 (a fresh random subset every epoch).",
+    )
+    parser.add_argument(
         "--trainer",
         type=dict[str, Any],
         default={},
@@ -157,6 +171,8 @@ def make_run(parser: ArgumentParser, config: Namespace, log=print) -> PruningRun
         weighted=config.weighted,
         log=log,
         score_seed=config.score_seed,
+        budget=config.budget,
+        budget_baselines=config.budget_baselines,
     )
 
 

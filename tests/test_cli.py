@@ -24,6 +24,7 @@ model:
       class_path: lightning_prune.models.SmallCNN
       init_args: {num_classes: 10, width: 4}
     lr: 0.1
+    weighted_loss: mean  # what InfoBatch rows need; the same for unweighted batches
 methods:
   - name: tdds
     args: {trajectory: 3, window: 3}
@@ -33,6 +34,7 @@ prune_ratios: [0.5]
 seeds: [0]
 score_epochs: 3
 train_epochs: 1
+budget_baselines: false  # the equal-cost rows are tested in test_budget.py; here they would only add trainings
 """
 
 

@@ -73,11 +73,6 @@ def test_cost_names_are_spelled_once(prefix):
     assert spelled == {"names.py"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="InfoBatchMethod still switches Classifier to weighted_loss='mean'; it can go once InfoBatch refuses "
-    "a loss that normalises the weights away (branch h-dynamic) and the built-in configs set weighted_loss: mean",
-)
 def test_no_pipeline_code_special_cases_the_reference_classifier():
     for path in PIPELINE.glob("*.py"):
         assert "Classifier" not in {

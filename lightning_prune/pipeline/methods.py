@@ -298,11 +298,6 @@ class InfoBatchMethod:
         data: pl.LightningDataModule,
         model: pl.LightningModule,
     ) -> CellTraining:
-        from lightning_prune.models.classifier import Classifier
-
-        if isinstance(model, Classifier) and model.hparams["weighted_loss"] != "mean":
-            # identical for unweighted batches; InfoBatch's rescaling needs the mean of weight x loss
-            model.hparams["weighted_loss"] = "mean"
         infobatch = InfoBatch(prune_ratio=ratio, seed=seed, **spec.args)
         return CellTraining(
             infobatch.wrap(data),

@@ -24,6 +24,7 @@ import dataclasses
 import json
 import os
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -463,7 +464,10 @@ class PruningRun:
         meter = CostMeter()
         callbacks = [*collectors.values(), meter, GlobalRandomState(), scoring_checkpoint(folder)]
         trainer = self.make_trainer(epochs, callbacks, progress="[score]", enable_checkpointing=True)
-        trainer.fit(model, datamodule=data, ckpt_path=None if resume is None else str(resume[0]))
+        with warnings.catch_warnings():
+            # the folder is the run's own, holding the checkpoint this fit resumes from (or a stale one it replaces)
+            warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is not empty.*")
+            trainer.fit(model, datamodule=data, ckpt_path=None if resume is None else str(resume[0]))
         served = list(missing)
         if epochs == self.score_epochs:
             self.trained_scoring_model = model
