@@ -94,6 +94,9 @@ def test_full_budget_and_rs2_rows_forward_what_the_coreset_forwards(tmp_path):
     assert rs2["fraction_skipped"] == pytest.approx(1 - num_keep / (full["train_samples_forwarded"] / EPOCHS))
     report = json.loads((run.run_dir / "report.json").read_text())
     assert {"full-budget", "rs2"} <= set(report["test_accuracy"])
+    against = report["frontier"]["el2n"]["0.50"]
+    assert against["difference"] is not None and "reuse_break_even" in against
+    assert set(report["frontier"]) == {"el2n"}  # the baselines make the frontier, they are not judged by it
 
 
 @pytest.mark.slow

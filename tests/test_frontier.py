@@ -76,3 +76,38 @@ def test_bad_points_are_refused():
         Frontier.of([P(float("nan"), 0.5, "x")])
     with pytest.raises(ValueError, match="cost"):
         Frontier.of([P(-0.1, 0.5, "x")])
+
+
+def _entry(mean, dynamic=False):
+    return {"mean": mean, "std": 0.0, "runs": [mean], "dynamic": dynamic}
+
+
+def test_a_runs_report_places_every_method_against_its_baselines():
+    from lightning_prune.pipeline.frontier import best_at_budgets, frontier_report
+
+    summary = {
+        "full": {"0.00": _entry(0.90)},
+        "full-budget": {"0.50": _entry(0.80)},
+        "rs2": {"0.50": _entry(0.82, dynamic=True)},
+        "random": {"0.50": _entry(0.78)},
+        "tdds": {"0.50": _entry(0.85)},
+        "infobatch": {"0.50": _entry(0.89, dynamic=True)},
+    }
+    costs = {
+        "full": {"0.00": {"relative": 1.0, "upfront": 0.0}},
+        "full-budget": {"0.50": {"relative": 0.5, "upfront": 0.0}},
+        "rs2": {"0.50": {"relative": 0.5, "upfront": 0.0}},
+        "random": {"0.50": {"relative": 0.5, "upfront": 0.0}},
+        "tdds": {"0.50": {"relative": 1.5, "upfront": 1.0}},
+        "infobatch": {"0.50": {"relative": 0.6, "upfront": 0.0}},
+    }
+    rows = frontier_report(summary, costs)
+    assert set(rows) == {"tdds", "infobatch"}
+    assert rows["tdds"]["0.50"]["difference"] == pytest.approx(85 - 90)  # beyond the full data: flat at 90
+    # at 85 points the frontier (82 at 0.5 -> 90 at 1.0) needs 0.6875x; the coreset trains at 0.5 a use:
+    # 0.5 + 1.0 / n < 0.6875 from n = 6
+    assert rows["tdds"]["0.50"]["reuse_break_even"] == 6
+    assert rows["infobatch"]["0.50"]["difference"] == pytest.approx(89 - (82 + 0.2 * 8))
+    assert "reuse_break_even" not in rows["infobatch"]["0.50"]  # dynamic: nothing to reuse
+    best = best_at_budgets(summary, costs, [0.5, 1.0, float("inf")])
+    assert [(b, m) for b, m, *_ in best] == [(0.5, "rs2"), (1.0, "full"), (float("inf"), "full")]

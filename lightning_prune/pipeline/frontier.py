@@ -22,8 +22,14 @@ needs for the same accuracy (or never, when the frontier reaches that accuracy f
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
+
+from lightning_prune.pipeline.names import FULL, FULL_BUDGET, RANDOM, RS2
+
+Costs = Mapping[str, Mapping[str, Mapping[str, float] | None]]
+"""``{method: {ratio label: {"relative", "upfront", ...} or None}}``, as the report's total costs."""
 
 
 @dataclass(frozen=True)
@@ -102,3 +108,67 @@ class Frontier:
         if margin <= 0:
             return None
         return max(1, math.floor(one_off_cost / margin) + 1)
+
+
+FRONTIER_BASELINES = (FULL, RANDOM, FULL_BUDGET, RS2)
+"""The rows of a run whose points make the frontier (see :mod:`lightning_prune.pipeline.names`)."""
+
+
+def run_frontier(summary: Mapping[str, Mapping[str, Mapping[str, Any]]], costs: Costs) -> Frontier | None:
+    """The frontier of a run's baseline rows (mean test accuracy in points at their total cost)."""
+    points = [
+        FrontierPoint(entry["relative"], 100 * summary[method][label]["mean"], f"{method} {label}")
+        for method in FRONTIER_BASELINES
+        for label, entry in costs.get(method, {}).items()
+        if entry is not None and label in summary.get(method, {}) and math.isfinite(entry["relative"])
+    ]
+    return Frontier.of(points) if points else None
+
+
+def frontier_report(
+    summary: Mapping[str, Mapping[str, Mapping[str, Any]]], costs: Costs
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per method and ratio (baselines left out): ``cost`` and ``accuracy`` (points), ``difference`` to the
+    frontier at that cost (``None`` below its cheapest point) and, for static methods with a one-off cost
+    (``upfront``), ``reuse_break_even`` (uses after which the coreset pays; ``None``: never)."""
+    frontier = run_frontier(summary, costs)
+    if frontier is None:
+        return {}
+    rows: dict[str, dict[str, dict[str, Any]]] = {}
+    for method, by_label in costs.items():
+        if method in FRONTIER_BASELINES:
+            continue
+        for label, entry in by_label.items():
+            if entry is None or label not in summary.get(method, {}):
+                continue
+            accuracy = 100 * summary[method][label]["mean"]
+            row: dict[str, Any] = {
+                "cost": entry["relative"],
+                "accuracy": accuracy,
+                "difference": frontier.difference(entry["relative"], accuracy),
+            }
+            if not summary[method][label].get("dynamic") and "upfront" in entry:
+                per_use = entry["relative"] - entry["upfront"]
+                row["reuse_break_even"] = frontier.reuse_break_even(accuracy, entry["upfront"], per_use)
+            rows.setdefault(method, {})[label] = row
+    return rows
+
+
+def best_at_budgets(
+    summary: Mapping[str, Mapping[str, Mapping[str, Any]]], costs: Costs, budgets: Iterable[float]
+) -> list[tuple[float, str, str, float, float]]:
+    """For each budget (x one full-data training), the most accurate row of the run costing no more:
+    ``(budget, method, ratio label, accuracy in points, its cost)``; budgets nothing fits are left out."""
+    rows = [
+        (entry["relative"], 100 * summary[method][label]["mean"], method, label)
+        for method, by_label in costs.items()
+        for label, entry in by_label.items()
+        if entry is not None and label in summary.get(method, {}) and math.isfinite(entry["relative"])
+    ]
+    best = []
+    for budget in budgets:
+        fitting = [row for row in rows if row[0] <= budget + 1e-9]
+        if fitting:
+            cost, accuracy, method, label = max(fitting, key=lambda row: (row[1], -row[0]))
+            best.append((budget, method, label, accuracy, cost))
+    return best

@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from lightning_prune.pipeline.names import FULL, RANDOM, ratio_label, ratio_tag
+from lightning_prune.pipeline.frontier import best_at_budgets, frontier_report, run_frontier
+from lightning_prune.pipeline.names import FULL, FULL_BUDGET, RANDOM, ratio_label, ratio_tag
 from lightning_prune.selection.files import write_text_atomic
 
 REACHED_NOTE_TOLERANCE = 0.005
@@ -127,7 +128,15 @@ def total_costs(results: RunResults) -> dict[str, dict[str, dict[str, float] | N
             samples = training["samples_forwarded"] + upfront["samples_forwarded"]
             relative = samples / full["samples_forwarded"] if full and full["samples_forwarded"] else float("nan")
             seconds = training["seconds"] + upfront["seconds"]
-            totals[method][label] = {"samples_forwarded": samples, "seconds": seconds, "relative": relative}
+            share = (
+                upfront["samples_forwarded"] / full["samples_forwarded"] if full and full["samples_forwarded"] else 0.0
+            )
+            totals[method][label] = {
+                "samples_forwarded": samples,
+                "seconds": seconds,
+                "relative": relative,
+                "upfront": share,  # the one-off part (scoring, selection), x one full-data training
+            }
     return totals
 
 
@@ -360,6 +369,17 @@ def _plot_accuracy_vs_cost(summary: Summary, costs: dict[str, dict[str, dict[str
             tops[key] = p
     for p in tops.values():
         axis.annotate(p.text, (p.x, p.y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    frontier = run_frontier(summary, costs)
+    if frontier is not None and len(frontier.points) > 1:
+        axis.plot(
+            [p.cost for p in frontier.points],
+            [p.accuracy for p in frontier.points],
+            color="tab:red",
+            alpha=0.35,
+            linewidth=6,
+            zorder=0,
+            label="equal-cost frontier (best baseline)",
+        )
     axis.set_xlabel("total cost (samples forwarded, x one full-data training; scoring included)")
     axis.set_ylabel("test accuracy (%)")
     axis.set_title("accuracy against total cost (mean over seeds; labels: pruning ratio)", fontsize=10)
@@ -433,11 +453,57 @@ def format_validated(choices: dict[str, dict[str, dict[str, Any]]]) -> list[str]
     return lines
 
 
+def format_frontier(rows: dict[str, dict[str, dict[str, Any]]], ratios: list[float]) -> str:
+    """Points above (+) or below (-) the equal-cost frontier per method and ratio, with the reuse break-even
+    of static methods (``n uses``; ``never``)."""
+    header = ["method"] + [f"prune {r:.0%}" for r in ratios]
+    table = []
+    for method, by_label in rows.items():
+        cells = []
+        for ratio in ratios:
+            row = by_label.get(ratio_label(ratio))
+            if row is None:
+                cells.append("-")
+                continue
+            text = "below range" if row["difference"] is None else f"{row['difference']:+.2f}"
+            if "reuse_break_even" in row:
+                uses = row["reuse_break_even"]
+                text += " (never pays)" if uses is None else f" (pays after {uses} use{'s' if uses > 1 else ''})"
+            cells.append(text)
+        table.append([method, *cells])
+    widths = [max(len(str(row[i])) for row in [header, *table]) for i in range(len(header))]
+    lines = [
+        "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
+        for row in [header, *table]
+    ]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def budget_words(summary: Summary, costs: dict[str, dict[str, dict[str, float] | None]]) -> list[str]:
+    """Plain words: the most accurate row of the run at each budget (the baselines' own costs, and any)."""
+    budgets = sorted(
+        {
+            round(entry["relative"], 2)
+            for method in (FULL_BUDGET, FULL)
+            for entry in costs.get(method, {}).values()
+            if entry
+        }
+    )
+    lines = []
+    for budget, method, label, accuracy, cost in best_at_budgets(summary, costs, [*budgets, float("inf")]):
+        within = "any budget" if budget == float("inf") else f"up to {budget:.2f}x"
+        where = "" if method == FULL else f" at prune {float(label):.0%}"
+        lines.append(f"- {within}: {method}{where}, {accuracy:.2f}% for {cost:.2f}x")
+    return lines
+
+
 def write_report(results: RunResults, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Write ``report.json`` and the plots into the run directory, print the table; return the report."""
     summary = summarise(results.cells)
     costs = total_costs(results)
     choices = validated_choices(results)
+    frontier = frontier_report(summary, costs)
     report = {
         "run_dir": str(results.run_dir),
         "description": results.description,
@@ -447,6 +513,8 @@ def write_report(results: RunResults, log: Callable[[str], None] = print) -> dic
         "test_accuracy": summary,
         "total_cost": costs,
         "validated": choices,
+        # points to the equal-cost frontier (baselines interpolated between measured points) and reuse break-even
+        "frontier": frontier,
         "cells": results.cells,
     }
     write_text_atomic(results.run_dir / "report.json", json.dumps(report, indent=2, default=str))
@@ -471,5 +539,15 @@ def write_report(results: RunResults, log: Callable[[str], None] = print) -> dic
         "\nTotal cost (samples forwarded: scoring or mask training + coreset training, x one full-data training):\n"
         + "\n".join([format_cost_table(costs, results.prune_ratios), *unknown_cost_notes(costs, results.run_dir)])
     )
+    if frontier:
+        log(
+            "\nAgainst the equal-cost frontier (points of test accuracy above + or below - the best baseline -- "
+            "full data, full-budget, rs2, random -- at the same total cost, interpolated between measured "
+            "baseline points; static methods: uses of the coreset after which its cost per use falls below the "
+            "frontier's at equal accuracy):\n" + format_frontier(frontier, results.prune_ratios)
+        )
+    words = budget_words(summary, costs)
+    if words:
+        log("\nBest accuracy for the compute, in this run:\n" + "\n".join(words))
     log(f"\nReport: {results.run_dir / 'report.json'}; plots: {plots}")
     return report
