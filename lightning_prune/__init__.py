@@ -11,6 +11,7 @@ from lightning_prune.collectors import (
     BatchView,
     DynamicUncertainty,
     Entropy,
+    EpochNeed,
     Forgetting,
     GraNd,
     Herding,
@@ -34,6 +35,7 @@ from lightning_prune.data import (
     dataset_targets,
     unpack_batch,
 )
+from lightning_prune.data.indexed import batch_weights
 from lightning_prune.dynamic import RS2, DynamicDataModule, DynamicSampler, InfoBatch
 from lightning_prune.influence import (
     InfluencePruner,
@@ -46,8 +48,9 @@ from lightning_prune.influence import (
     solve_epsilon,
 )
 from lightning_prune.models import MLP, Classifier, SmallCNN, cifar_resnet18
-from lightning_prune.models.schedules import progress_cosine
+from lightning_prune.models.schedules import cosine_schedule, progress_cosine
 from lightning_prune.selection.files import ScoreFileError
+from lightning_prune.selection.meaning import ScoreMeaning
 from lightning_prune.selection.scores import Scores
 from lightning_prune.selection.selection import Selection
 from lightning_prune.selection.strategies import STRATEGIES, importance_weights, random_selection, select
@@ -103,6 +106,10 @@ __all__ = [
     "default_adapter",
     "importance_weights",
     "progress_cosine",
+    "cosine_schedule",
+    "batch_weights",
+    "EpochNeed",
+    "ScoreMeaning",
     "random_selection",
     "recompute_logits",
     "select",

@@ -20,7 +20,7 @@ How it maps onto Lightning:
   (``reload_dataloaders_every_n_epochs=1``, set by this callback when it is 0), and a step-based
   learning-rate schedule must follow the training progress instead of a step count fixed up front
   (:func:`~lightning_prune.models.schedules.progress_cosine`, stepped per optimiser step;
-  :func:`~lightning_prune.models.schedules.cosine_schedule` gives it to any model's
+  :func:`~lightning_prune.cosine_schedule` gives it to any model's
   ``configure_optimizers``, and :class:`~lightning_prune.Classifier` uses it). A step-counted
   ``CosineAnnealingLR`` / ``OneCycleLR`` / ``PolynomialLR`` stepped per step is refused.
 
@@ -209,7 +209,7 @@ class InfoBatch(ScoreCollector):
     Training batches then carry each sample's loss weight as their fourth element (dicts: under
     ``"weight"``, multiplied into a weight a :class:`~lightning_prune.PrunedDataModule` gives); the
     training loss must be ``(weight * per_sample_loss).mean()``: read the weights with
-    :func:`~lightning_prune.data.indexed.batch_weights` (ones for the ``(x, y, index)`` batches of the
+    :func:`~lightning_prune.batch_weights` (ones for the ``(x, y, index)`` batches of the
     collectors, so one ``training_step`` serves both), or use ``Classifier(weighted_loss="mean")``.
     This is checked on the first batch of every fit, for any model: a loss that does not scale with the
     weights is refused. ``training_step`` returns ``{"loss", "logits"}`` as for every collector; the
@@ -546,7 +546,7 @@ class InfoBatch(ScoreCollector):
                 f"(d loss / d weight . weight = {ratio:.3g} x loss; (weight * per_sample_loss).mean() gives 1). The "
                 f"model {'ignores the weights' if grad is None else 'ignores or normalises the weights away'}, so the "
                 "kept well-learned samples are not up-weighted and the pruned epochs' gradient is biased. Compute the "
-                "loss as (batch_weights(batch) * per_sample_loss).mean() with lightning_prune.data.indexed.batch_weights "
+                "loss as (batch_weights(batch) * per_sample_loss).mean() with lp.batch_weights "
                 "(for lp.Classifier: weighted_loss='mean'). If your loss applies the weights outside autograd "
                 "(detached), pass InfoBatch(check_weighting=False)."
             )
