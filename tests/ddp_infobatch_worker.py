@@ -68,10 +68,13 @@ def make_infobatch() -> lp.InfoBatch:
     return lp.InfoBatch(prune_ratio=PRUNE_RATIO, delta=DELTA, seed=SEED)
 
 
-def run(out_dir: str, devices: int = 1, crash_epoch: int | None = None, ckpt_path: str | None = None) -> lp.InfoBatch:
+def fit_dynamic(
+    planner, out_dir: str, devices: int = 1, crash_epoch: int | None = None, ckpt_path: str | None = None
+) -> pl.Trainer | None:
+    """Fit the known-logits model under a dynamic pruning callback, recording every epoch's batches;
+    ``None`` when the fit stopped at the simulated crash."""
     torch.set_num_threads(1)
-    infobatch = make_infobatch()
-    callbacks: list[pl.Callback] = [infobatch, RecordBatches(out_dir)]
+    callbacks: list[pl.Callback] = [planner, RecordBatches(out_dir)]
     checkpointing = crash_epoch is not None or ckpt_path is not None
     if checkpointing:
         callbacks.append(pl.callbacks.ModelCheckpoint(dirpath=out_dir, save_last=True, save_on_train_epoch_end=True))
@@ -91,20 +94,34 @@ def run(out_dir: str, devices: int = 1, crash_epoch: int | None = None, ckpt_pat
     )
     data = pl.LightningDataModule.from_datasets(train_dataset=make_dataset(), batch_size=BATCH_SIZE)
     try:
-        trainer.fit(WeightedKnownLogits(), datamodule=infobatch.wrap(data), ckpt_path=ckpt_path)
+        trainer.fit(WeightedKnownLogits(), datamodule=planner.wrap(data), ckpt_path=ckpt_path)
     except RuntimeError as error:
         if "simulated crash" not in str(error):
             raise
+        return None
+    return trainer
+
+
+def finish(trainer: pl.Trainer, out_dir: str, **arrays) -> None:
+    """Write this rank's results and leave the process group (left to interpreter shutdown, gloo can abort)."""
+    np.savez(os.path.join(out_dir, f"rank{trainer.global_rank}.npz"), **arrays)
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+
+
+def run(out_dir: str, devices: int = 1, crash_epoch: int | None = None, ckpt_path: str | None = None) -> lp.InfoBatch:
+    infobatch = make_infobatch()
+    trainer = fit_dynamic(infobatch, out_dir, devices, crash_epoch, ckpt_path)
+    if trainer is None:
         return infobatch
     state = infobatch.state_dict()["buffers"]
-    np.savez(
-        os.path.join(out_dir, f"rank{trainer.global_rank}.npz"),
+    finish(
+        trainer,
+        out_dir,
         loss=state["loss"].numpy(),
         times_seen=state["times_seen"].numpy(),
         served=np.array([infobatch.served[e] for e in range(EPOCHS)]),
     )
-    if torch.distributed.is_initialized():  # left to interpreter shutdown, gloo can abort ("terminate called")
-        torch.distributed.destroy_process_group()
     return infobatch
 
 

@@ -12,13 +12,11 @@ import os
 import sys
 
 import numpy as np
-import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import lightning.pytorch as pl  # noqa: E402
-from collector_harness import BATCH_SIZE, EPOCHS, make_dataset  # noqa: E402
-from ddp_infobatch_worker import CrashAtEpoch, RecordBatches, WeightedKnownLogits  # noqa: E402
+from collector_harness import EPOCHS  # noqa: E402
+from ddp_infobatch_worker import finish, fit_dynamic  # noqa: E402
 
 import lightning_prune as lp  # noqa: E402
 
@@ -26,40 +24,15 @@ PRUNE_RATIO, SEED = 0.6, 5
 
 
 def run(out_dir: str, devices: int = 1, crash_epoch: int | None = None, ckpt_path: str | None = None) -> lp.RS2:
-    torch.set_num_threads(1)
     rs2 = lp.RS2(prune_ratio=PRUNE_RATIO, seed=SEED)
-    callbacks: list[pl.Callback] = [rs2, RecordBatches(out_dir)]
-    checkpointing = crash_epoch is not None or ckpt_path is not None
-    if checkpointing:
-        callbacks.append(pl.callbacks.ModelCheckpoint(dirpath=out_dir, save_last=True, save_on_train_epoch_end=True))
-    if crash_epoch is not None:
-        callbacks.append(CrashAtEpoch(crash_epoch))
-    trainer = pl.Trainer(
-        accelerator="cpu",
-        devices=devices,
-        strategy="ddp" if devices > 1 else "auto",
-        max_epochs=EPOCHS,
-        callbacks=callbacks,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=checkpointing,
-        default_root_dir=out_dir,
-    )
-    data = pl.LightningDataModule.from_datasets(train_dataset=make_dataset(), batch_size=BATCH_SIZE)
-    try:
-        trainer.fit(WeightedKnownLogits(), datamodule=rs2.wrap(data), ckpt_path=ckpt_path)
-    except RuntimeError as error:
-        if "simulated crash" not in str(error):
-            raise
-        return rs2
-    np.savez(
-        os.path.join(out_dir, f"rank{trainer.global_rank}.npz"),
-        served=np.array([rs2.served[e] for e in range(EPOCHS)]),
-        fraction_skipped=np.array(rs2.fraction_skipped),
-    )
-    if torch.distributed.is_initialized():  # left to interpreter shutdown, gloo can abort ("terminate called")
-        torch.distributed.destroy_process_group()
+    trainer = fit_dynamic(rs2, out_dir, devices, crash_epoch, ckpt_path)
+    if trainer is not None:
+        finish(
+            trainer,
+            out_dir,
+            served=np.array([rs2.served[e] for e in range(EPOCHS)]),
+            fraction_skipped=np.array(rs2.fraction_skipped),
+        )
     return rs2
 
 

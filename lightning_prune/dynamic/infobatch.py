@@ -479,16 +479,9 @@ class InfoBatch(ScoreCollector):
         )
 
     def _sampler(self, trainer: pl.Trainer) -> DynamicSampler:
-        from lightning_prune.dynamic.loader import DynamicSampler
+        from lightning_prune.dynamic.loader import planned_sampler
 
-        sampler = getattr(trainer.train_dataloader, "sampler", None)
-        if not (isinstance(sampler, DynamicSampler) and sampler.planner is self):
-            raise ValueError(
-                "InfoBatch plans each epoch through its own sampler, but the training loader uses "
-                f"{type(sampler).__name__}, so nothing would be pruned. Fit with "
-                "trainer.fit(model, datamodule=infobatch.wrap(datamodule))."
-            )
-        return sampler
+        return planned_sampler(trainer, self)
 
     @override
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

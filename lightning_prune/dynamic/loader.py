@@ -104,6 +104,19 @@ class DynamicSampler(DistributedSampler):
         return -(-int(self.epoch_plan().indices.size) // self.num_replicas)
 
 
+def planned_sampler(trainer: pl.Trainer, planner: EpochPlanner) -> DynamicSampler:
+    """The fit's training sampler, refused unless it is the one ``planner`` plans (else nothing is pruned)."""
+    sampler = getattr(trainer.train_dataloader, "sampler", None)
+    if not (isinstance(sampler, DynamicSampler) and sampler.planner is planner):
+        name = type(planner).__name__
+        raise ValueError(
+            f"{name} plans each epoch through its own sampler, but the training loader uses "
+            f"{type(sampler).__name__}, so every epoch would serve the whole data set. Fit with "
+            f"trainer.fit(model, datamodule={name.lower()}.wrap(datamodule))."
+        )
+    return sampler
+
+
 class WeightedItems(Dataset):
     """Reads ``dataset[index]`` for the ``(index, weight)`` keys a :class:`DynamicSampler` yields and
     appends the weight (tuples: ``(x, y, index, weight)``; dicts: ``"weight"``), multiplying it into a

@@ -153,16 +153,9 @@ class RS2(pl.Callback):
         self.served[trainer.current_epoch] = (int(plan.indices.size), plan.pool_size)
 
     def _check_sampler(self, trainer: pl.Trainer) -> Any:
-        from lightning_prune.dynamic.loader import DynamicSampler
+        from lightning_prune.dynamic.loader import planned_sampler
 
-        sampler = getattr(trainer.train_dataloader, "sampler", None)
-        if not (isinstance(sampler, DynamicSampler) and sampler.planner is self):
-            raise ValueError(
-                "RS2 plans each epoch through its own sampler, but the training loader uses "
-                f"{type(sampler).__name__}, so every epoch would serve the whole data set. Fit with "
-                "trainer.fit(model, datamodule=rs2.wrap(datamodule))."
-            )
-        return sampler
+        return planned_sampler(trainer, self)
 
     @override
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:

@@ -192,6 +192,17 @@ def unknown_cost_notes(costs: dict[str, dict[str, dict[str, float] | None]], run
     return [f"  note: 'unknown': no cost was recorded in {run_dir / 'costs'} (a run made before costs were)"]
 
 
+def aligned(rows: list[list[Any]]) -> list[str]:
+    """A text table: the first column left-aligned, the rest right-aligned, a rule under the header row."""
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    lines = [
+        "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
+        for row in rows
+    ]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return lines
+
+
 def format_cost_table(costs: dict[str, dict[str, dict[str, float] | None]], ratios: list[float]) -> str:
     """Total cost (scoring or mask training + coreset training) per method and ratio, x one full-data training."""
     header = ["method"] + [f"prune {r:.0%}" for r in ratios]
@@ -205,13 +216,7 @@ def format_cost_table(costs: dict[str, dict[str, dict[str, float] | None]], rati
             entry = by_label.get(label)
             cells.append("-" if label not in by_label else "unknown" if entry is None else f"{entry['relative']:.2f}x")
         rows.append([method, *cells])
-    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
-    lines = [
-        "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
-        for row in [header, *rows]
-    ]
-    lines.insert(1, "  ".join("-" * width for width in widths))
-    return "\n".join(lines)
+    return "\n".join(aligned([header, *rows]))
 
 
 def format_accuracy(entry: dict[str, Any]) -> str:
@@ -230,16 +235,7 @@ def format_table(summary: Summary, ratios: list[float]) -> str:
     for method in [m for m in summary if m != FULL]:
         entries = [summary[method].get(ratio_label(ratio)) for ratio in ratios]
         rows.append([method] + [format_accuracy(entry) if entry else "-" for entry in entries])
-    widths = [max(len(str(row[i])) for row in [header, *rows]) for i in range(len(header))]
-    lines = [
-        "  ".join(
-            str(cell).rjust(width) if i else str(cell).ljust(width)
-            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
-        )
-        for row in [header, *rows]
-    ]
-    lines.insert(1, "  ".join("-" * width for width in widths))
-    return "\n".join(lines + reached_notes(summary))
+    return "\n".join(aligned([header, *rows]) + reached_notes(summary))
 
 
 def reached_notes(summary: Summary) -> list[str]:
@@ -471,13 +467,7 @@ def format_frontier(rows: dict[str, dict[str, dict[str, Any]]], ratios: list[flo
                 text += " (never pays)" if uses is None else f" (pays after {uses} use{'s' if uses > 1 else ''})"
             cells.append(text)
         table.append([method, *cells])
-    widths = [max(len(str(row[i])) for row in [header, *table]) for i in range(len(header))]
-    lines = [
-        "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
-        for row in [header, *table]
-    ]
-    lines.insert(1, "  ".join("-" * width for width in widths))
-    return "\n".join(lines)
+    return "\n".join(aligned([header, *table]))
 
 
 def budget_words(summary: Summary, costs: dict[str, dict[str, dict[str, float] | None]]) -> list[str]:
