@@ -77,3 +77,8 @@ def set_fit_length(trainer: pl.Trainer, *, max_steps: int, max_epochs: int) -> N
     (its fit loop holds both; ``Trainer.max_steps`` and ``estimated_stepping_batches`` read them)."""
     trainer.fit_loop.max_epochs = int(max_epochs)
     trainer.fit_loop.epoch_loop.max_steps = int(max_steps)
+
+
+def batches_done_this_epoch(trainer: pl.Trainer) -> int:
+    """Training batches fetched so far in the current epoch (the fit loop's batch progress)."""
+    return int(trainer.fit_loop.epoch_loop.batch_progress.current.ready)

@@ -14,6 +14,10 @@ learned = keep. The mean label probability over the T epochs is stored as
 ``Scores.extras["confidence"]``: the ratio-adaptive sampling of the paper
 (``select(..., strategy="dual")``, and ``"auto"``) draws from it.
 
+One difference from the official repository (behaapyy/dual-pruning): its README passes the mask file
+(the indices sorted by score) as ``--score-path`` to the coreset training; this library samples from
+the scores themselves, as the paper describes.
+
 Streaming: the last J values of ``p_y``, the running window sum and the running sum of ``p_y``:
 ``J + 2`` float32 values per sample.
 """

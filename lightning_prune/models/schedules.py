@@ -37,7 +37,7 @@ from torch.optim.lr_scheduler import (
     SequentialLR,
 )
 
-from lightning_prune.trainer_access import changes_epoch_length
+from lightning_prune.trainer_access import batches_done_this_epoch, changes_epoch_length
 
 FIXED_LENGTH_SCHEDULES = (CosineAnnealingLR, OneCycleLR, PolynomialLR)
 """Schedulers whose length is a step count fixed when they are built."""
@@ -51,7 +51,7 @@ def training_progress(trainer: pl.Trainer) -> float:
     if max_epochs is not None and max_epochs >= 1:
         batches = trainer.num_training_batches
         # batches fetched this epoch; when a step's scheduler update runs, that batch is fully processed
-        done = trainer.fit_loop.epoch_loop.batch_progress.current.ready
+        done = batches_done_this_epoch(trainer)
         in_epoch = done / batches if 0 < batches < float("inf") else 0.0
         fractions.append((trainer.current_epoch + in_epoch) / max_epochs)
     if trainer.max_steps > 0:
