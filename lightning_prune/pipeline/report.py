@@ -246,10 +246,13 @@ def reached_notes(summary: Summary) -> list[str]:
             if method == FULL:
                 continue
             if entry.get("dynamic"):
-                notes.append(
-                    f"  note: {method} (dynamic) at prune {float(label):.0%} skipped {entry['fraction_skipped']:.1%} "
-                    "of the sample presentations (the ratio is its skip probability among well-learned samples)"
-                )
+                # rs2 skips exactly its ratio; InfoBatch's ratio is a skip probability among well-learned samples
+                if abs(entry["fraction_skipped"] - float(label)) > REACHED_NOTE_TOLERANCE:
+                    notes.append(
+                        f"  note: {method} (dynamic) at prune {float(label):.0%} skipped "
+                        f"{entry['fraction_skipped']:.1%} of the sample presentations (its ratio is a setting of "
+                        "how it prunes, e.g. InfoBatch's skip probability among well-learned samples)"
+                    )
             elif abs((reached := entry["prune_ratio_reached"]) - float(label)) > REACHED_NOTE_TOLERANCE:
                 notes.append(f"  note: {method} at prune {float(label):.0%} removed {reached:.1%} of the samples")
     return notes
