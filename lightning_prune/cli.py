@@ -28,6 +28,7 @@ import lightning.pytorch as pl
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+from typing_extensions import override
 
 from lightning_prune.pipeline.methods import MethodSpec, known_methods
 from lightning_prune.pipeline.run_dir import RunDirectoryBusy
@@ -54,8 +55,35 @@ GROUP_TITLES = {"data": "Data (--data)", "model": "Model (--model)"}
 """Headings of the class-path groups (jsonargparse titles them with the base class's docstring)."""
 
 
+def _last_value(argv: list[str], option: str) -> str | None:
+    """The value of the last ``option VALUE`` or ``option=VALUE`` in ``argv``; ``None`` if not given."""
+    value = None
+    for position, arg in enumerate(argv):
+        if arg == option and position + 1 < len(argv):
+            value = argv[position + 1]
+        elif arg.startswith(option + "="):
+            value = arg[len(option) + 1 :]
+    return value
+
+
+class PipelineParser(ArgumentParser):
+    """The pipeline commands' parser: a ``--methods`` list given on the command line replaces the config's
+    list whole. jsonargparse merges a list of dataclasses item by item, so without this a config's first
+    method's ``strategy`` or ``args`` would leak into the first method of the command line's list."""
+
+    @override
+    def parse_args(self, args: Any = None, *rest: Any, **kwargs: Any) -> Namespace:  # type: ignore[override]
+        config = super().parse_args(args, *rest, **kwargs)
+        given = _last_value(list(sys.argv[1:] if args is None else args), "--methods")
+        if given is not None and "methods" in config:
+            alone = ArgumentParser(**PARSER_KWARGS)
+            alone.add_argument("--methods", type=list[MethodSpec], required=True)
+            config.methods = alone.parse_args(["--methods", given]).methods
+        return config
+
+
 def build_pipeline_parser(command: str = "run") -> ArgumentParser:
-    parser = ArgumentParser(
+    parser = PipelineParser(
         prog=f"lightning-prune {command}",
         description=f"{PIPELINE_COMMANDS[command]}. Without --config, the built-in digits study "
         f"({default_config_path()}) is used.",

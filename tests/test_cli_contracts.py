@@ -219,3 +219,14 @@ def test_the_built_in_study_runs_the_readme_recommendation():
     ]
     assert len(recommended) == 1, specs
     assert recommended[0].get("label") == "recommended"
+
+
+@pytest.mark.parametrize("spelling", ["separate", "equals"])
+def test_methods_on_the_command_line_replace_the_configs_list_whole(tiny_config, spelling):
+    # jsonargparse merges a list of dataclasses item by item: the config's first method's `strategy`
+    # leaked into the command line's first method, which set none
+    value = "[{name: el2n, label: b}, {name: forgetting}]"
+    given = ["--methods", value] if spelling == "separate" else [f"--methods={value}"]
+    parser = build_pipeline_parser("run")
+    config = parser.parse_args(["--config", str(tiny_config), *given])
+    assert [(m.name, m.label, m.strategy) for m in config.methods] == [("el2n", "b", None), ("forgetting", None, None)]

@@ -69,6 +69,17 @@ def test_reuse_break_even(frontier):
     assert frontier.reuse_break_even(0.95, one_off_cost=3.0, cost_per_use=0.5) == 1
 
 
+def test_a_saving_per_use_below_the_cost_resolution_never_pays(frontier):
+    # the built-in study printed "pays after 6713425 uses" for a coreset whose accuracy the frontier
+    # reached for a hair more than the coreset's own training: a saving per use far below what the
+    # baselines' costs resolve is no saving
+    needed = frontier.cost_for(0.76)
+    assert frontier.reuse_break_even(0.76, one_off_cost=1.0, cost_per_use=needed - 1e-7) is None
+    assert frontier.reuse_break_even(0.76, one_off_cost=1.0, cost_per_use=needed - 0.009) is None
+    # a saving of 1% of one full training or more is counted
+    assert frontier.reuse_break_even(0.76, one_off_cost=1.0, cost_per_use=needed - 0.03) == 34
+
+
 def test_bad_points_are_refused():
     with pytest.raises(ValueError, match="at least one baseline"):
         Frontier.of([])

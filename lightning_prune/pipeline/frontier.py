@@ -16,7 +16,9 @@ one full-data training. The frontier is their upper envelope:
 From it: a method's **difference in points** to the frontier at its own total cost, and, for a
 static method whose one-off scoring and selection cost ``S`` buys a coreset trained at ``T`` per
 use, the **number of uses** after which its cost per use ``T + S / n`` falls below what the frontier
-needs for the same accuracy (or never, when the frontier reaches that accuracy for ``T`` or less).
+needs for the same accuracy (or never, when the frontier reaches that accuracy for ``T`` or less,
+or for less than :data:`COST_RESOLUTION` more: a saving per use that small is below what the
+baselines' measured costs resolve, and would print as millions of uses).
 """
 
 from __future__ import annotations
@@ -30,6 +32,11 @@ from lightning_prune.pipeline.names import FULL, FULL_BUDGET, RANDOM, RS2
 
 Costs = Mapping[str, Mapping[str, Mapping[str, float] | None]]
 """``{method: {ratio label: {"relative", "upfront", ...} or None}}``, as the report's total costs."""
+
+
+COST_RESOLUTION = 0.01
+"""The smallest saving per use (x one full-data training) a break-even counts: costs are samples
+forwarded, and baselines of one run differ from their nominal ratio by up to a batch per epoch."""
 
 
 @dataclass(frozen=True)
@@ -100,12 +107,12 @@ class Frontier:
     def reuse_break_even(self, accuracy: float, one_off_cost: float, cost_per_use: float) -> int | None:
         """The number of uses after which ``cost_per_use + one_off_cost / uses`` falls below the
         frontier's cost for ``accuracy``: 1 when the frontier never reaches it, ``None`` (never) when the
-        frontier reaches it for ``cost_per_use`` or less."""
+        frontier reaches it for ``cost_per_use`` or less, or for less than :data:`COST_RESOLUTION` more."""
         needed = self.cost_for(accuracy)
         if needed is None:
             return 1
         margin = needed - cost_per_use
-        if margin <= 0:
+        if margin < COST_RESOLUTION:
             return None
         return max(1, math.floor(one_off_cost / margin) + 1)
 
