@@ -38,8 +38,7 @@ def make_run(tmp_path, **settings) -> PruningRun:
         score_epochs=1,
         train_epochs=EPOCHS,
         trainer_args={"accelerator": "cpu"},
-        log=lambda line: None,
-        **settings,
+        **{"log": lambda line: None, **settings},
     )
 
 
@@ -101,9 +100,13 @@ def test_full_budget_and_rs2_rows_forward_what_the_coreset_forwards(tmp_path):
 
 @pytest.mark.slow
 def test_budget_steps_trains_each_static_coreset_for_the_full_runs_steps(tmp_path):
-    run = make_run(tmp_path, budget="steps")
+    printed: list[str] = []
+    run = make_run(tmp_path, budget="steps", log=printed.append)
     assert run.cells() == [("full", 0.0, 0), ("el2n", 0.5, 0), ("random", 0.5, 0)]  # no equal-cost baselines
     run.run()
+    # the protocol is named next to the figures, printed and in report.json
+    assert any("protocol budget: steps, equal steps" in line for line in printed)
+    assert json.loads((run.run_dir / "report.json").read_text())["budget"] == "steps"
     full = cell(run, "full", 0.0)
     for key in ("el2n", "random"):
         coreset = cell(run, key)

@@ -30,7 +30,12 @@ def table(report: dict, title: str) -> str:
     ratios = [f"{r:.2f}" for r in report["prune_ratios"]]
     results, cost = report["test_accuracy"], report.get("total_cost", {})
     full = next(iter(results["full"].values()))
-    lines = [f"### {title}", "", "| method | " + " | ".join(f"prune {float(r):.0%}" for r in ratios) + " |"]
+    protocol = f"budget: {report.get('budget', 'epochs')}"
+    lines = [
+        f"### {title} ({protocol})",
+        "",
+        "| method | " + " | ".join(f"prune {float(r):.0%}" for r in ratios) + " |",
+    ]
     lines.append("|---|" + "---|" * len(ratios))
     lines.append(f"| full data | {accuracy(full)} (1.0x) |" + " |" * (len(ratios) - 1))
     for method in [m for m in results if m != "full"]:
@@ -43,10 +48,32 @@ def table(report: dict, title: str) -> str:
             suffix = f" ({spent['relative']:.2f}x)" if spent else ""
             cells.append(f"{accuracy(entry)}{suffix}")
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    frontier = report.get("frontier", {})
+    if frontier:
+        lines += [
+            "",
+            "Points to the equal-cost frontier at each method's total cost (static: uses after which it pays):",
+            "",
+        ]
+        lines.append("| method | " + " | ".join(f"prune {float(r):.0%}" for r in ratios) + " |")
+        lines.append("|---|" + "---|" * len(ratios))
+        for method, by_ratio in frontier.items():
+            lines.append(f"| {method} | " + " | ".join(against(by_ratio.get(r)) for r in ratios) + " |")
     for method, by_ratio in report.get("validated", {}).items():
         chosen = ", ".join(f"{float(r):.0%} {choice['chosen']}" for r, choice in sorted(by_ratio.items()))
         lines.append(f"\n{method}: validation chose {chosen}")
     return "\n".join(lines)
+
+
+def against(row: dict | None) -> str:
+    """``"-0.74 (pays after 169 uses)"``: a method's difference to the frontier and its reuse break-even."""
+    if row is None or row.get("difference") is None:
+        return "-"
+    text = f"{row['difference']:+.2f}"
+    if "reuse_break_even" in row:
+        uses = row["reuse_break_even"]
+        text += " (never pays)" if uses is None else f" (pays after {uses} use{'s' if uses != 1 else ''})"
+    return text
 
 
 def criteria(reports: list[dict]) -> list[str]:

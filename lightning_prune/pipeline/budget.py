@@ -29,6 +29,13 @@ from lightning_prune.trainer_access import accumulated_batches, set_fit_length
 
 BUDGETS = ("epochs", "steps")
 
+PROTOCOLS = {
+    "epochs": "equal epochs: every coreset trains train_epochs epochs over itself (a smaller coreset costs less)",
+    "steps": "equal steps: every static coreset trains the full-data training's optimiser steps (data efficiency "
+    "at full compute)",
+}
+"""What each budget means, in the words reports print next to their figures."""
+
 
 def steps_per_epoch(samples: int, world_size: int, batch_size: int, drop_last: bool, accumulate: int = 1) -> int:
     """Optimiser steps of one epoch over ``samples`` dealt to ``world_size`` ranks (padded as

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from lightning_prune.pipeline.budget import PROTOCOLS
 from lightning_prune.pipeline.frontier import best_at_budgets, frontier_report, run_frontier
 from lightning_prune.pipeline.names import FULL, FULL_BUDGET, RANDOM, ratio_label, ratio_tag
 from lightning_prune.selection.files import write_text_atomic
@@ -497,9 +498,11 @@ def write_report(results: RunResults, log: Callable[[str], None] = print) -> dic
     costs = total_costs(results)
     choices = validated_choices(results)
     frontier = frontier_report(summary, costs)
+    budget = results.description.get("budget", "epochs")  # runs made before the setting are "epochs"
     report = {
         "run_dir": str(results.run_dir),
         "description": results.description,
+        "budget": budget,
         "methods": results.methods,
         "prune_ratios": results.prune_ratios,
         "seeds": results.seeds,
@@ -522,7 +525,7 @@ def write_report(results: RunResults, log: Callable[[str], None] = print) -> dic
     log(
         f"\nTest accuracy (%, {spread}"
         + ", ".join(map(str, results.seeds))
-        + "):\n"
+        + f"; protocol budget: {budget}, {PROTOCOLS[budget]}):\n"
         + format_table(summary, results.prune_ratios)
     )
     if choices:
