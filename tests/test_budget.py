@@ -14,6 +14,7 @@ import lightning_prune as lp
 from lightning_prune.pipeline.budget import StepBudget, steps_per_epoch
 from lightning_prune.pipeline.methods import MethodSpec
 from lightning_prune.pipeline.runner import PruningRun
+from lightning_prune.selection.selection import Selection
 
 BATCH = 64
 EPOCHS = 2
@@ -28,18 +29,16 @@ def make_model() -> lp.Classifier:
 
 
 def make_run(tmp_path, **settings) -> PruningRun:
-    return PruningRun(
-        tmp_path / "run",
-        make_data,
-        make_model,
-        methods=[MethodSpec("el2n", args={"epochs": 1})],
-        prune_ratios=[0.5],
-        seeds=[0],
-        score_epochs=1,
-        train_epochs=EPOCHS,
-        trainer_args={"accelerator": "cpu"},
-        **{"log": lambda line: None, **settings},
-    )
+    defaults = {
+        "methods": [MethodSpec("el2n", args={"epochs": 1})],
+        "prune_ratios": [0.5],
+        "seeds": [0],
+        "score_epochs": 1,
+        "train_epochs": EPOCHS,
+        "trainer_args": {"accelerator": "cpu"},
+        "log": lambda line: None,
+    }
+    return PruningRun(tmp_path / "run", make_data, make_model, **{**defaults, **settings})
 
 
 def cell(run: PruningRun, key: str, ratio: float = 0.5) -> dict:
@@ -106,7 +105,11 @@ def test_budget_steps_trains_each_static_coreset_for_the_full_runs_steps(tmp_pat
     run.run()
     # the protocol is named next to the figures, printed and in report.json
     assert any("protocol budget: steps, equal steps" in line for line in printed)
-    assert json.loads((run.run_dir / "report.json").read_text())["budget"] == "steps"
+    report = json.loads((run.run_dir / "report.json").read_text())
+    assert report["budget"] == "steps"
+    # equal steps save no optimiser step per use: no break-even is claimed from smaller last batches
+    assert all("reuse_break_even" not in row for row in report["frontier"].get("el2n", {}).values())
+    assert any("equal steps save no compute per use" in line for line in printed)
     full = cell(run, "full", 0.0)
     for key in ("el2n", "random"):
         coreset = cell(run, key)
@@ -139,3 +142,21 @@ def test_labels_may_not_take_a_baselines_name(tmp_path):
             score_epochs=1,
             train_epochs=1,
         )
+
+
+@pytest.mark.parametrize(("budget", "epochs_of_full"), [("epochs", False), ("steps", True)])
+def test_validated_candidates_train_under_the_runs_protocol(tmp_path, budget, epochs_of_full):
+    # a validated selection picks the candidate that trains best under the protocol it is judged by:
+    # under equal steps its candidate trainings take the full run's steps, not train_epochs over themselves
+    spec = MethodSpec("dual", args={"epochs": 2, "window": 2}, strategy="auto", select_args={"validate": True})
+    run = make_run(tmp_path, budget=budget, methods=[spec], score_epochs=2)
+    run.score()
+    run.select()
+    spent = json.loads((run.run_dir / "costs" / "select-dual-r0.50.json").read_text())["samples_forwarded"]
+    num_samples, _ = run.training_set_facts()
+    candidates = len(Selection.load(run.selection_path("dual", 0.5)).hparams["validated"]["val_acc"])
+    per_candidate = spent / candidates
+    if epochs_of_full:  # the full run's steps: within one batch per epoch of its samples
+        assert abs(per_candidate - EPOCHS * num_samples) <= EPOCHS * BATCH
+    else:
+        assert per_candidate == EPOCHS * math.ceil(num_samples / 2)

@@ -122,3 +122,20 @@ def test_a_runs_report_places_every_method_against_its_baselines():
     assert "reuse_break_even" not in rows["infobatch"]["0.50"]  # dynamic: nothing to reuse
     best = best_at_budgets(summary, costs, [0.5, 1.0, float("inf")])
     assert [(b, m) for b, m, *_ in best] == [(0.5, "rs2"), (1.0, "full"), (float("inf"), "full")]
+
+
+def test_under_equal_steps_a_coreset_saves_no_compute_so_no_break_even_is_reported():
+    from lightning_prune.pipeline.frontier import frontier_report
+
+    summary = {"full": {"0.00": _entry(0.90)}, "random": {"0.70": _entry(0.80)}, "tdds": {"0.70": _entry(0.85)}}
+    # equal steps: the coreset's last batch of each epoch is smaller, so it forwards 0.85x for the same steps;
+    # at 85 points the frontier (80 at 0.85 -> 90 at 1.0) needs 0.925x: 0.85 + 1.0 / n < 0.925 from n = 14
+    costs = {
+        "full": {"0.00": {"relative": 1.0, "upfront": 0.0}},
+        "random": {"0.70": {"relative": 0.85, "upfront": 0.0}},
+        "tdds": {"0.70": {"relative": 1.85, "upfront": 1.0}},
+    }
+    assert frontier_report(summary, costs)["tdds"]["0.70"]["reuse_break_even"] == 14  # in samples, not steps
+    rows = frontier_report(summary, costs, reuse_break_even=False)
+    assert rows["tdds"]["0.70"]["difference"] == pytest.approx(85 - 90)
+    assert "reuse_break_even" not in rows["tdds"]["0.70"]

@@ -20,6 +20,7 @@ set before the optimiser is configured (``Trainer.estimated_stepping_batches`` s
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import lightning.pytorch as pl
 from torch.utils.data import DataLoader, DistributedSampler
@@ -29,12 +30,30 @@ from lightning_prune.trainer_access import accumulated_batches, set_fit_length
 
 BUDGETS = ("epochs", "steps")
 
+
+@dataclass(frozen=True)
+class TrainingProtocol:
+    """What a budget means for the figures a report prints next to it."""
+
+    words: str
+    """The protocol in the words reports print next to their figures."""
+    coreset_saves_compute: bool
+    """Whether a coreset's training costs less than the full data's. Under equal steps it does not (it
+    forwards fewer samples only because each epoch's last batch is smaller), so reports claim no reuse
+    break-even there."""
+
+
 PROTOCOLS = {
-    "epochs": "equal epochs: every coreset trains train_epochs epochs over itself (a smaller coreset costs less)",
-    "steps": "equal steps: every static coreset trains the full-data training's optimiser steps (data efficiency "
-    "at full compute)",
+    "epochs": TrainingProtocol(
+        "equal epochs: every coreset trains train_epochs epochs over itself (a smaller coreset costs less)", True
+    ),
+    "steps": TrainingProtocol(
+        "equal steps: every static coreset trains the full-data training's optimiser steps (data efficiency "
+        "at full compute)",
+        False,
+    ),
 }
-"""What each budget means, in the words reports print next to their figures."""
+"""Each budget's protocol, by name."""
 
 
 def steps_per_epoch(samples: int, world_size: int, batch_size: int, drop_last: bool, accumulate: int = 1) -> int:

@@ -125,6 +125,8 @@ class RunContext:
         score_seed: the seed of every selection and of the scoring run.
         score_epochs: the run's scoring-run length (a method's default training length).
         train_epochs: the length of every coreset training.
+        coreset_budget: the callbacks a static coreset's training adds under the run's ``budget`` (under
+            ``steps``: the full-data training's optimiser steps); a validated selection's candidates train so.
         weighted: whether coresets train with importance weights.
         scoring_model: the model the run-length scoring run trained in this process (``None`` before).
         cache: per method key, what a method computes once and reuses for every ratio.
@@ -139,6 +141,7 @@ class RunContext:
     score_seed: int
     score_epochs: int
     train_epochs: int
+    coreset_budget: Callable[[], list[pl.Callback]]
     weighted: bool
     scoring_model: Callable[[], pl.LightningModule | None]
     cache: dict[str, dict[str, Any]] = field(default_factory=dict)

@@ -133,11 +133,12 @@ def run_frontier(summary: Mapping[str, Mapping[str, Mapping[str, Any]]], costs: 
 
 
 def frontier_report(
-    summary: Mapping[str, Mapping[str, Mapping[str, Any]]], costs: Costs
+    summary: Mapping[str, Mapping[str, Mapping[str, Any]]], costs: Costs, *, reuse_break_even: bool = True
 ) -> dict[str, dict[str, dict[str, Any]]]:
     """Per method and ratio (baselines left out): ``cost`` and ``accuracy`` (points), ``difference`` to the
     frontier at that cost (``None`` below its cheapest point) and, for static methods with a one-off cost
-    (``upfront``), ``reuse_break_even`` (uses after which the coreset pays; ``None``: never)."""
+    (``upfront``) where ``reuse_break_even`` holds (a protocol whose coresets train for less than the full
+    data), ``reuse_break_even`` (uses after which the coreset pays; ``None``: never)."""
     frontier = run_frontier(summary, costs)
     if frontier is None:
         return {}
@@ -154,7 +155,7 @@ def frontier_report(
                 "accuracy": accuracy,
                 "difference": frontier.difference(entry["relative"], accuracy),
             }
-            if not summary[method][label].get("dynamic") and "upfront" in entry:
+            if reuse_break_even and not summary[method][label].get("dynamic") and "upfront" in entry:
                 per_use = entry["relative"] - entry["upfront"]
                 row["reuse_break_even"] = frontier.reuse_break_even(accuracy, entry["upfront"], per_use)
             rows.setdefault(method, {})[label] = row

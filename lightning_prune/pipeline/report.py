@@ -497,8 +497,9 @@ def write_report(results: RunResults, log: Callable[[str], None] = print) -> dic
     summary = summarise(results.cells)
     costs = total_costs(results)
     choices = validated_choices(results)
-    frontier = frontier_report(summary, costs)
     budget = results.description.get("budget", "epochs")  # runs made before the setting are "epochs"
+    protocol = PROTOCOLS[budget]
+    frontier = frontier_report(summary, costs, reuse_break_even=protocol.coreset_saves_compute)
     report = {
         "run_dir": str(results.run_dir),
         "description": results.description,
@@ -525,7 +526,7 @@ def write_report(results: RunResults, log: Callable[[str], None] = print) -> dic
     log(
         f"\nTest accuracy (%, {spread}"
         + ", ".join(map(str, results.seeds))
-        + f"; protocol budget: {budget}, {PROTOCOLS[budget]}):\n"
+        + f"; protocol budget: {budget}, {protocol.words}):\n"
         + format_table(summary, results.prune_ratios)
     )
     if choices:
@@ -539,8 +540,15 @@ def write_report(results: RunResults, log: Callable[[str], None] = print) -> dic
         log(
             "\nAgainst the equal-cost frontier (points of test accuracy above + or below - the best baseline -- "
             "full data, full-budget, rs2, random -- at the same total cost, interpolated between measured "
-            "baseline points; static methods: uses of the coreset after which its cost per use falls below the "
-            "frontier's at equal accuracy):\n" + format_frontier(frontier, results.prune_ratios)
+            "baseline points; "
+            + (
+                "static methods: uses of the coreset after which its cost per use falls below the frontier's at "
+                "equal accuracy"
+                if protocol.coreset_saves_compute
+                else "no reuse break-even: equal steps save no compute per use"
+            )
+            + "):\n"
+            + format_frontier(frontier, results.prune_ratios)
         )
     words = budget_words(summary, costs)
     if words:

@@ -272,6 +272,7 @@ class PruningRun:
             score_seed=self.score_seed,
             score_epochs=self.score_epochs,
             train_epochs=self.train_epochs,
+            coreset_budget=self.coreset_budget,
             weighted=self.weighted,
             scoring_model=lambda: self.trained_scoring_model,
             cache=self.method_cache,
@@ -623,7 +624,7 @@ class PruningRun:
             cell = self._cell_training(key, ratio, seed, model)
             data = cell.data
             meter = CostMeter()
-            budget = self._steps_budget(cell)
+            budget = self.coreset_budget() if cell.selection is not None else []
             trainer = self.make_trainer(
                 self.train_epochs,
                 [*cell.callbacks, *budget, meter],
@@ -667,9 +668,9 @@ class PruningRun:
                 f"test_acc {result['test_acc']:.4f} ({result['seconds']:.1f} s, ETA {eta:.0f} s)"
             )
 
-    def _steps_budget(self, cell: CellTraining) -> list[pl.Callback]:
+    def coreset_budget(self) -> list[pl.Callback]:
         """Under ``budget: steps`` a static coreset trains the full-data training's optimiser steps."""
-        if self.budget != "steps" or cell.selection is None:
+        if self.budget != "steps":
             return []
         num_samples, _ = self.training_set_facts()
         return [StepBudget(num_samples, self.train_epochs)]

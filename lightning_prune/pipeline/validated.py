@@ -6,8 +6,8 @@ best by random subsets at moderate ratios and by easy ones at extreme ratios. So
 pipeline builds a few candidate selections from the method's scores -- DUAL's ratio-adaptive
 sampling (for DUAL scores), CCS with the ratio-dependent cut-off, the easiest samples of each class
 (what Sorscher et al. find best when little data is kept), and a uniform random subset -- trains one model on
-each (the run's coreset training, seeded with ``score_seed``), and keeps the candidate with the
-best final ``val_acc`` (on a tie, random: a score-based candidate must do better on validation to be
+each (the run's coreset training under its ``budget``, seeded with ``score_seed``), and keeps the candidate
+with the best final ``val_acc`` (on a tie, random: a score-based candidate must do better on validation to be
 chosen). The test split is never read. Every candidate's validation accuracy and the
 choice are recorded in the selection's manifest, and the candidate trainings are charged to the
 method's cost (``RUN/costs/select-KEY-rR.json``). When random wins, the method *is* random pruning at
@@ -65,7 +65,7 @@ def validation_accuracy(run: RunContext, selection: Selection, label: str) -> tu
     pl.seed_everything(run.score_seed, verbose=False)
     model, data = run.make_model(), run.make_data()
     meter = CostMeter()
-    trainer = run.make_trainer(run.train_epochs, [meter], progress=label)
+    trainer = run.make_trainer(run.train_epochs, [*run.coreset_budget(), meter], progress=label)
     trainer.fit(model, datamodule=PrunedDataModule(data, selection, seed=run.score_seed))
     value = trainer.callback_metrics.get("val_acc")
     if value is None:
