@@ -52,7 +52,8 @@ def table(report: dict, title: str) -> str:
     if frontier:
         lines += [
             "",
-            "Points to the equal-cost frontier at each method's total cost (static: uses after which it pays):",
+            "Points to the equal-cost frontier at each method's total cost"
+            + (" (static: uses after which it pays):" if report.get("budget", "epochs") == "epochs" else ":"),
             "",
         ]
         lines.append("| method | " + " | ".join(f"prune {float(r):.0%}" for r in ratios) + " |")
@@ -113,7 +114,7 @@ def plot(reports: list[dict], path: Path) -> None:
             style = {"linewidth": 2.5} if method == RECOMMENDED else {"linewidth": 1.2}
             label = f"{method} (dynamic: at % skipped)" if dynamic else method
             axis.errorbar(xs, means, yerr=stds, marker="o", capsize=3, label=label, **style)
-        axis.set_title(name)
+        axis.set_title(f"{name} (budget: {report.get('budget', 'epochs')})")
         axis.set_xlabel("pruning ratio (% of training set removed)")
         axis.set_ylabel("test accuracy (%), mean ± std over 3 seeds")
         axis.grid(alpha=0.3)
