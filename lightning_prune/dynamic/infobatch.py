@@ -166,9 +166,9 @@ def _check_ratio(prune_ratio: Any) -> float:
     return ratio
 
 
-def _check_delta(delta: Any) -> float:
+def _check_delta(delta: Any, owner: str = "InfoBatch") -> float:
     message = (
-        f"InfoBatch delta={delta!r} must lie in (0, 1]: the first floor(delta * num_epochs) epochs are pruned, "
+        f"{owner} delta={delta!r} must lie in (0, 1]: the first floor(delta * num_epochs) epochs are pruned, "
         "the rest train on the full data (the paper's default 0.875)."
     )
     if isinstance(delta, (bool, np.bool_)) or not isinstance(delta, (int, float, np.integer, np.floating)):
@@ -178,8 +178,8 @@ def _check_delta(delta: Any) -> float:
     return float(delta)
 
 
-def _check_num_epochs(num_epochs: Any) -> int:
-    message = f"InfoBatch num_epochs={num_epochs!r} must be a positive integer or None (Trainer.max_epochs)."
+def _check_num_epochs(num_epochs: Any, owner: str = "InfoBatch") -> int:
+    message = f"{owner} num_epochs={num_epochs!r} must be a positive integer or None (Trainer.max_epochs)."
     if isinstance(num_epochs, (bool, np.bool_)) or not isinstance(num_epochs, (int, np.integer)):
         raise TypeError(message)
     if num_epochs < 1:
@@ -234,6 +234,10 @@ class InfoBatch(ScoreCollector):
     method: ClassVar[str] = "infobatch"
     varies_epoch_length: ClassVar[bool] = True
     non_identifying: ClassVar[frozenset[str]] = frozenset({"check_weighting"})  # a safety check, not the plan
+    nonfinite_harm: ClassVar[str] = (
+        "A NaN loss would turn pruning off and an inf one would mark every finite sample well learned."
+    )
+    """Why a non-finite loss is refused (the fold's message; a subclass that plans otherwise says its own)."""
 
     def __init__(
         self,
@@ -278,12 +282,12 @@ class InfoBatch(ScoreCollector):
         batch = int(view.indices.shape[0])
         if not isinstance(loss, Tensor):
             raise TypeError(
-                f"InfoBatch loss_fn must return a tensor of one loss per sample, shape ({batch},); it returned "
+                f"{type(self).__name__} loss_fn must return a tensor of one loss per sample, shape ({batch},); it returned "
                 f'{type(loss).__name__}. Use the per-sample form of your loss (reduction="none").'
             )
         if tuple(loss.shape) != (batch,):  # shapes are known on the host: no synchronisation
             raise ValueError(
-                f"InfoBatch loss_fn must return one loss per sample, shape ({batch},); it returned shape "
+                f"{type(self).__name__} loss_fn must return one loss per sample, shape ({batch},); it returned shape "
                 f"{tuple(loss.shape)}: {_loss_shape_hint(tuple(loss.shape), batch)}. Pass the per-sample form, e.g. "
                 'loss_fn=lambda logits, y: F.cross_entropy(logits, y, reduction="none").'
             )
@@ -301,9 +305,8 @@ class InfoBatch(ScoreCollector):
         if count:
             first = bad.nonzero().reshape(-1)[:10].tolist()
             raise FloatingPointError(
-                f"InfoBatch: loss_fn gave a non-finite loss for {count} samples in epoch {epoch} (sample indices "
-                f"{first}{' ...' if count > len(first) else ''}). A NaN loss would turn pruning off and an inf one "
-                "would mark every finite sample well learned. Check loss_fn (e.g. log(0)) and those samples' inputs "
+                f"{type(self).__name__}: loss_fn gave a non-finite loss for {count} samples in epoch {epoch} (sample indices "
+                f"{first}{' ...' if count > len(first) else ''}). {self.nonfinite_harm} Check loss_fn (e.g. log(0)) and those samples' inputs "
                 "and labels."
             )
 
@@ -327,8 +330,8 @@ class InfoBatch(ScoreCollector):
         total = self.num_epochs if self.num_epochs is not None else max_epochs
         if total is None or total < 1:
             raise ValueError(
-                "InfoBatch anneals to the full data for the last epochs, so it needs the length of training: "
-                "set Trainer(max_epochs=...) or InfoBatch(num_epochs=...)."
+                f"{type(self).__name__} anneals for the last epochs, so it needs the length of training: "
+                f"set Trainer(max_epochs=...) or {type(self).__name__}(num_epochs=...)."
             )
         # the small tolerance keeps e.g. 0.875 * 8 = 7.0 at 7 despite rounding
         return math.floor(self.delta * total + 1e-9)
@@ -402,12 +405,12 @@ class InfoBatch(ScoreCollector):
         if reload_every == 0:
             reload_train_loader_every_epoch(trainer)
             rank_zero_info(
-                "InfoBatch: set Trainer(reload_dataloaders_every_n_epochs=1) so that Lightning measures each "
+                f"{type(self).__name__}: set Trainer(reload_dataloaders_every_n_epochs=1) so that Lightning measures each "
                 "epoch's length (it changes every epoch)."
             )
         elif reload_every != 1:
             raise ValueError(
-                f"InfoBatch serves a different number of batches every epoch, which Lightning only counts when it "
+                f"{type(self).__name__} serves a different number of batches every epoch, which Lightning only counts when it "
                 f"rebuilds the training loader every epoch; Trainer(reload_dataloaders_every_n_epochs={reload_every}) "
                 "would miscount validation and progress. Use reload_dataloaders_every_n_epochs=1 (or 0)."
             )
@@ -423,7 +426,7 @@ class InfoBatch(ScoreCollector):
         if fixed:
             raise ValueError(
                 f"The fit's learning-rate schedule ({', '.join(fixed)}, stepped per step) counts a number of steps "
-                "fixed up front from full-length epochs; InfoBatch's pruned epochs are shorter, so it would end above "
+                f"fixed up front from full-length epochs; {type(self).__name__}'s pruned epochs are shorter, so it would end above "
                 "its final value. Use lp.progress_cosine(optimizer, trainer) (or return lightning_prune.models.schedules."
                 "cosine_schedule(optimizer, self.trainer) from configure_optimizers), which follows the fraction of "
                 "training done."
@@ -445,7 +448,7 @@ class InfoBatch(ScoreCollector):
         interval, every_n_epochs = val_check_settings(trainer)
         if isinstance(interval, int) and every_n_epochs is not None and interval > least:
             raise ValueError(
-                f"Trainer(val_check_interval={interval}) counts batches within an epoch, but InfoBatch's pruned "
+                f"Trainer(val_check_interval={interval}) counts batches within an epoch, but {type(self).__name__}'s pruned "
                 f"epochs may have as few as {least} batches (full epochs: {full_batches}), and Lightning stops a fit "
                 "whose epoch is shorter than val_check_interval. Use a fraction of the epoch (e.g. "
                 "val_check_interval=0.5), check_val_every_n_epoch=None to count batches across epochs, or "
@@ -472,7 +475,7 @@ class InfoBatch(ScoreCollector):
             return
         bound = "" if max_epochs is None or max_epochs < 1 else f" (it may take up to {per_epoch * max_epochs} steps)"
         raise ValueError(
-            f"Trainer(max_steps={max_steps}) can stop this fit before its last epoch{bound}. InfoBatch plans by epochs "
+            f"Trainer(max_steps={max_steps}) can stop this fit before its last epoch{bound}. {type(self).__name__} plans by epochs "
             "and its epochs have varying lengths, so a step budget may end the fit while pruning, before the "
             "annealing epochs, and with the learning rate above 0. Give the length in epochs only "
             "(Trainer(max_epochs=...), max_steps=-1)."

@@ -21,6 +21,7 @@ from lightning_prune.collectors.base import ScoreCollector
 from lightning_prune.collectors.registry import COLLECTORS, make_collector
 from lightning_prune.data.pruned import PrunedDataModule
 from lightning_prune.dynamic.infobatch import InfoBatch
+from lightning_prune.dynamic.seta import SeTa
 from lightning_prune.pipeline.context import CellTraining, MethodSpec, RunContext
 from lightning_prune.pipeline.cost import CostFile, CostMeter, write_cost
 from lightning_prune.pipeline.names import RANDOM
@@ -263,6 +264,9 @@ class InfoBatchMethod:
     uses_scores: ClassVar[bool] = False
     needs_scoring_model: ClassVar[bool] = False
     makes_selection: ClassVar[bool] = False
+    name: ClassVar[str] = "infobatch"
+    callback: ClassVar[type[InfoBatch]] = InfoBatch
+    """The dynamic pruning callback each coreset training runs (a subclass of InfoBatch's machinery)."""
 
     SET_BY_THE_RUN: ClassVar[dict[str, str]] = {
         "prune_ratio": "the run's `prune_ratios` (or the method's own `prune_ratios:`)",
@@ -274,11 +278,11 @@ class InfoBatchMethod:
         for key, source in self.SET_BY_THE_RUN.items():
             if key in spec.args:
                 raise ValueError(
-                    f"Method {spec.key!r} (infobatch) sets args.{key}, which the pipeline sets from {source}; "
+                    f"Method {spec.key!r} ({self.name}) sets args.{key}, which the pipeline sets from {source}; "
                     f"remove args.{key}."
                 )
         for ratio in ratios:
-            InfoBatch(prune_ratio=ratio, **spec.args)  # refuses a bad ratio or argument, naming it
+            self.callback(prune_ratio=ratio, **spec.args)  # refuses a bad ratio or argument, naming it
 
     def collector(self, spec: MethodSpec) -> None:
         return None
@@ -298,12 +302,20 @@ class InfoBatchMethod:
         data: pl.LightningDataModule,
         model: pl.LightningModule,
     ) -> CellTraining:
-        infobatch = InfoBatch(prune_ratio=ratio, seed=seed, **spec.args)
+        infobatch = self.callback(prune_ratio=ratio, seed=seed, **spec.args)
         return CellTraining(
             infobatch.wrap(data),
             callbacks=[infobatch],
             record=lambda: {"dynamic": True, "fraction_skipped": infobatch.fraction_skipped},
         )
+
+
+class SeTaMethod(InfoBatchMethod):
+    """SeTa: no selection; each coreset training prunes dynamically at ``prune_ratio = ratio`` (the random
+    share each epoch leaves out before its window of loss groups; the window prunes on top of it)."""
+
+    name: ClassVar[str] = "seta"
+    callback: ClassVar[type[InfoBatch]] = SeTa
 
 
 SELECTING_METHODS: dict[str, Method] = {
@@ -313,6 +325,7 @@ SELECTING_METHODS: dict[str, Method] = {
 """Methods that make a selection per ratio themselves (no collector, no strategy), by name."""
 DYNAMIC_METHODS: dict[str, Method] = {
     "infobatch": InfoBatchMethod(),
+    "seta": SeTaMethod(),
 }
 """Methods that select nothing up front: each coreset training prunes inside itself, by name."""
 _SCORE_BASED = ScoreBased()
