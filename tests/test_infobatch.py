@@ -118,7 +118,11 @@ def test_one_process_serves_the_reference_plan(tmp_path, method, reference):
 @pytest.mark.slow
 def test_two_ddp_processes_serve_the_same_plan_in_equal_shares(tmp_path, method, reference):
     served_sets, weight_rows, final = reference
-    env = {**os.environ, "PYTHONPATH": TESTS}
+    # the checkout's package first: the worker must run the code under test, not an installed copy
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [TESTS, os.path.dirname(TESTS), os.environ.get("PYTHONPATH")])),
+    }
     result = subprocess.run(
         [sys.executable, os.path.join(TESTS, "ddp_infobatch_worker.py"), f"--method={method}", str(tmp_path), "2"],
         env=env,
