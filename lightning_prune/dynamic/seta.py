@@ -71,7 +71,6 @@ import math
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-import lightning.pytorch as pl
 import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
@@ -87,6 +86,7 @@ from lightning_prune.dynamic.infobatch import (
     _check_delta,
     _check_num_epochs,
 )
+from lightning_prune.dynamic.target import check_target_saving, refuse_both
 from lightning_prune.selection.strategies import check_seed
 
 MIN_KEEP_RATIO = 1.0 - MAX_PRUNE_RATIO
@@ -94,9 +94,6 @@ MIN_KEEP_RATIO = 1.0 - MAX_PRUNE_RATIO
 
 INITIAL_LOSS = 3.0
 """The loss the official code gives every sample before it is first served."""
-
-TARGET_TOLERANCE = 0.01
-"""How far from ``target_saving`` a finished fit may end before a warning names the cause."""
 
 
 def seta_groups(losses: np.ndarray, num_group: int) -> list[np.ndarray]:
@@ -237,20 +234,6 @@ def _check_seta_ratio(prune_ratio: Any) -> float:
     return float(prune_ratio)
 
 
-def _check_target(target_saving: Any) -> float:
-    message = (
-        f"SeTa target_saving={target_saving!r} must lie in (0, 1): the fraction of all sample presentations of the "
-        "fit to skip (e.g. 0.5 forwards half of what full-data epochs would)."
-    )
-    if isinstance(target_saving, (bool, np.bool_)) or not isinstance(
-        target_saving, (int, float, np.integer, np.floating)
-    ):
-        raise TypeError(message)
-    if not 0.0 < float(target_saving) < 1.0:
-        raise ValueError(message)
-    return float(target_saving)
-
-
 def _check_num_group(num_group: Any) -> int:
     message = f"SeTa num_group={num_group!r} must be a positive integer: the number of loss groups (official: 10)."
     if not is_integer(num_group):
@@ -336,13 +319,9 @@ class SeTa(InfoBatch):
         save_path: str | None = None,
         name: str | None = None,
     ) -> None:
-        if prune_ratio is not None and target_saving is not None:
-            raise ValueError(
-                f"SeTa takes prune_ratio={prune_ratio!r} or target_saving={target_saving!r}, not both: target_saving "
-                "chooses each epoch's prune ratio itself."
-            )
+        refuse_both("SeTa", prune_ratio, target_saving)
         ratio = None if prune_ratio is None else _check_seta_ratio(prune_ratio)
-        target = None if target_saving is None else _check_target(target_saving)
+        target = None if target_saving is None else check_target_saving(target_saving, "SeTa")
         groups = _check_num_group(num_group)
         scale = _check_window_scale(window_scale, groups)
         delta_value = _check_delta(delta, "SeTa")
@@ -366,7 +345,7 @@ class SeTa(InfoBatch):
             name=name,
         )
         # None: target_saving chooses each epoch's ratio
-        self.prune_ratio = ratio if ratio is not None or target is not None else 0.0  # type: ignore[assignment]
+        self.prune_ratio = ratio if ratio is not None or target is not None else 0.0
         self.num_group = groups
         self.window_scale = scale
         self.target_saving = target
@@ -437,18 +416,11 @@ class SeTa(InfoBatch):
             )
 
     @override
-    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        super().on_fit_end(trainer, pl_module)
-        total = self.num_epochs if self.num_epochs is not None else trainer.max_epochs
-        if self.target_saving is None or total is None or len(self.served) < total:
-            return
-        reached = self.fraction_skipped
-        if abs(reached - self.target_saving) > TARGET_TOLERANCE:
-            limit = "1 (the window alone skips more: raise window_scale)" if reached > self.target_saving else "0.1"
-            rank_zero_warn(
-                f"SeTa(target_saving={self.target_saving}) skipped {reached:.3f} of the fit's sample presentations: "
-                f"an epoch's ratio of samples drawn reached its bound of {limit}, or limit_train_batches cut epochs."
-            )
+    def target_shortfall(self) -> str:
+        return (
+            "an epoch's share of samples drawn reached its bound: 1 (the window alone skips more than the target; "
+            "raise window_scale) or 0.1 (lower target_saving)"
+        )
 
     # ------------------------------------------------------------------ state
     @override

@@ -21,10 +21,11 @@ from lightning_prune.collectors.base import ScoreCollector
 from lightning_prune.collectors.registry import COLLECTORS, make_collector
 from lightning_prune.data.pruned import PrunedDataModule
 from lightning_prune.dynamic.infobatch import InfoBatch
+from lightning_prune.dynamic.rs2 import RS2
 from lightning_prune.dynamic.seta import SeTa
 from lightning_prune.pipeline.context import CellTraining, MethodSpec, RunContext
 from lightning_prune.pipeline.cost import CostFile, CostMeter, write_cost
-from lightning_prune.pipeline.names import RANDOM
+from lightning_prune.pipeline.names import RANDOM, TARGET_SAVING
 from lightning_prune.pipeline.validated import VALIDATE, validated_selection
 from lightning_prune.selection.scores import Scores
 from lightning_prune.selection.selection import Selection
@@ -52,6 +53,61 @@ def check_select_args(strategy: str, select_args: Mapping[str, Any], *, allowed:
                 "`strategy`, `score_seed` or `weighted` instead."
             )
     check_strategy_options(strategy, select_args, allowed=allowed)
+
+
+DYNAMIC_CALLBACKS: dict[str, type[InfoBatch] | type[RS2]] = {"infobatch": InfoBatch, "seta": SeTa, "rs2": RS2}
+"""The dynamic methods a static method's coreset training may run on top (a method's ``dynamic:``), by name."""
+
+DYNAMIC_KEYS = frozenset({"name", "args"})
+
+
+def check_dynamic_on_top(spec: MethodSpec) -> None:
+    """Refuse a bad ``dynamic:`` entry of a static method, naming the setting and the fix."""
+    entry = spec.dynamic
+    if entry is None:
+        return
+    where = f"Method {spec.key!r}: dynamic"
+    if not isinstance(entry, Mapping) or not set(entry) <= DYNAMIC_KEYS or "name" not in entry:
+        raise ValueError(
+            f"{where}={entry!r} must be a mapping {{name: {' | '.join(DYNAMIC_CALLBACKS)}, args: {{...}}}} (the "
+            "dynamic method each coreset trains with, and its arguments)."
+        )
+    if entry["name"] not in DYNAMIC_CALLBACKS:
+        raise ValueError(f"{where}.name={entry['name']!r} is not one of {sorted(DYNAMIC_CALLBACKS)}.")
+    args = entry.get("args") or {}
+    if not isinstance(args, Mapping):
+        raise ValueError(f"{where}.args must map argument names to values, got {args!r}.")
+    if "seed" in args:
+        raise ValueError(f"{where}.args sets seed, which the run sets from its `seeds`; remove it.")
+    DYNAMIC_CALLBACKS[entry["name"]](**args)  # refuses a bad ratio, target or argument, naming it
+
+
+def dynamic_on_top(spec: MethodSpec, seed: int) -> InfoBatch | RS2 | None:
+    """The dynamic callback a static method's coreset training runs, seeded with the cell's seed (if any)."""
+    if spec.dynamic is None:
+        return None
+    return DYNAMIC_CALLBACKS[spec.dynamic["name"]](seed=seed, **(spec.dynamic.get("args") or {}))
+
+
+def with_dynamic_on_top(cell: CellTraining, spec: MethodSpec, seed: int) -> CellTraining:
+    """``cell`` (a training on a static selection) trained under the method's ``dynamic:`` callback, if it has one.
+
+    The cell records the dynamic method's name and the fraction of the coreset's presentations it
+    skipped; its metered cost is what the pruned training forwarded.
+    """
+    callback = dynamic_on_top(spec, seed)
+    if callback is None:
+        return cell
+    static_record = cell.record
+
+    def record() -> dict[str, Any]:
+        return {
+            **static_record(),
+            "dynamic_on_top": callback.method,
+            "dynamic_fraction_skipped": callback.fraction_skipped,
+        }
+
+    return CellTraining(callback.wrap(cell.data), [*cell.callbacks, callback], cell.selection, record)
 
 
 def static_training(
@@ -139,7 +195,7 @@ class SelectionMethod:
         data: pl.LightningDataModule,
         model: pl.LightningModule,
     ) -> CellTraining:
-        return static_training(run, spec.key, ratio, seed, data)
+        return with_dynamic_on_top(static_training(run, spec.key, ratio, seed, data), spec, seed)
 
 
 class ScoreBased(SelectionMethod):
@@ -255,7 +311,8 @@ class InfluenceMethod(SelectionMethod):
 
 
 class InfoBatchMethod:
-    """InfoBatch: no selection; each coreset training prunes dynamically at ``prune_ratio = ratio``.
+    """InfoBatch: no selection; each coreset training prunes dynamically at ``prune_ratio = ratio``
+    (with the method's ``target_saving: true``, at ``target_saving = ratio``).
 
     Its cost is its own training (metered like every cell); the cell records the fraction of sample
     presentations it skipped as its ``fraction_skipped``.
@@ -281,8 +338,18 @@ class InfoBatchMethod:
                     f"Method {spec.key!r} ({self.name}) sets args.{key}, which the pipeline sets from {source}; "
                     f"remove args.{key}."
                 )
+        if "target_saving" in spec.args:
+            raise ValueError(
+                f"Method {spec.key!r} ({self.name}) sets args.target_saving; the pipeline reads the ratios as target "
+                "savings when the method sets `target_saving: true` (next to `name:`). Remove args.target_saving."
+            )
         for ratio in ratios:
-            self.callback(prune_ratio=ratio, **spec.args)  # refuses a bad ratio or argument, naming it
+            self.callback(**self._ratio(spec, ratio), **spec.args)  # refuses a bad ratio or argument, naming it
+
+    @staticmethod
+    def _ratio(spec: MethodSpec, ratio: float) -> dict[str, Any]:
+        """How the run's ratio reaches the callback: its native ``prune_ratio`` or a ``target_saving``."""
+        return {"target_saving": ratio} if spec.target_saving else {"prune_ratio": ratio}
 
     def collector(self, spec: MethodSpec) -> None:
         return None
@@ -302,11 +369,12 @@ class InfoBatchMethod:
         data: pl.LightningDataModule,
         model: pl.LightningModule,
     ) -> CellTraining:
-        infobatch = self.callback(prune_ratio=ratio, seed=seed, **spec.args)
+        infobatch = self.callback(**self._ratio(spec, ratio), seed=seed, **spec.args)
+        ratio_is = {"ratio_is": TARGET_SAVING} if spec.target_saving else {}
         return CellTraining(
             infobatch.wrap(data),
             callbacks=[infobatch],
-            record=lambda: {"dynamic": True, "fraction_skipped": infobatch.fraction_skipped},
+            record=lambda: {"dynamic": True, "fraction_skipped": infobatch.fraction_skipped, **ratio_is},
         )
 
 
