@@ -62,7 +62,17 @@ Where this differs from the official code (mrazhou/SeTa, ``seta.py``), and why:
   scale: unseen samples then count as hard). For a loss on another scale, set it above what a
   trained-for-one-epoch model gives;
 * over a :class:`~lightning_prune.PrunedDataModule` the pool is the static selection, not the
-  whole data set.
+  whole data set;
+* the losses are exchanged across DDP ranks once per epoch (the official ``update`` gathers every
+  batch's, a host synchronisation per batch): plans read the losses only when an epoch starts, so
+  they are the same; samples never served again keep their last loss in both;
+* under DDP each epoch's plan is padded to a multiple of the world size with its first entries (the
+  official ``DistributedIBSampler`` drops the tail, ``drop_last=True``), so no planned sample is lost;
+* the saving is counted from the batches that ran (:attr:`~InfoBatch.fraction_skipped`, which
+  ``limit_train_batches`` moves), the official ``get_saved_ratio`` from the plans;
+* the subset-larger-than-``num_group`` check runs only in windowed epochs (the official assertion
+  also fires in epoch 0, whose equal initial losses are chunked, not clustered);
+* ``target_saving`` is this library's addition (the official code takes ``prune_ratio`` only).
 """
 
 from __future__ import annotations
