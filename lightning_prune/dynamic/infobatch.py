@@ -420,19 +420,13 @@ class InfoBatch(ScoreCollector):
         if self.prune_ratio is not None:
             return infobatch_plan(pool, losses, known, self.prune_ratio, rng)
         assert self.target_saving is not None
-        total = self._fit_length(max_epochs)
         skipping = range(1, self.pruned_epochs(max_epochs))  # epoch 0 has no losses; the rest anneal
+        total = self.num_epochs if self.num_epochs is not None else max_epochs
+        assert total is not None  # pruned_epochs refused a fit without a length
         share = epoch_share(self.target_saving, epoch, skipping, pool.size, total, self.planned_skips)
         plan = infobatch_target_plan(pool, losses, known, share, rng)
         self.planned_skips[int(epoch)] = plan.skipped  # a function of the state: planning again agrees
         return plan
-
-    def _fit_length(self, max_epochs: int | None) -> int:
-        total = self.num_epochs if self.num_epochs is not None else max_epochs
-        if total is None or total < 1:
-            self.pruned_epochs(max_epochs)  # raises, naming the fix
-        assert total is not None
-        return total
 
     @property
     def fraction_skipped(self) -> float:

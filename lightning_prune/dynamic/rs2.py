@@ -17,7 +17,7 @@ resume, with no state to exchange or checkpoint.
 
 ``target_saving=`` (:mod:`lightning_prune.dynamic.target`) is the same as ``prune_ratio``: every
 epoch skips ``round(target_saving x N)`` of the ``N`` pool samples, so the fit ends within half a
-sample per epoch of the target (``fraction_skipped`` reports it, from the batches that ran).
+sample per epoch of the target (``fraction_skipped`` reports it, from the epochs' plans).
 
 Every served sample has weight 1 (a uniform subset needs no reweighting); epochs all have the same
 length, so step-counted learning-rate schedules stay right. The sampler machinery (equal DDP shares,
