@@ -168,16 +168,24 @@ def train_size(task: Task) -> int:
 def measure(task: Task, seeds: list[int], targets: list[float], methods: list[str]) -> dict[str, list[Fit]]:
     """Every row's fits, seed by seed, the rows alternating within a seed."""
     num_samples = train_size(task)
-    rows: dict[str, list[Fit]] = {"full": []}
+    rows: dict[str, list[Fit]] = {}
+
+    def add(row: str, fit: Fit) -> None:
+        rows.setdefault(row, []).append(fit)
+        # each fit as it ends, so that a run stopped early still tells what it measured
+        print(
+            f"    {row} seed {len(rows[row]) - 1}: skipped {fit.skipped:.1%}, {fit.samples} samples, "
+            f"{fit.seconds:.1f} s, val {100 * fit.val_acc:.2f}, test {100 * fit.test_acc:.2f}",
+            flush=True,
+        )
+
     for seed in seeds:
-        rows["full"].append(run_fit(task, seed, None, None))
+        add("full", run_fit(task, seed, None, None))
         for target in targets:
             budget = StepBudget(num_to_keep(num_samples, target), task.epochs)
-            rows.setdefault(f"full-budget@{target:.0%}", []).append(run_fit(task, seed, None, budget))
+            add(f"full-budget@{target:.0%}", run_fit(task, seed, None, budget))
             for name in methods:
-                rows.setdefault(f"{name}@{target:.0%}", []).append(
-                    run_fit(task, seed, DYNAMIC[name](target, seed), None)
-                )
+                add(f"{name}@{target:.0%}", run_fit(task, seed, DYNAMIC[name](target, seed), None))
     return rows
 
 
@@ -264,7 +272,7 @@ def main() -> None:
     )
     for name in chosen:
         task = tasks(epochs, stream_samples, stream_epochs)[name]
-        print(f"\n{name}: {task.description}, {task.epochs} epochs")
+        print(f"\n{name}: {task.description}, {task.epochs} epochs", flush=True)
         report(measure(task, seeds, targets, args.methods), targets, args.methods)
 
 
