@@ -147,14 +147,17 @@ def run_fit(task: Task, seed: int, callback: pl.Callback | None, budget: StepBud
         enable_model_summary=False,
         enable_checkpointing=False,
         num_sanity_val_steps=0,
-        check_val_every_n_epoch=task.epochs,  # validate once, at the end: the wall time is the training's
+        limit_val_batches=0,  # validated once after the fit: the wall time is the training's
     )
     fitted = callback.wrap(data) if callback is not None else data  # type: ignore[attr-defined]
     start = time.perf_counter()
     trainer.fit(model, datamodule=fitted)
     seconds = time.perf_counter() - start
-    val_acc = float(trainer.callback_metrics["val_acc"])
-    test_acc = float(trainer.test(model, datamodule=data, verbose=False)[0]["test_acc"])
+    evaluator = pl.Trainer(
+        accelerator="auto", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False
+    )
+    val_acc = float(evaluator.validate(model, datamodule=data, verbose=False)[0]["val_acc"])
+    test_acc = float(evaluator.test(model, datamodule=data, verbose=False)[0]["test_acc"])
     skipped = float(getattr(callback, "fraction_skipped", 0.0))
     return Fit(skipped, meter.samples, seconds, val_acc, test_acc)
 
