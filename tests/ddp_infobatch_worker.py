@@ -76,6 +76,12 @@ def make_seta() -> lp.SeTa:
 PLANNERS = {"infobatch": make_infobatch, "seta": make_seta}
 """The loss-planned dynamic methods these runs cover (each a subclass of InfoBatch's machinery)."""
 
+TARGETED = {
+    "infobatch-target": lambda: lp.InfoBatch(target_saving=0.3, delta=DELTA, seed=SEED),
+    "seta-target": lambda: lp.SeTa(target_saving=0.3, num_group=3, window_scale=0.5, delta=DELTA, seed=SEED),
+}
+"""The same methods asked for a target saving (their plans then depend on the earlier epochs' plans)."""
+
 
 def fit_dynamic(
     planner, out_dir: str, devices: int = 1, crash_epoch: int | None = None, ckpt_path: str | None = None
@@ -125,7 +131,7 @@ def run(
     ckpt_path: str | None = None,
     method: str = "infobatch",
 ) -> lp.InfoBatch:
-    infobatch = PLANNERS[method]()
+    infobatch = {**PLANNERS, **TARGETED}[method]()
     trainer = fit_dynamic(infobatch, out_dir, devices, crash_epoch, ckpt_path)
     if trainer is None:
         return infobatch

@@ -4,12 +4,16 @@ a small data set that ends within 1 point of its target and says so, resume, and
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 
 import lightning.pytorch as pl
 import numpy as np
 import pytest
 from collector_harness import EPOCHS
-from ddp_infobatch_worker import fit_dynamic
+from ddp_infobatch_worker import TARGETED as WORKER_TARGETED
+from ddp_infobatch_worker import fit_dynamic, run
 from test_infobatch_contract import UserModel, digits, fit
 
 import lightning_prune as lp
@@ -129,6 +133,39 @@ def test_a_target_infobatch_fit_resumes_the_same_plans(tmp_path):
         np.testing.assert_array_equal(a["weights"][np.argsort(a["indices"])], b["weights"][np.argsort(b["indices"])])
     assert resumed.planned_skips == uninterrupted.planned_skips and resumed.served == uninterrupted.served
     assert abs(uninterrupted.fraction_skipped - 0.4) <= TARGET_TOLERANCE
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", sorted(WORKER_TARGETED))
+def test_two_ddp_processes_serve_the_one_process_target_plans_in_equal_shares(tmp_path, method):
+    tests = os.path.dirname(os.path.abspath(__file__))
+    alone, ddp = tmp_path / "alone", tmp_path / "ddp"
+    alone.mkdir(), ddp.mkdir()
+    single = run(str(alone), 1, method=method)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [tests, os.path.dirname(tests), os.environ.get("PYTHONPATH")])),
+    }
+    result = subprocess.run(
+        [sys.executable, os.path.join(tests, "ddp_infobatch_worker.py"), f"--method={method}", str(ddp), "2"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,  # two processes; a shared machine can take minutes
+        cwd=os.path.dirname(tests),
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    for epoch in range(EPOCHS):
+        one = np.load(alone / f"rank0_epoch{epoch}.npz")
+        shares = [np.load(ddp / f"rank{rank}_epoch{epoch}.npz") for rank in range(2)]
+        assert int(shares[0]["batches"]) == int(shares[1]["batches"])  # DDP needs equal batch counts
+        union = np.concatenate([share["indices"] for share in shares])
+        assert set(union.tolist()) == set(one["indices"].tolist())  # the same plan, dealt out
+        weight_of = dict(zip(one["indices"].tolist(), one["weights"].tolist(), strict=True))
+        for share in shares:
+            assert [weight_of[i] for i in share["indices"].tolist()] == pytest.approx(share["weights"].tolist())
+    if method == "infobatch-target":
+        assert abs(single.fraction_skipped - 0.3) <= TARGET_TOLERANCE
 
 
 # ---------------------------------------------------------------------------------------- misuse
