@@ -36,7 +36,7 @@ from lightning_prune.data import (
     unpack_batch,
 )
 from lightning_prune.data.indexed import batch_weights
-from lightning_prune.dynamic import RS2, DynamicDataModule, DynamicSampler, InfoBatch
+from lightning_prune.dynamic import RS2, DynamicDataModule, DynamicSampler, InfoBatch, SeTa
 from lightning_prune.influence import (
     InfluencePruner,
     InfluenceVectors,
@@ -66,6 +66,7 @@ __all__ = [
     "DynamicSampler",
     "DynamicUncertainty",
     "InfoBatch",
+    "SeTa",
     "Entropy",
     "GraNd",
     "Herding",

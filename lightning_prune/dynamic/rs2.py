@@ -15,6 +15,10 @@ epoch serves a sample twice. Permutation ``c`` is drawn from ``numpy.random.defa
 STREAM, c])``: a plan is a function of ``(seed, epoch)`` alone, identical on every rank and after a
 resume, with no state to exchange or checkpoint.
 
+``target_saving=`` (:mod:`lightning_prune.dynamic.target`) is the same as ``prune_ratio``: every
+epoch skips ``round(target_saving x N)`` of the ``N`` pool samples, so the fit ends within half a
+sample per epoch of the target (``fraction_skipped`` reports it, from the epochs' plans).
+
 Every served sample has weight 1 (a uniform subset needs no reweighting); epochs all have the same
 length, so step-counted learning-rate schedules stay right. The sampler machinery (equal DDP shares,
 weights travelling with the indices, a static selection underneath) is
@@ -35,7 +39,8 @@ import lightning.pytorch as pl
 import numpy as np
 from typing_extensions import override
 
-from lightning_prune.dynamic.infobatch import EpochPlan
+from lightning_prune.dynamic.infobatch import DEFAULT_PRUNE_RATIO, EpochPlan
+from lightning_prune.dynamic.target import check_target_saving, refuse_both, report_saving
 from lightning_prune.selection.strategies import check_prune_ratio, check_seed, num_to_keep
 from lightning_prune.trainer_access import fit_epoch
 
@@ -85,16 +90,23 @@ class RS2(pl.Callback):
     Args:
         prune_ratio: the fraction of the pool each epoch leaves out, strictly between 0 and 1: every
             epoch serves ``N - round(prune_ratio * N)`` samples, and ``prune_ratio`` is exactly the
-            fraction of sample presentations saved over the fit.
+            fraction of sample presentations saved over the fit (0.5 when neither it nor
+            ``target_saving`` is given).
+        target_saving: the fraction of all sample presentations of the fit to skip, in ``(0, 1)``;
+            for RS2 the same as ``prune_ratio`` (give one of the two).
         seed: seeds the permutations (``numpy.random.default_rng([seed, STREAM, cycle])``).
     """
 
     method: ClassVar[str] = "rs2"
     varies_epoch_length: ClassVar[bool] = False
 
-    def __init__(self, prune_ratio: float = 0.5, *, seed: int = 0) -> None:
+    def __init__(self, prune_ratio: float | None = None, *, target_saving: float | None = None, seed: int = 0) -> None:
         super().__init__()
-        self.prune_ratio = check_prune_ratio(prune_ratio)
+        refuse_both("RS2", prune_ratio, target_saving)
+        self.target_saving = None if target_saving is None else check_target_saving(target_saving, "RS2")
+        # every epoch skips exactly its ratio, so a target is the ratio
+        ratio = self.target_saving if self.target_saving is not None else prune_ratio
+        self.prune_ratio = check_prune_ratio(DEFAULT_PRUNE_RATIO if ratio is None else ratio)
         self.seed = check_seed(seed)
         self.served: dict[int, tuple[int, int]] = {}
         self._trainer: pl.Trainer | None = None
@@ -156,6 +168,11 @@ class RS2(pl.Callback):
         from lightning_prune.dynamic.loader import planned_sampler
 
         return planned_sampler(trainer, self)
+
+    @override
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.max_epochs is not None and len(self.served) >= trainer.max_epochs:  # a whole fit
+            report_saving("RS2", self.target_saving, self.fraction_skipped, "limit_train_batches cut its epochs")
 
     @override
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:

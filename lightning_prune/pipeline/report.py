@@ -16,9 +16,10 @@ from typing import Any
 
 import numpy as np
 
+from lightning_prune.dynamic.target import TARGET_TOLERANCE
 from lightning_prune.pipeline.budget import PROTOCOLS
 from lightning_prune.pipeline.frontier import best_at_budgets, frontier_report, run_frontier
-from lightning_prune.pipeline.names import FULL, FULL_BUDGET, RANDOM, ratio_label, ratio_tag
+from lightning_prune.pipeline.names import FULL, FULL_BUDGET, RANDOM, TARGET_SAVING, ratio_label, ratio_tag
 from lightning_prune.selection.files import write_text_atomic
 
 REACHED_NOTE_TOLERANCE = 0.005
@@ -84,10 +85,18 @@ def summarise(results: list[dict[str, Any]]) -> Summary:
             }
             if dynamic:
                 entry["fraction_skipped"] = statistics.fmean(fraction_skipped(cell) for cell in cells)
+                if any(cell.get("ratio_is") == TARGET_SAVING for cell in cells):
+                    entry["ratio_is"] = TARGET_SAVING
             else:
                 entry["prune_ratio_reached"] = statistics.fmean(
                     float(cell.get("prune_ratio_reached", ratio)) for cell in cells
                 )
+                on_top = {cell["dynamic_on_top"] for cell in cells if cell.get("dynamic_on_top")}
+                if on_top:
+                    entry["dynamic_on_top"] = "+".join(sorted(on_top))
+                    entry["dynamic_fraction_skipped"] = statistics.fmean(
+                        float(cell.get("dynamic_fraction_skipped", 0.0)) for cell in cells
+                    )
             summary[method][ratio_label(ratio)] = entry
     return summary
 
@@ -235,8 +244,18 @@ def format_table(summary: Summary, ratios: list[float]) -> str:
         rows.append([f"{FULL} data"] + [format_accuracy(full)] * len(ratios))
     for method in [m for m in summary if m != FULL]:
         entries = [summary[method].get(ratio_label(ratio)) for ratio in ratios]
-        rows.append([method] + [format_accuracy(entry) if entry else "-" for entry in entries])
+        rows.append([row_name(method, summary)] + [format_accuracy(entry) if entry else "-" for entry in entries])
     return "\n".join(aligned([header, *rows]) + reached_notes(summary))
+
+
+def row_name(method: str, summary: Summary) -> str:
+    """A method's name in the tables, saying how its ratio reads: "(target saving)" for a dynamic method
+    given savings, "(+ infobatch)" for a static one that trains its coreset with a dynamic method."""
+    entries = summary.get(method, {}).values()
+    if any(entry.get("ratio_is") == TARGET_SAVING for entry in entries):
+        return f"{method} (target saving)"
+    on_top = sorted({entry["dynamic_on_top"] for entry in entries if entry.get("dynamic_on_top")})
+    return f"{method} (+ {'+'.join(on_top)})" if on_top else method
 
 
 def reached_notes(summary: Summary) -> list[str]:
@@ -246,7 +265,14 @@ def reached_notes(summary: Summary) -> list[str]:
         for label, entry in by_ratio.items():
             if method == FULL:
                 continue
-            if entry.get("dynamic"):
+            if entry.get("ratio_is") == TARGET_SAVING:
+                if abs(entry["fraction_skipped"] - float(label)) > TARGET_TOLERANCE:
+                    notes.append(
+                        f"  note: {method} (dynamic) at target saving {float(label):.0%} skipped "
+                        f"{entry['fraction_skipped']:.1%} of the sample presentations, more than "
+                        f"{TARGET_TOLERANCE:.0%} away from its target (see the training log's warning)"
+                    )
+            elif entry.get("dynamic"):
                 # rs2 skips exactly its ratio; InfoBatch's ratio is a skip probability among well-learned samples
                 if abs(entry["fraction_skipped"] - float(label)) > REACHED_NOTE_TOLERANCE:
                     notes.append(
@@ -256,6 +282,14 @@ def reached_notes(summary: Summary) -> list[str]:
                     )
             elif abs((reached := entry["prune_ratio_reached"]) - float(label)) > REACHED_NOTE_TOLERANCE:
                 notes.append(f"  note: {method} at prune {float(label):.0%} removed {reached:.1%} of the samples")
+            if entry.get("dynamic_on_top"):
+                skipped = entry["dynamic_fraction_skipped"]
+                kept = 1.0 - entry["prune_ratio_reached"]
+                notes.append(
+                    f"  note: {method} at prune {float(label):.0%} trains its coreset with {entry['dynamic_on_top']}, "
+                    f"which skipped {skipped:.1%} of the coreset's sample presentations: "
+                    f"{1.0 - kept * (1.0 - skipped):.1%} of the full data's in all (the cost table charges both)"
+                )
     return notes
 
 

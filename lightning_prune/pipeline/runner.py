@@ -42,7 +42,7 @@ from lightning_prune.dynamic.rs2 import RS2 as RS2Callback
 from lightning_prune.pipeline.budget import BUDGETS, StepBudget
 from lightning_prune.pipeline.context import CellTraining, MethodSpec, RunContext, RunFiles
 from lightning_prune.pipeline.cost import CostMeter, add_costs, read_cost, write_cost
-from lightning_prune.pipeline.methods import method_for, static_training
+from lightning_prune.pipeline.methods import check_dynamic_on_top, method_for, static_training
 from lightning_prune.pipeline.names import BASELINES, FULL, FULL_BUDGET, RANDOM, RS2, check_label, ratio_label
 from lightning_prune.pipeline.progress import EpochProgress
 from lightning_prune.pipeline.report import RunResults, write_report
@@ -119,6 +119,7 @@ def _check_settings(
     for ratio in [*prune_ratios, *(r for spec in methods for r in spec.prune_ratios or [])]:
         check_prune_ratio(ratio)
     for spec in methods:
+        _check_dynamic_settings(spec, budget)
         method_for(spec.name).check(spec, sorted(spec.prune_ratios or prune_ratios))
     if not seeds:
         raise ValueError("seeds must list at least one seed.")
@@ -137,6 +138,32 @@ def _check_settings(
             )
         if int(spec.score_epochs) != spec.score_epochs or spec.score_epochs < 1:
             raise ValueError(f"Method {spec.key!r}: score_epochs={spec.score_epochs} must be a positive integer.")
+
+
+def _check_dynamic_settings(spec: MethodSpec, budget: str) -> None:
+    """``target_saving`` belongs to dynamic methods, ``dynamic`` (a dynamic method on top) to static ones."""
+    static = method_for(spec.name).makes_selection
+    if spec.target_saving and static:
+        raise ValueError(
+            f"Method {spec.key!r} ({spec.name}) sets target_saving, but it is static: it removes its ratio of the "
+            "samples, which is its saving already. target_saving is for dynamic methods (infobatch, seta); to prune "
+            "this coreset's training dynamically too, give the method `dynamic: {name: infobatch, args: "
+            "{target_saving: 0.3}}`."
+        )
+    if spec.dynamic is None:
+        return
+    if not static:
+        raise ValueError(
+            f"Method {spec.key!r} ({spec.name}) is dynamic already; `dynamic:` stacks a dynamic method on a static "
+            "selection (a score-based, adapruner or influence method). Remove `dynamic:`."
+        )
+    if budget == "steps":
+        raise ValueError(
+            f"Method {spec.key!r} sets `dynamic:`, but under budget: steps a static coreset trains a fixed number of "
+            "optimiser steps, which dynamic pruning (epochs of varying length, planned by epochs) cannot follow. Use "
+            "budget: epochs, or remove `dynamic:`."
+        )
+    check_dynamic_on_top(spec)
 
 
 def _test(trainer: pl.Trainer, model: pl.LightningModule, data: pl.LightningDataModule) -> dict[str, Any]:
@@ -606,7 +633,14 @@ class PruningRun:
     def cell_identity(self, key: str) -> dict[str, Any]:
         """The settings a cell of method ``key`` is made under: recorded in it, checked when it is reused."""
         spec = next((spec for spec in self.methods if spec.key == key), None)
-        method = key if spec is None else {k: v for k, v in self._selection_settings(spec).items() if k != "run"}
+        method: Any = key
+        if spec is not None:
+            method = {k: v for k, v in self._selection_settings(spec).items() if k != "run"}
+            # how the cell trains, beyond its selection (recorded only when set: older cells stay valid)
+            if spec.target_saving:
+                method["target_saving"] = True
+            if spec.dynamic is not None:
+                method["dynamic"] = to_jsonable(spec.dynamic)
         return {"run": to_jsonable(self.description), "method": method}
 
     def train(self) -> None:
