@@ -47,6 +47,7 @@ from lightning_prune.influence import (
     solve_cardinality,
     solve_epsilon,
 )
+from lightning_prune.integrations.hf import HFIndexedDataset, pruned_hf_dataset
 from lightning_prune.models import MLP, Classifier, SmallCNN, cifar_resnet18
 from lightning_prune.models.schedules import cosine_schedule, progress_cosine
 from lightning_prune.selection.files import ScoreFileError
@@ -82,6 +83,8 @@ __all__ = [
     "DigitsDataModule",
     "Forgetting",
     "IndexedDataset",
+    "HFIndexedDataset",
+    "pruned_hf_dataset",
     "InfluencePruner",
     "InfluenceVectors",
     "PruningSolution",
