@@ -76,10 +76,8 @@ class IndexedStreamingDataset(litdata.StreamingDataset):
         >>> import numpy as np
         >>> import litdata
         >>> from lightning_prune.integrations.litdata import IndexedStreamingDataset
-        >>> litdata.optimize(fn=lambda i: {"x": np.full(2, i, dtype=np.float32), "label": i % 2},
-        ...                  inputs=list(range(6)), output_dir="optimised", chunk_size=4, num_workers=1,
-        ...                  verbose=False)  # doctest: +ELLIPSIS
-        ...
+        >>> samples = [{"x": np.full(2, i, dtype=np.float32), "label": i % 2} for i in range(6)]
+        >>> litdata.optimize(fn=dict, inputs=samples, output_dir="optimised", chunk_size=4, num_workers=1, verbose=False)
         >>> train_set = IndexedStreamingDataset("optimised")
         >>> train_set.full_size, train_set[5]["index"]
         (6, 5)
