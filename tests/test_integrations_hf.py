@@ -157,3 +157,26 @@ def test_without_datasets_the_error_names_the_extra():
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
     assert 'pip install "lightning-prune[hf]"' in out and "HFIndexedDataset" in out
+
+
+def test_the_hf_export_reloads_to_the_same_indices(tmp_path, capsys):
+    rows = _hf_rows(uid=list(range(N))).shuffle(seed=1)
+    _, labels = _columns()
+    scores = lp.Scores(np.arange(N, dtype=float), "el2n", labels=labels)
+    selection = lp.select(scores, prune_ratio=0.75)
+    by_uid = lp.export_selection(selection, tmp_path / "by_uid", "hf", dataset=rows, index_column="uid")
+    np.testing.assert_array_equal(lp.load_exported(by_uid).indices, selection.indices)
+    assert sorted(datasets.load_from_disk(str(by_uid))["uid"][:]) == selection.indices.tolist()
+
+    rows.save_to_disk(str(tmp_path / "rows"))  # the command line reads the data set from disk
+    selection = lp.Selection(np.array([0, 5, 7]), num_samples=N)
+    selection.save(tmp_path / "sel.npz")
+    from lightning_prune.cli import main
+
+    output = str(tmp_path / "by_row")
+    main(["export", "--selection", str(tmp_path / "sel.npz"), "--format", "hf", "--dataset", str(tmp_path / "rows"),
+          "--output", output])  # fmt: skip
+    assert "wrote" in capsys.readouterr().out
+    pruned = datasets.load_from_disk(output)
+    assert pruned["source_index"][:] == [0, 5, 7] and pruned["uid"][:] == [rows[i]["uid"] for i in (0, 5, 7)]
+    np.testing.assert_array_equal(lp.load_exported(output).indices, [0, 5, 7])

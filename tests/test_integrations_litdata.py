@@ -165,7 +165,10 @@ def test_two_ddp_processes_score_as_litdata_splits_the_data(tmp_path):
     data = optimise(str(tmp_path / "data"), count=32)
     names = ["forgetting", "tdds"]
     worker = [sys.executable, os.path.join(os.path.dirname(__file__), "ddp_litdata_worker.py")]
-    done = subprocess.run([*worker, str(tmp_path), data, "2", ",".join(names)], capture_output=True, text=True)
+    # the worker imports this checkout's lightning_prune, whatever copy is installed
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([*worker, str(tmp_path), data, "2", ",".join(names)], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     ranks = [np.load(tmp_path / f"rank{rank}.npz") for rank in (0, 1)]
     trajectory = KnownLogitsModel().trajectory()
