@@ -13,6 +13,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import lightning.pytorch as pl  # noqa: E402
+import litdata  # noqa: E402
 from collector_harness import CASES, EPOCHS, KnownLogitsModel  # noqa: E402
 
 import lightning_prune as lp  # noqa: E402
@@ -44,7 +45,8 @@ def main() -> None:
         enable_model_summary=False,
         enable_checkpointing=False,
     )
-    trainer.fit(DictBatchModel(), train_dataloaders=torch.utils.data.DataLoader(train_set, batch_size=4))
+    # LitData's loader tells the data set the batch size and workers it splits by
+    trainer.fit(DictBatchModel(), train_dataloaders=litdata.StreamingDataLoader(train_set, batch_size=4))
     values = {name: collector.scores.values for name, collector in collectors.items()}
     np.savez(os.path.join(out_dir, f"rank{trainer.global_rank}.npz"), **values)
     if torch.distributed.is_initialized():  # left to interpreter shutdown, gloo can abort ("terminate called")

@@ -146,3 +146,15 @@ def test_parquet_without_pyarrow_names_the_extra(tmp_path):
     assert done.returncode == 2, done.stderr
     assert 'pip install "lightning-prune[hf]"' in done.stderr and "Parquet" in done.stderr
     assert not (tmp_path / "x.parquet").exists()
+
+
+def test_the_integrations_are_extras_that_the_test_extra_installs():
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+    from pathlib import Path
+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    extras, core = project["optional-dependencies"], " ".join(project["dependencies"])
+    assert "datasets" not in core and "litdata" not in core and "pyarrow" not in core
+    assert [d.split(">")[0] for d in extras["hf"]] == ["datasets"]
+    assert [d.split(">")[0] for d in extras["litdata"]] == ["litdata"]
+    assert extras["all"] == ["lightning-prune[influence,plots,hf,litdata]"] and "lightning-prune[all]" in extras["test"]
