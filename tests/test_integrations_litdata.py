@@ -159,26 +159,6 @@ def _with_index_field(i: int) -> dict:
     return {"x": np.zeros(1, dtype=np.float32), "index": i}
 
 
-@pytest.mark.slow  # two DDP processes
-def test_two_ddp_processes_score_as_litdata_splits_the_data(tmp_path):
-    # 32 samples: a multiple of world size x batch size, so LitData's DDP drop_last drops none
-    data = optimise(str(tmp_path / "data"), count=32)
-    names = ["forgetting", "tdds"]
-    worker = [sys.executable, os.path.join(os.path.dirname(__file__), "ddp_litdata_worker.py")]
-    # the worker imports this checkout's lightning_prune, whatever copy is installed
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
-    done = subprocess.run([*worker, str(tmp_path), data, "2", ",".join(names)], capture_output=True, text=True, env=env)
-    assert done.returncode == 0, done.stderr[-3000:]
-    ranks = [np.load(tmp_path / f"rank{rank}.npz") for rank in (0, 1)]
-    trajectory = KnownLogitsModel().trajectory()
-    for name in names:
-        np.testing.assert_array_equal(ranks[0][name], ranks[1][name])  # every rank holds the same scores
-        # per-sample methods: the whole run's reference, on the 32 samples optimised
-        expected = CASES[name].reference(trajectory)[:32]
-        np.testing.assert_allclose(ranks[0][name], expected, rtol=CASES[name].rtol, atol=CASES[name].atol)
-
-
 def test_importing_the_package_imports_no_integration_and_a_missing_litdata_names_the_extra():
     script = (
         "import sys, lightning_prune as lp\n"

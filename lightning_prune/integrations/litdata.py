@@ -7,12 +7,12 @@ every item it streams, whatever LitData's shuffling, its split across DDP ranks 
 workers, or a ``subset(...)`` of it (whose own ``__getitem__`` counts from 0 again), so collectors
 key their state by it exactly as they key a map-style data set's index.
 
-Under DDP, LitData gives each rank its own chunks; Lightning adds no sampler to an iterable data
-set. The collectors gather every rank's samples at epoch end as usual. Two things LitData decides
-and a scoring run must know: ``len()`` of a streaming data set is this rank's share (pass the
-collectors ``num_samples=dataset.full_size``), and under DDP LitData's ``drop_last`` defaults to
-``True``, dropping the last ``N mod (world_size * batch_size)`` samples of every epoch (samples never
-seen have no score); keep ``N`` a multiple of ``world_size * batch_size`` for exact scores.
+Under DDP, LitData gives each rank its own chunks and Lightning adds no sampler to an iterable
+data set. Two things LitData decides and a scoring run must know: ``len()`` of a streaming data set
+is this rank's share (pass the collectors ``num_samples=dataset.full_size``), and under DDP its
+``drop_last`` defaults to ``True``, dropping the last ``N mod (world_size * batch_size)`` samples of
+every epoch (samples never seen have no score). Multi-process scoring over a ``StreamingDataset`` is
+not tested yet (docs/integrations.md says what was tried).
 
 Importing this module imports ``litdata``; without it the import fails with the extra to install.
 """
