@@ -158,3 +158,29 @@ def test_the_integrations_are_extras_that_the_test_extra_installs():
     assert [d.split(">")[0] for d in extras["hf"]] == ["datasets"]
     assert [d.split(">")[0] for d in extras["litdata"]] == ["litdata"]
     assert extras["all"] == ["lightning-prune[influence,plots,hf,litdata]"] and "lightning-prune[all]" in extras["test"]
+
+
+def test_a_directory_output_is_replaced_only_once_the_new_one_is_complete(tmp_path):
+    from lightning_prune.selection.files import write_directory_atomic
+
+    def write(text):
+        def into(directory):
+            directory.mkdir()
+            (directory / "part").write_text(text)
+
+        return into
+
+    target = write_directory_atomic(tmp_path / "out", write("old"))
+
+    def fail(directory):
+        write("half")(directory)
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        write_directory_atomic(target, fail)
+    assert (target / "part").read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    write_directory_atomic(target, write("new"))
+    assert (target / "part").read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(FileExistsError, match="is a file"):
+        write_directory_atomic(tmp_path / "file", write("y"))
