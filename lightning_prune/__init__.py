@@ -1,5 +1,7 @@
 """lightning-prune: dataset pruning (coreset selection) for PyTorch Lightning."""
 
+from typing import Any
+
 from lightning_prune._version import __version__
 from lightning_prune.adapruner import AdaPruner
 from lightning_prune.collectors import (
@@ -47,6 +49,8 @@ from lightning_prune.influence import (
     solve_cardinality,
     solve_epsilon,
 )
+from lightning_prune.integrations.export import EXPORT_FORMATS, export_selection, load_exported
+from lightning_prune.integrations.hf import HFIndexedDataset, pruned_hf_dataset
 from lightning_prune.models import MLP, Classifier, SmallCNN, cifar_resnet18
 from lightning_prune.models.schedules import cosine_schedule, progress_cosine
 from lightning_prune.selection.files import ScoreFileError
@@ -83,6 +87,11 @@ __all__ = [
     "DigitsDataModule",
     "Forgetting",
     "IndexedDataset",
+    "HFIndexedDataset",
+    "pruned_hf_dataset",
+    "EXPORT_FORMATS",
+    "export_selection",
+    "load_exported",
     "InfluencePruner",
     "InfluenceVectors",
     "PruningSolution",
@@ -116,3 +125,19 @@ __all__ = [
     "select",
     "unpack_batch",
 ]
+
+# The LitData integration subclasses litdata.StreamingDataset, so its module imports litdata (extra [litdata]);
+# these names load it on first use, keeping `import lightning_prune` free of the optional packages.
+_LAZY = {
+    "IndexedStreamingDataset": "lightning_prune.integrations.litdata",
+    "pruned_streaming_dataset": "lightning_prune.integrations.litdata",
+    "write_pruned_streaming": "lightning_prune.integrations.litdata",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'lightning_prune' has no attribute {name!r}")

@@ -63,28 +63,7 @@ class IndexedDataset(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> Any:
-        item = self.dataset[index]
-        if isinstance(item, Mapping):
-            item = dict(item)
-            if self.transform is not None:
-                key = _first_key(item, INPUT_KEYS, "input")
-                item[key] = self.transform(item[key])
-            if self.target_transform is not None:
-                key = _first_key(item, TARGET_KEYS, "target")
-                item[key] = self.target_transform(item[key])
-            item["index"] = index
-            return item
-        if not isinstance(item, (tuple, list)) or len(item) < 2:
-            raise TypeError(
-                f"IndexedDataset expects the wrapped dataset to return (x, y) or a dict, got "
-                f"{type(item).__name__}. Return (input, target) from __getitem__."
-            )
-        x, y = item[0], item[1]
-        if self.transform is not None:
-            x = self.transform(x)
-        if self.target_transform is not None:
-            y = self.target_transform(y)
-        return x, y, index
+        return indexed_item(self.dataset[index], index, self.transform, self.target_transform)
 
     @property
     def targets(self) -> np.ndarray:
@@ -92,6 +71,41 @@ class IndexedDataset(Dataset):
         if not hasattr(self, "_targets"):
             self._targets = dataset_targets(self.dataset)
         return self._targets
+
+
+def indexed_item(
+    item: Any,
+    index: int,
+    transform: Callable[[Any], Any] | None = None,
+    target_transform: Callable[[Any], Any] | None = None,
+    source: str = "IndexedDataset",
+) -> Any:
+    """``item`` (``(x, y)`` or a dict row) with its sample index: ``(x, y, index)``, or the dict with ``"index"``.
+
+    ``transform`` and ``target_transform`` apply to the input and the target (in a dict, the first
+    of the input and target keys it has). ``source`` names the dataset in the error for other items.
+    """
+    if isinstance(item, Mapping):
+        item = dict(item)
+        if transform is not None:
+            key = _first_key(item, INPUT_KEYS, "input")
+            item[key] = transform(item[key])
+        if target_transform is not None:
+            key = _first_key(item, TARGET_KEYS, "target")
+            item[key] = target_transform(item[key])
+        item["index"] = index
+        return item
+    if not isinstance(item, (tuple, list)) or len(item) < 2:
+        raise TypeError(
+            f"{source} expects the wrapped dataset to return (x, y) or a dict, got "
+            f"{type(item).__name__}. Return (input, target) from __getitem__."
+        )
+    x, y = item[0], item[1]
+    if transform is not None:
+        x = transform(x)
+    if target_transform is not None:
+        y = target_transform(y)
+    return x, y, index
 
 
 def _first_key(item: Mapping[str, Any], candidates: Sequence[str], what: str) -> str:
