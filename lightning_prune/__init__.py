@@ -37,6 +37,7 @@ from lightning_prune.data import (
 )
 from lightning_prune.data.indexed import batch_weights
 from lightning_prune.dynamic import RS2, DynamicDataModule, DynamicSampler, InfoBatch
+from lightning_prune.dynamic.losses import weighted_outputs
 from lightning_prune.influence import (
     InfluencePruner,
     InfluenceVectors,
@@ -108,6 +109,7 @@ __all__ = [
     "progress_cosine",
     "cosine_schedule",
     "batch_weights",
+    "weighted_outputs",
     "EpochNeed",
     "ScoreMeaning",
     "random_selection",

@@ -2,6 +2,7 @@
 
 from lightning_prune.dynamic.infobatch import EpochPlan, InfoBatch, infobatch_plan
 from lightning_prune.dynamic.loader import DynamicDataModule, DynamicSampler, EpochPlanner, WeightedItems
+from lightning_prune.dynamic.losses import PER_SAMPLE_LOSS, weighted_outputs
 from lightning_prune.dynamic.rs2 import RS2, rs2_positions
 
 __all__ = [
@@ -10,8 +11,10 @@ __all__ = [
     "DynamicSampler",
     "EpochPlan",
     "EpochPlanner",
+    "PER_SAMPLE_LOSS",
     "InfoBatch",
     "WeightedItems",
     "infobatch_plan",
     "rs2_positions",
+    "weighted_outputs",
 ]

@@ -68,7 +68,15 @@ from typing_extensions import override
 from lightning_prune.collectors.base import BatchAdapter, BatchView, ScoreCollector
 from lightning_prune.collectors.state import PerSample
 from lightning_prune.data.indexed import carried_weights
+from lightning_prune.dynamic.losses import (
+    FROM_TRAINING_STEP,
+    LOSS_SOURCES,
+    PER_SAMPLE_LOSS,
+    LossView,
+    PerSampleLossReader,
+)
 from lightning_prune.models.schedules import check_progress_schedules, fixed_length_step_schedules
+from lightning_prune.selection.scores import Scores
 from lightning_prune.selection.strategies import check_prune_ratio, check_seed
 from lightning_prune.trainer_access import (
     accumulated_batches,
@@ -258,7 +266,9 @@ class InfoBatch(ScoreCollector):
                 f"InfoBatch loss_fn={loss_fn!r} must be a function loss_fn(logits, targets) -> per-sample losses [B], "
                 'e.g. lambda logits, y: F.cross_entropy(logits, y, reduction="none").'
             )
-        super().__init__(adapter=adapter, num_samples=num_samples, save_path=save_path, name=name)
+        self._loss_reader = PerSampleLossReader(type(self).__name__, loss_fn is not None, adapter)
+        super().__init__(adapter=self._loss_reader, num_samples=num_samples, save_path=save_path, name=name)
+        self._resumed_loss_source: str | None = None
         self.prune_ratio = ratio
         self.delta = delta_value
         self.num_epochs = epochs
@@ -274,20 +284,46 @@ class InfoBatch(ScoreCollector):
 
     @override
     def batch_values(self, view: BatchView) -> Mapping[str, Tensor]:
-        loss = self.loss_fn(view.logits.float(), view.targets)
         batch = int(view.indices.shape[0])
+        if isinstance(view, LossView) and view.per_sample_loss is not None:
+            loss: Any = view.per_sample_loss
+            fix = (
+                "Reduce every dimension but the batch's (e.g. per_pixel.mean(dim=(1, 2)) for segmentation, a "
+                "sequence's masked token mean for a language model); lp.weighted_outputs(per_sample_loss, batch) "
+                "checks the shape where you compute it."
+            )
+        else:
+            loss = self.loss_fn(view.logits.float(), view.targets)
+            fix = (
+                'Pass the per-sample form, e.g. loss_fn=lambda logits, y: F.cross_entropy(logits, y, reduction="none").'
+            )
+        origin = self.loss_origin
         if not isinstance(loss, Tensor):
             raise TypeError(
-                f"InfoBatch loss_fn must return a tensor of one loss per sample, shape ({batch},); it returned "
+                f"{type(self).__name__}: {origin} must be a tensor of one loss per sample, shape ({batch},); it is "
                 f'{type(loss).__name__}. Use the per-sample form of your loss (reduction="none").'
             )
         if tuple(loss.shape) != (batch,):  # shapes are known on the host: no synchronisation
             raise ValueError(
-                f"InfoBatch loss_fn must return one loss per sample, shape ({batch},); it returned shape "
-                f"{tuple(loss.shape)}: {_loss_shape_hint(tuple(loss.shape), batch)}. Pass the per-sample form, e.g. "
-                'loss_fn=lambda logits, y: F.cross_entropy(logits, y, reduction="none").'
+                f"{type(self).__name__}: {origin} must hold one loss per sample, shape ({batch},); it has shape "
+                f"{tuple(loss.shape)}: {_loss_shape_hint(tuple(loss.shape), batch)}. {fix}"
             )
-        return {"loss": loss.detach()}
+        return {"loss": loss.detach().float()}
+
+    @property
+    def loss_origin(self) -> str:
+        """Where this fit's per-sample losses come from, as the messages name it."""
+        return f"training_step's {PER_SAMPLE_LOSS!r}" if self._loss_reader.source == FROM_TRAINING_STEP else "loss_fn"
+
+    @property
+    @override
+    def scores(self) -> Scores:
+        """Each sample's latest loss (see :class:`~lightning_prune.ScoreCollector`); without labels when the
+        losses came from ``training_step`` (no class labels were read)."""
+        scores = super().scores
+        if self._loss_reader.source == FROM_TRAINING_STEP:
+            scores.labels = None
+        return scores
 
     @override
     def score(self, state: Mapping[str, Tensor]) -> Tensor:
@@ -301,10 +337,10 @@ class InfoBatch(ScoreCollector):
         if count:
             first = bad.nonzero().reshape(-1)[:10].tolist()
             raise FloatingPointError(
-                f"InfoBatch: loss_fn gave a non-finite loss for {count} samples in epoch {epoch} (sample indices "
-                f"{first}{' ...' if count > len(first) else ''}). A NaN loss would turn pruning off and an inf one "
-                "would mark every finite sample well learned. Check loss_fn (e.g. log(0)) and those samples' inputs "
-                "and labels."
+                f"InfoBatch: {self.loss_origin} gave a non-finite loss for {count} samples in epoch {epoch} (sample "
+                f"indices {first}{' ...' if count > len(first) else ''}). A NaN loss would turn pruning off and an inf "
+                f"one would mark every finite sample well learned. Check {self.loss_origin} (e.g. log(0)) and those "
+                "samples' inputs and targets."
             )
 
     @override
@@ -416,6 +452,8 @@ class InfoBatch(ScoreCollector):
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_fit_start(trainer, pl_module)
+        # a resumed fit keeps the checkpoint's loss source (its losses must not mix with another's)
+        self._loss_reader.source, self._resumed_loss_source = self._resumed_loss_source, None
         self._weight_probe, self._weight_attempts = None, 0
         self._weighting_checked = not self.check_weighting
         check_progress_schedules(trainer)
@@ -539,8 +577,8 @@ class InfoBatch(ScoreCollector):
                 f"(d loss / d weight . weight = {ratio:.3g} x loss; (weight * per_sample_loss).mean() gives 1). The "
                 f"model {'ignores the weights' if grad is None else 'ignores or normalises the weights away'}, so the "
                 "kept well-learned samples are not up-weighted and the pruned epochs' gradient is biased. Compute the "
-                "loss as (batch_weights(batch) * per_sample_loss).mean() with lp.batch_weights "
-                "(for lp.Classifier: weighted_loss='mean'). If your loss applies the weights outside autograd "
+                "loss as (batch_weights(batch) * per_sample_loss).mean() with lp.batch_weights, or return "
+                "lp.weighted_outputs(per_sample_loss, batch) (for lp.Classifier: weighted_loss='mean'). If your loss applies the weights outside autograd "
                 "(detached), pass InfoBatch(check_weighting=False)."
             )
 
@@ -570,6 +608,7 @@ class InfoBatch(ScoreCollector):
         state = super().state_dict()
         if state:
             state["served"] = {int(epoch): list(sizes) for epoch, sizes in self.served.items()}
+            state["loss_source"] = self._loss_reader.source
         return state
 
     @override
@@ -577,3 +616,9 @@ class InfoBatch(ScoreCollector):
         super().load_state_dict(state_dict)
         if state_dict:
             self.served = {int(epoch): (int(kept), int(pool)) for epoch, (kept, pool) in state_dict["served"].items()}
+            source = state_dict.get("loss_source")
+            if source is not None and source not in LOSS_SOURCES:
+                raise ValueError(
+                    f"{type(self).__name__}: the checkpoint's loss_source={source!r} is not one of {LOSS_SOURCES}."
+                )
+            self._resumed_loss_source = source
