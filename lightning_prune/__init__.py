@@ -49,7 +49,7 @@ from lightning_prune.influence import (
     solve_epsilon,
 )
 from lightning_prune.models import MLP, Classifier, SmallCNN, cifar_resnet18
-from lightning_prune.models.schedules import cosine_schedule, progress_cosine
+from lightning_prune.models.schedules import cosine_schedule, progress_cosine, progress_schedule
 from lightning_prune.selection.files import ScoreFileError
 from lightning_prune.selection.meaning import ScoreMeaning
 from lightning_prune.selection.scores import Scores
@@ -107,6 +107,7 @@ __all__ = [
     "default_adapter",
     "importance_weights",
     "progress_cosine",
+    "progress_schedule",
     "cosine_schedule",
     "batch_weights",
     "weighted_outputs",

@@ -75,6 +75,7 @@ from lightning_prune.dynamic.losses import (
     LossView,
     PerSampleLossReader,
 )
+from lightning_prune.dynamic.resume import MidEpochResume
 from lightning_prune.models.schedules import check_progress_schedules, fixed_length_step_schedules
 from lightning_prune.selection.scores import Scores
 from lightning_prune.selection.strategies import check_prune_ratio, check_seed
@@ -352,6 +353,8 @@ class InfoBatch(ScoreCollector):
         self._weighting_checked = False
         self._layout: tuple[int, int, bool, int] | None = None  # batch size, replicas, drop_last, full samples
         self._plan_size = 0
+        # a plan is drawn from losses its epoch overwrites, so a mid-epoch checkpoint keeps the plan itself
+        self._mid_epoch = MidEpochResume(type(self).__name__, saves_plan=True)
 
     @override
     def _check_coverage(self, epoch: int, covered: int) -> None:
@@ -383,6 +386,9 @@ class InfoBatch(ScoreCollector):
     def plan(self, pool: np.ndarray, epoch: int) -> EpochPlan:
         """The samples of ``pool`` epoch ``epoch`` serves, and their weights (identical on every rank)."""
         pool = np.asarray(pool, dtype=np.int64)
+        saved = self._mid_epoch.saved_plan(pool, epoch)
+        if saved is not None:  # resumed inside this epoch: its plan as it was drawn
+            return EpochPlan(saved[0], saved[1], pool.size)
         max_epochs = self._trainer.max_epochs if self._trainer is not None else None
         if not self._buffers or epoch >= self.pruned_epochs(max_epochs):
             return EpochPlan(pool, np.ones(pool.size, dtype=np.float32), pool.size)
@@ -390,6 +396,10 @@ class InfoBatch(ScoreCollector):
         losses = self._buffers["loss"][rows].double().cpu().numpy()
         known = (self._buffers["times_seen"][rows] > 0).cpu().numpy()
         return infobatch_plan(pool, losses, known, self.prune_ratio, np.random.default_rng([self.seed, epoch]))
+
+    def resumed_batches(self, epoch: int) -> int:
+        """Batches of ``epoch`` trained before the mid-epoch checkpoint this fit resumed from (else 0)."""
+        return self._mid_epoch.batches_done(epoch)
 
     @property
     def fraction_skipped(self) -> float:
@@ -478,6 +488,9 @@ class InfoBatch(ScoreCollector):
         pool = int(sampler.pool.size)
         full_batches = limited_train_batches(trainer, self._batches(pool, batch_size, replicas, drop_last))
         self._layout = (batch_size, replicas, drop_last, min(pool, full_batches * batch_size * replicas))
+        self._mid_epoch.check_layout(batch_size, replicas)
+        # Lightning skips on_train_epoch_start when it resumes mid-epoch: the resumed epoch's plan is known here
+        self._plan_size = int(sampler.epoch_plan().indices.size)
         self._refuse_step_budget(trainer, full_batches)
         least = limited_train_batches(trainer, self._batches(self._least_served(pool), batch_size, replicas, drop_last))
         interval, every_n_epochs = val_check_settings(trainer)
@@ -597,6 +610,11 @@ class InfoBatch(ScoreCollector):
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
     @override
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        self._mid_epoch.epoch_ended(trainer.current_epoch)
+
+    @override
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         super().teardown(trainer, pl_module, stage)
         self._weight_probe = None
@@ -609,7 +627,14 @@ class InfoBatch(ScoreCollector):
         if state:
             state["served"] = {int(epoch): list(sizes) for epoch, sizes in self.served.items()}
             state["loss_source"] = self._loss_reader.source
+            sampler = getattr(self._trainer.train_dataloader, "sampler", None) if self._trainer is not None else None
+            state["mid_epoch"] = self._mid_epoch.capture(self._trainer, sampler if self._plans(sampler) else None)
         return state
+
+    def _plans(self, sampler: Any) -> bool:
+        from lightning_prune.dynamic.loader import DynamicSampler
+
+        return isinstance(sampler, DynamicSampler) and sampler.planner is self
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -622,3 +647,4 @@ class InfoBatch(ScoreCollector):
                     f"{type(self).__name__}: the checkpoint's loss_source={source!r} is not one of {LOSS_SOURCES}."
                 )
             self._resumed_loss_source = source
+            self._mid_epoch.load(state_dict.get("mid_epoch"))

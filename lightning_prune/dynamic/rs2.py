@@ -36,6 +36,7 @@ import numpy as np
 from typing_extensions import override
 
 from lightning_prune.dynamic.infobatch import EpochPlan
+from lightning_prune.dynamic.resume import MidEpochResume
 from lightning_prune.selection.strategies import check_prune_ratio, check_seed, num_to_keep
 from lightning_prune.trainer_access import fit_epoch
 
@@ -98,6 +99,7 @@ class RS2(pl.Callback):
         self.seed = check_seed(seed)
         self.served: dict[int, tuple[int, int]] = {}
         self._trainer: pl.Trainer | None = None
+        self._mid_epoch = MidEpochResume("RS2", saves_plan=False)  # plans are a function of (seed, epoch)
 
     def hparams(self) -> dict[str, Any]:
         """The settings that identify the plans (recorded in the state key)."""
@@ -117,6 +119,10 @@ class RS2(pl.Callback):
     def serving_epoch(self, default: int) -> int:
         """The epoch the training loader is being built or iterated for (the fit loop's count in a fit)."""
         return default if self._trainer is None else fit_epoch(self._trainer)
+
+    def resumed_batches(self, epoch: int) -> int:
+        """Batches of ``epoch`` trained before the mid-epoch checkpoint this fit resumed from (else 0)."""
+        return self._mid_epoch.batches_done(epoch)
 
     def plan(self, pool: np.ndarray, epoch: int) -> EpochPlan:
         """The samples of ``pool`` epoch ``epoch`` serves (in pool order), all with weight 1."""
@@ -145,7 +151,8 @@ class RS2(pl.Callback):
 
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._check_sampler(trainer)
+        sampler = self._check_sampler(trainer)
+        self._mid_epoch.check_layout(sampler.batch_size, sampler.num_replicas)
 
     @override
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -158,13 +165,23 @@ class RS2(pl.Callback):
         return planned_sampler(trainer, self)
 
     @override
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._mid_epoch.epoch_ended(trainer.current_epoch)
+
+    @override
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage == "fit":
             self._trainer = None
 
     @override
     def state_dict(self) -> dict[str, Any]:
-        return {"hparams": self.hparams(), "served": {int(epoch): list(sizes) for epoch, sizes in self.served.items()}}
+        sampler = getattr(self._trainer.train_dataloader, "sampler", None) if self._trainer is not None else None
+        planned = getattr(sampler, "planner", None) is self
+        return {
+            "hparams": self.hparams(),
+            "served": {int(epoch): list(sizes) for epoch, sizes in self.served.items()},
+            "mid_epoch": self._mid_epoch.capture(self._trainer, sampler if planned else None),
+        }
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -176,3 +193,4 @@ class RS2(pl.Callback):
                 "create it with the checkpoint's settings to resume the same plans."
             )
         self.served = {int(epoch): (int(kept), int(pool)) for epoch, (kept, pool) in state_dict["served"].items()}
+        self._mid_epoch.load(state_dict.get("mid_epoch"))
