@@ -276,3 +276,20 @@ def test_over_a_static_selection_any_task_prunes_within_it(method):
     weights = {w for _, _, _, batch in record.rows for w in batch}
     assert indices <= set(range(0, N, 2)) and planner.fraction_skipped > 0
     assert weights == ({2.0, 4.0} if method == "infobatch" else {2.0})  # the selection's weight times the plan's
+
+
+def test_resuming_rs2_with_other_settings_is_refused(tmp_path):
+    # its state is keyed by its settings, so Lightning would skip it with a warning and the resumed
+    # epoch would be planned by other settings (and served again from its start)
+    planner = lp.RS2(prune_ratio=0.4, seed=1)
+    checkpoint = pl.callbacks.ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=6, save_top_k=-1)
+    crashing = trainer_for(planner, checkpoint, CrashAtStep(7), enable_checkpointing=True)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        crashing.fit(KnownLoss(), datamodule=planner.wrap(data()))
+    (path,) = list(tmp_path.iterdir())
+    other = lp.RS2(prune_ratio=0.4, seed=2)
+    with pytest.raises(
+        ValueError,
+        match=r"RS2\(\{'prune_ratio': 0.4, 'seed': 2\}\).*written by RS2\(\{'prune_ratio': 0.4, 'seed': 1\}\)",
+    ):
+        trainer_for(other).fit(KnownLoss(), datamodule=other.wrap(data()), ckpt_path=str(path))

@@ -174,6 +174,24 @@ class RS2(pl.Callback):
             self._trainer = None
 
     @override
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        """Refuse a checkpoint written by an RS2 of other settings: Lightning restores a callback's state only
+        under its exact ``state_key`` (the settings) and skips it with a warning, so the resumed fit would
+        plan other subsets and serve a resumed epoch again from its start."""
+        states: dict[str, Any] = checkpoint.get("callbacks") or {}
+        if self.state_key in states:
+            return
+        prefix = type(self).__qualname__ + "{"
+        others = [state for key, state in states.items() if key.startswith(prefix) and isinstance(state, dict)]
+        if others:
+            raise ValueError(
+                f"Cannot resume RS2({self.hparams()}) from a checkpoint written by RS2({others[0].get('hparams')}): "
+                "create it with the checkpoint's settings to resume the same plans, or fit without ckpt_path."
+            )
+
+    @override
     def state_dict(self) -> dict[str, Any]:
         sampler = getattr(self._trainer.train_dataloader, "sampler", None) if self._trainer is not None else None
         planned = getattr(sampler, "planner", None) is self
