@@ -12,7 +12,9 @@ How it maps onto Lightning:
 * the losses are a collector's per-sample state (:class:`~lightning_prune.ScoreCollector`): written
   on the device in ``on_train_batch_end`` without a host synchronisation, exchanged across DDP
   ranks at the end of every epoch (so every rank plans the same epoch), and checkpointed, so a
-  resumed fit plans exactly the epochs an uninterrupted one would;
+  resumed fit plans exactly the epochs an uninterrupted one would; a checkpoint taken inside an epoch
+  also holds that epoch's plan and how many of its batches ran, and the resumed epoch serves exactly
+  the rest (:mod:`lightning_prune.dynamic.resume`);
 * each epoch's plan is drawn from ``numpy.random.default_rng([seed, epoch])`` when the training
   loader asks for it (:class:`~lightning_prune.dynamic.loader.DynamicSampler`), and the weights travel
   with the sample indices to the dataset (so worker processes see them too);
@@ -221,8 +223,11 @@ class InfoBatch(ScoreCollector):
     :func:`~lightning_prune.batch_weights` (ones for the ``(x, y, index)`` batches of the
     collectors, so one ``training_step`` serves both), or use ``Classifier(weighted_loss="mean")``.
     This is checked on the first batch of every fit, for any model: a loss that does not scale with the
-    weights is refused. ``training_step`` returns ``{"loss", "logits"}`` as for every collector; the
-    per-sample loss recorded is ``loss_fn(logits, targets)``.
+    weights is refused. The per-sample loss the plans rank by is, for any task, the unreduced
+    ``"loss_per_sample"`` (``[B]``) that ``training_step`` returns (``lp.weighted_outputs(per_sample_loss,
+    batch)`` returns it with the weighted mean), or, for classification, ``loss_fn(logits, targets)`` on
+    the ``"logits"`` it returns as for every collector (see :mod:`lightning_prune.dynamic.losses` for what
+    is refused: both sources, neither, a switch between them within a fit).
 
     Args:
         prune_ratio: probability of skipping a well-learned sample in a pruned epoch, in ``(0, 0.9]``
@@ -232,8 +237,9 @@ class InfoBatch(ScoreCollector):
             in ``(0, 1]``.
         num_epochs: the length of training the annealing refers to; ``Trainer.max_epochs`` if omitted.
         seed: seeds each epoch's draw (``numpy.random.default_rng([seed, epoch])``).
-        loss_fn: ``loss_fn(logits, targets) -> [B]`` per-sample losses; cross-entropy by default. Use
-            the per-sample form of your training loss (``reduction="none"``).
+        loss_fn: ``loss_fn(logits, targets) -> [B]`` per-sample losses, for a ``training_step`` that returns
+            logits and no ``"loss_per_sample"``; cross-entropy by default. Use the per-sample form of your
+            training loss (``reduction="none"``). Refused together with a ``"loss_per_sample"``.
         check_weighting: check that the training loss scales with the batch's weights (through
             autograd, once per fit). Switch it off only if your loss applies the weights outside autograd.
         adapter, num_samples, save_path, name: as for every :class:`~lightning_prune.ScoreCollector`;

@@ -13,7 +13,8 @@ Where a slice crosses from one permutation to the next, the samples the epoch al
 end of the old permutation are moved to the end of the new one (keeping its order otherwise), so no
 epoch serves a sample twice. Permutation ``c`` is drawn from ``numpy.random.default_rng([seed,
 STREAM, c])``: a plan is a function of ``(seed, epoch)`` alone, identical on every rank and after a
-resume, with no state to exchange or checkpoint.
+resume, with no state to exchange; a checkpoint taken inside an epoch records how many of its batches
+ran, and the resumed epoch serves exactly the rest (:mod:`lightning_prune.dynamic.resume`).
 
 Every served sample has weight 1 (a uniform subset needs no reweighting); epochs all have the same
 length, so step-counted learning-rate schedules stay right. The sampler machinery (equal DDP shares,
