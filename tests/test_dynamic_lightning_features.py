@@ -293,3 +293,16 @@ def test_resuming_rs2_with_other_settings_is_refused(tmp_path):
         match=r"RS2\(\{'prune_ratio': 0.4, 'seed': 2\}\).*written by RS2\(\{'prune_ratio': 0.4, 'seed': 1\}\)",
     ):
         trainer_for(other).fit(KnownLoss(), datamodule=other.wrap(data()), ckpt_path=str(path))
+
+
+def test_a_hand_built_dynamic_sampler_must_know_the_loaders_batch_size():
+    rs2 = lp.RS2(prune_ratio=0.5)
+
+    class HandBuilt(pl.LightningDataModule):
+        def train_dataloader(self):
+            items = lp.dynamic.WeightedItems(lp.IndexedDataset(regression_set()), carries_weight=False)
+            sampler = lp.DynamicSampler(rs2, np.arange(N))  # batch_size left at 1
+            return torch.utils.data.DataLoader(items, batch_size=BATCH, sampler=sampler)
+
+    with pytest.raises(ValueError, match=r"batch size is 16 but its DynamicSampler was built with batch_size=1"):
+        trainer_for(rs2).fit(Regressor(), datamodule=HandBuilt())

@@ -123,6 +123,14 @@ def planned_sampler(trainer: pl.Trainer, planner: EpochPlanner) -> DynamicSample
             f"{type(sampler).__name__}, so every epoch would serve the whole data set. Fit with "
             f"trainer.fit(model, datamodule={name.lower()}.wrap(datamodule))."
         )
+    batch_size = getattr(trainer.train_dataloader, "batch_size", None)
+    if batch_size is not None and batch_size != sampler.batch_size:
+        raise ValueError(
+            f"The training loader's batch size is {batch_size} but its DynamicSampler was built with "
+            f"batch_size={sampler.batch_size}, so a fit resumed mid-epoch would skip the wrong number of samples. "
+            f"Build it with DynamicSampler(..., batch_size={batch_size}), or use {type(planner).__name__.lower()}"
+            ".wrap(datamodule), which does."
+        )
     return sampler
 
 
