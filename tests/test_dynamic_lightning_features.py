@@ -136,6 +136,31 @@ def test_a_mid_epoch_checkpoint_resumes_exactly_the_rest_of_the_epochs_plan(tmp_
         assert resumed.loss_origin == "training_step's 'loss_per_sample'"
 
 
+@pytest.mark.parametrize("method", sorted(PLANNERS))
+def test_a_mid_epoch_checkpoint_under_gradient_accumulation_resumes_exactly(tmp_path, method):
+    # a step-counted checkpoint lands on a window's end: 5 steps of 2 batches = 10 batches, inside an epoch
+    reference, uninterrupted = Record(), PLANNERS[method]()
+    trainer_for(uninterrupted, reference, accumulate_grad_batches=2).fit(
+        KnownLoss(), datamodule=uninterrupted.wrap(data())
+    )
+    record, planner = Record(), PLANNERS[method]()
+    checkpoint = pl.callbacks.ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=5, save_top_k=1)
+    crashing = trainer_for(
+        planner, record, checkpoint, CrashAtStep(6), accumulate_grad_batches=2, enable_checkpointing=True
+    )
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        crashing.fit(KnownLoss(), datamodule=planner.wrap(data()))
+    (path,) = list(tmp_path.iterdir())
+    record.rows = record.rows[:10]
+    states = torch.load(path, weights_only=False)["callbacks"]
+    (state,) = [value for key, value in states.items() if key.startswith(type(planner).__name__)]
+    assert record.rows[-1][1] == 5 and state["mid_epoch"]["batches"] > 0  # taken inside an epoch
+    resumed = PLANNERS[method]()
+    trainer = trainer_for(resumed, record, accumulate_grad_batches=2)
+    trainer.fit(KnownLoss(), datamodule=resumed.wrap(data()), ckpt_path=str(path))
+    assert record.served() == reference.served() and resumed.served == uninterrupted.served
+
+
 def test_a_mid_epoch_resume_under_another_batch_size_is_refused(tmp_path):
     planner = PLANNERS["infobatch"]()
     checkpoint = pl.callbacks.ModelCheckpoint(dirpath=tmp_path, every_n_train_steps=8, save_top_k=-1)
