@@ -6,7 +6,11 @@ step-counted schedules, binding max_steps and too long an integer val_check_inte
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import subprocess
+import sys
 
 import lightning.pytorch as pl
 import numpy as np
@@ -331,3 +335,27 @@ def test_a_hand_built_dynamic_sampler_must_know_the_loaders_batch_size():
 
     with pytest.raises(ValueError, match=r"batch size is 16 but its DynamicSampler was built with batch_size=1"):
         trainer_for(rs2).fit(Regressor(), datamodule=HandBuilt())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", sorted(PLANNERS))
+def test_two_ddp_processes_resume_a_mid_epoch_checkpoint_exactly(tmp_path, method):
+    tests = os.path.dirname(os.path.abspath(__file__))
+    for mode in ("full", "crash", "resume"):
+        result = subprocess.run(
+            [sys.executable, os.path.join(tests, "ddp_dynamic_resume_worker.py"), str(tmp_path), method, mode],
+            env={**os.environ, "PYTHONPATH": tests},
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=os.path.dirname(tests),
+        )
+        assert result.returncode == 0, result.stderr[-4000:]
+    for rank in range(2):
+        rows = {
+            mode: json.loads((tmp_path / f"{mode}_rank{rank}.json").read_text()) for mode in ("full", "crash", "resume")
+        }
+        stopped = rows["crash"]
+        assert stopped and 0 < len(stopped) < len(rows["full"])
+        served = [(e, i, w) for e, _, i, w in stopped + rows["resume"]]
+        assert served == [(e, i, w) for e, _, i, w in rows["full"]]
