@@ -338,13 +338,17 @@ def test_a_hand_built_dynamic_sampler_must_know_the_loaders_batch_size():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # three 2-process fits (full, stopped, resumed), each starting its own processes
 @pytest.mark.parametrize("method", sorted(PLANNERS))
 def test_two_ddp_processes_resume_a_mid_epoch_checkpoint_exactly(tmp_path, method):
     tests = os.path.dirname(os.path.abspath(__file__))
     for mode in ("full", "crash", "resume"):
         result = subprocess.run(
             [sys.executable, os.path.join(tests, "ddp_dynamic_resume_worker.py"), str(tmp_path), method, mode],
-            env={**os.environ, "PYTHONPATH": tests},
+            env={
+                **os.environ,
+                "PYTHONPATH": os.pathsep.join([tests, os.path.dirname(tests)]),
+            },  # this checkout's package
             capture_output=True,
             text=True,
             timeout=600,
