@@ -39,6 +39,7 @@ from lightning_prune.data import (
 )
 from lightning_prune.data.indexed import batch_weights
 from lightning_prune.dynamic import RS2, DynamicDataModule, DynamicSampler, InfoBatch, SeTa
+from lightning_prune.dynamic.losses import weighted_outputs
 from lightning_prune.influence import (
     InfluencePruner,
     InfluenceVectors,
@@ -52,7 +53,7 @@ from lightning_prune.influence import (
 from lightning_prune.integrations.export import EXPORT_FORMATS, export_selection, load_exported
 from lightning_prune.integrations.hf import HFIndexedDataset, pruned_hf_dataset
 from lightning_prune.models import MLP, Classifier, SmallCNN, cifar_resnet18
-from lightning_prune.models.schedules import cosine_schedule, progress_cosine
+from lightning_prune.models.schedules import cosine_schedule, progress_cosine, progress_schedule
 from lightning_prune.selection.files import ScoreFileError
 from lightning_prune.selection.meaning import ScoreMeaning
 from lightning_prune.selection.scores import Scores
@@ -116,8 +117,10 @@ __all__ = [
     "default_adapter",
     "importance_weights",
     "progress_cosine",
+    "progress_schedule",
     "cosine_schedule",
     "batch_weights",
+    "weighted_outputs",
     "EpochNeed",
     "ScoreMeaning",
     "random_selection",

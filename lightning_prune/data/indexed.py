@@ -269,14 +269,18 @@ def batch_weights(batch: Any) -> torch.Tensor:
     The weights keep their autograd connection (InfoBatch checks once per fit that the loss scales
     with them), so compute the loss from them as above, without ``.detach()``.
     """
-    _, targets, _ = split_batch(batch, need_indices=False)
+    # any target (class labels, regression values, masks, token ids): the samples are counted by the
+    # indices when the batch has them, else by the targets' first dimension
+    _, targets, indices = split_batch(batch, need_indices=False, class_targets=False)
+    counted = indices if indices is not None else torch.as_tensor(targets)
+    samples = int(counted.shape[0])
     weights = carried_weights(batch)
     if weights is None:
-        return torch.ones(targets.shape[0], dtype=torch.float32, device=targets.device)
+        return torch.ones(samples, dtype=torch.float32, device=counted.device)
     weights = weights.reshape(-1)
-    if weights.shape[0] != targets.shape[0]:
+    if weights.shape[0] != samples:
         raise ValueError(
-            f"The batch carries {weights.shape[0]} weights for {targets.shape[0]} samples; the weight is one float "
+            f"The batch carries {weights.shape[0]} weights for {samples} samples; the weight is one float "
             "per sample, the fourth element of (x, y, index, weight) or a dict's 'weight' entry."
         )
     return weights if weights.is_floating_point() else weights.float()

@@ -2,6 +2,7 @@
 
 from lightning_prune.dynamic.infobatch import EpochPlan, InfoBatch, infobatch_plan
 from lightning_prune.dynamic.loader import DynamicDataModule, DynamicSampler, EpochPlanner, WeightedItems
+from lightning_prune.dynamic.losses import PER_SAMPLE_LOSS, weighted_outputs
 from lightning_prune.dynamic.rs2 import RS2, rs2_positions
 from lightning_prune.dynamic.seta import SeTa, seta_groups, seta_plan, seta_window
 
@@ -11,6 +12,7 @@ __all__ = [
     "DynamicSampler",
     "EpochPlan",
     "EpochPlanner",
+    "PER_SAMPLE_LOSS",
     "InfoBatch",
     "SeTa",
     "WeightedItems",
@@ -19,4 +21,5 @@ __all__ = [
     "seta_groups",
     "seta_plan",
     "seta_window",
+    "weighted_outputs",
 ]

@@ -12,7 +12,9 @@ How it maps onto Lightning:
 * the losses are a collector's per-sample state (:class:`~lightning_prune.ScoreCollector`): written
   on the device in ``on_train_batch_end`` without a host synchronisation, exchanged across DDP
   ranks at the end of every epoch (so every rank plans the same epoch), and checkpointed, so a
-  resumed fit plans exactly the epochs an uninterrupted one would;
+  resumed fit plans exactly the epochs an uninterrupted one would; a checkpoint taken inside an epoch
+  also holds that epoch's plan and how many of its batches ran, and the resumed epoch serves exactly
+  the rest (:mod:`lightning_prune.dynamic.resume`);
 * each epoch's plan is drawn from ``numpy.random.default_rng([seed, epoch])`` when the training
   loader asks for it (:class:`~lightning_prune.dynamic.loader.DynamicSampler`), and the weights travel
   with the sample indices to the dataset (so worker processes see them too);
@@ -83,8 +85,17 @@ from typing_extensions import override
 from lightning_prune.collectors.base import BatchAdapter, BatchView, ScoreCollector
 from lightning_prune.collectors.state import PerSample
 from lightning_prune.data.indexed import carried_weights
+from lightning_prune.dynamic.losses import (
+    FROM_TRAINING_STEP,
+    LOSS_SOURCES,
+    PER_SAMPLE_LOSS,
+    LossView,
+    PerSampleLossReader,
+)
+from lightning_prune.dynamic.resume import MidEpochResume
 from lightning_prune.dynamic.target import check_target_saving, epoch_share, refuse_both, report_saving
 from lightning_prune.models.schedules import check_progress_schedules, fixed_length_step_schedules
+from lightning_prune.selection.scores import Scores
 from lightning_prune.selection.strategies import check_prune_ratio, check_seed
 from lightning_prune.trainer_access import (
     accumulated_batches,
@@ -261,8 +272,11 @@ class InfoBatch(ScoreCollector):
     :func:`~lightning_prune.batch_weights` (ones for the ``(x, y, index)`` batches of the
     collectors, so one ``training_step`` serves both), or use ``Classifier(weighted_loss="mean")``.
     This is checked on the first batch of every fit, for any model: a loss that does not scale with the
-    weights is refused. ``training_step`` returns ``{"loss", "logits"}`` as for every collector; the
-    per-sample loss recorded is ``loss_fn(logits, targets)``.
+    weights is refused. The per-sample loss the plans rank by is, for any task, the unreduced
+    ``"loss_per_sample"`` (``[B]``) that ``training_step`` returns (``lp.weighted_outputs(per_sample_loss,
+    batch)`` returns it with the weighted mean), or, for classification, ``loss_fn(logits, targets)`` on
+    the ``"logits"`` it returns as for every collector (see :mod:`lightning_prune.dynamic.losses` for what
+    is refused: both sources, neither, a switch between them within a fit).
 
     Args:
         prune_ratio: probability of skipping a well-learned sample in a pruned epoch, in ``(0, 0.9]``
@@ -275,8 +289,9 @@ class InfoBatch(ScoreCollector):
             in ``(0, 1]``.
         num_epochs: the length of training the annealing refers to; ``Trainer.max_epochs`` if omitted.
         seed: seeds each epoch's draw (``numpy.random.default_rng([seed, epoch])``).
-        loss_fn: ``loss_fn(logits, targets) -> [B]`` per-sample losses; cross-entropy by default. Use
-            the per-sample form of your training loss (``reduction="none"``).
+        loss_fn: ``loss_fn(logits, targets) -> [B]`` per-sample losses, for a ``training_step`` that returns
+            logits and no ``"loss_per_sample"``; cross-entropy by default. Use the per-sample form of your
+            training loss (``reduction="none"``). Refused together with a ``"loss_per_sample"``.
         check_weighting: check that the training loss scales with the batch's weights (through
             autograd, once per fit). Switch it off only if your loss applies the weights outside autograd.
         adapter, num_samples, save_path, name: as for every :class:`~lightning_prune.ScoreCollector`;
@@ -320,7 +335,9 @@ class InfoBatch(ScoreCollector):
                 f"InfoBatch loss_fn={loss_fn!r} must be a function loss_fn(logits, targets) -> per-sample losses [B], "
                 'e.g. lambda logits, y: F.cross_entropy(logits, y, reduction="none").'
             )
-        super().__init__(adapter=adapter, num_samples=num_samples, save_path=save_path, name=name)
+        self._loss_reader = PerSampleLossReader(type(self).__name__, loss_fn is not None, adapter)
+        super().__init__(adapter=self._loss_reader, num_samples=num_samples, save_path=save_path, name=name)
+        self._resumed_loss_source: str | None = None
         self.prune_ratio: float | None = ratio
         self.target_saving = target
         self.delta = delta_value
@@ -337,20 +354,46 @@ class InfoBatch(ScoreCollector):
 
     @override
     def batch_values(self, view: BatchView) -> Mapping[str, Tensor]:
-        loss = self.loss_fn(view.logits.float(), view.targets)
         batch = int(view.indices.shape[0])
+        if isinstance(view, LossView) and view.per_sample_loss is not None:
+            loss: Any = view.per_sample_loss
+            fix = (
+                "Reduce every dimension but the batch's (e.g. per_pixel.mean(dim=(1, 2)) for segmentation, a "
+                "sequence's masked token mean for a language model); lp.weighted_outputs(per_sample_loss, batch) "
+                "checks the shape where you compute it."
+            )
+        else:
+            loss = self.loss_fn(view.logits.float(), view.targets)
+            fix = (
+                'Pass the per-sample form, e.g. loss_fn=lambda logits, y: F.cross_entropy(logits, y, reduction="none").'
+            )
+        origin = self.loss_origin
         if not isinstance(loss, Tensor):
             raise TypeError(
-                f"{type(self).__name__} loss_fn must return a tensor of one loss per sample, shape ({batch},); it returned "
+                f"{type(self).__name__}: {origin} must be a tensor of one loss per sample, shape ({batch},); it is "
                 f'{type(loss).__name__}. Use the per-sample form of your loss (reduction="none").'
             )
         if tuple(loss.shape) != (batch,):  # shapes are known on the host: no synchronisation
             raise ValueError(
-                f"{type(self).__name__} loss_fn must return one loss per sample, shape ({batch},); it returned shape "
-                f"{tuple(loss.shape)}: {_loss_shape_hint(tuple(loss.shape), batch)}. Pass the per-sample form, e.g. "
-                'loss_fn=lambda logits, y: F.cross_entropy(logits, y, reduction="none").'
+                f"{type(self).__name__}: {origin} must hold one loss per sample, shape ({batch},); it has shape "
+                f"{tuple(loss.shape)}: {_loss_shape_hint(tuple(loss.shape), batch)}. {fix}"
             )
-        return {"loss": loss.detach()}
+        return {"loss": loss.detach().float()}
+
+    @property
+    def loss_origin(self) -> str:
+        """Where this fit's per-sample losses come from, as the messages name it."""
+        return f"training_step's {PER_SAMPLE_LOSS!r}" if self._loss_reader.source == FROM_TRAINING_STEP else "loss_fn"
+
+    @property
+    @override
+    def scores(self) -> Scores:
+        """Each sample's latest loss (see :class:`~lightning_prune.ScoreCollector`); without labels when the
+        losses came from ``training_step`` (no class labels were read)."""
+        scores = super().scores
+        if self._loss_reader.source == FROM_TRAINING_STEP:
+            scores.labels = None
+        return scores
 
     @override
     def score(self, state: Mapping[str, Tensor]) -> Tensor:
@@ -364,9 +407,9 @@ class InfoBatch(ScoreCollector):
         if count:
             first = bad.nonzero().reshape(-1)[:10].tolist()
             raise FloatingPointError(
-                f"{type(self).__name__}: loss_fn gave a non-finite loss for {count} samples in epoch {epoch} (sample indices "
-                f"{first}{' ...' if count > len(first) else ''}). {self.nonfinite_harm} Check loss_fn (e.g. log(0)) and those samples' inputs "
-                "and labels."
+                f"{type(self).__name__}: {self.loss_origin} gave a non-finite loss for {count} samples in epoch "
+                f"{epoch} (sample indices {first}{' ...' if count > len(first) else ''}). {self.nonfinite_harm} "
+                f"Check {self.loss_origin} (e.g. log(0)) and those samples' inputs and targets."
             )
 
     @override
@@ -379,6 +422,8 @@ class InfoBatch(ScoreCollector):
         self._weighting_checked = False
         self._layout: tuple[int, int, bool, int] | None = None  # batch size, replicas, drop_last, full samples
         self._plan_size = 0
+        # a plan is drawn from losses its epoch overwrites, so a mid-epoch checkpoint keeps the plan itself
+        self._mid_epoch = MidEpochResume(type(self).__name__, saves_plan=True)
 
     @override
     def _check_coverage(self, epoch: int, covered: int) -> None:
@@ -410,6 +455,9 @@ class InfoBatch(ScoreCollector):
     def plan(self, pool: np.ndarray, epoch: int) -> EpochPlan:
         """The samples of ``pool`` epoch ``epoch`` serves, and their weights (identical on every rank)."""
         pool = np.asarray(pool, dtype=np.int64)
+        saved = self._mid_epoch.saved_plan(pool, epoch)
+        if saved is not None:  # resumed inside this epoch: its plan as it was drawn
+            return EpochPlan(saved[0], saved[1], pool.size)
         max_epochs = self._trainer.max_epochs if self._trainer is not None else None
         if not self._buffers or epoch >= self.pruned_epochs(max_epochs):
             return EpochPlan(pool, np.ones(pool.size, dtype=np.float32), pool.size)
@@ -427,6 +475,10 @@ class InfoBatch(ScoreCollector):
         plan = infobatch_target_plan(pool, losses, known, share, rng)
         self.planned_skips[int(epoch)] = plan.skipped  # a function of the state: planning again agrees
         return plan
+
+    def resumed_batches(self, epoch: int) -> int:
+        """Batches of ``epoch`` trained before the mid-epoch checkpoint this fit resumed from (else 0)."""
+        return self._mid_epoch.batches_done(epoch)
 
     @property
     def fraction_skipped(self) -> float:
@@ -498,6 +550,8 @@ class InfoBatch(ScoreCollector):
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_fit_start(trainer, pl_module)
+        # a resumed fit keeps the checkpoint's loss source (its losses must not mix with another's)
+        self._loss_reader.source, self._resumed_loss_source = self._resumed_loss_source, None
         self._weight_probe, self._weight_attempts = None, 0
         self._weighting_checked = not self.check_weighting
         check_progress_schedules(trainer)
@@ -522,6 +576,9 @@ class InfoBatch(ScoreCollector):
         pool = int(sampler.pool.size)
         full_batches = limited_train_batches(trainer, self._batches(pool, batch_size, replicas, drop_last))
         self._layout = (batch_size, replicas, drop_last, min(pool, full_batches * batch_size * replicas))
+        self._mid_epoch.check_layout(batch_size, replicas)
+        # Lightning skips on_train_epoch_start when it resumes mid-epoch: the resumed epoch's plan is known here
+        self._plan_size = int(sampler.epoch_plan().indices.size)
         self._refuse_step_budget(trainer, full_batches)
         least = limited_train_batches(trainer, self._batches(self._least_served(pool), batch_size, replicas, drop_last))
         interval, every_n_epochs = val_check_settings(trainer)
@@ -623,8 +680,8 @@ class InfoBatch(ScoreCollector):
                 f"(d loss / d weight . weight = {ratio:.3g} x loss; (weight * per_sample_loss).mean() gives 1). The "
                 f"model {'ignores the weights' if grad is None else 'ignores or normalises the weights away'}, so the "
                 "kept well-learned samples are not up-weighted and the pruned epochs' gradient is biased. Compute the "
-                "loss as (batch_weights(batch) * per_sample_loss).mean() with lp.batch_weights "
-                "(for lp.Classifier: weighted_loss='mean'). If your loss applies the weights outside autograd "
+                "loss as (batch_weights(batch) * per_sample_loss).mean() with lp.batch_weights, or return "
+                "lp.weighted_outputs(per_sample_loss, batch) (for lp.Classifier: weighted_loss='mean'). If your loss applies the weights outside autograd "
                 "(detached), pass InfoBatch(check_weighting=False)."
             )
 
@@ -657,6 +714,11 @@ class InfoBatch(ScoreCollector):
         )
 
     @override
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        self._mid_epoch.epoch_ended(trainer.current_epoch)
+
+    @override
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         super().teardown(trainer, pl_module, stage)
         self._weight_probe = None
@@ -669,7 +731,15 @@ class InfoBatch(ScoreCollector):
         if state:
             state["served"] = {int(epoch): list(sizes) for epoch, sizes in self.served.items()}
             state["planned_skips"] = {int(epoch): int(count) for epoch, count in self.planned_skips.items()}
+            state["loss_source"] = self._loss_reader.source
+            sampler = getattr(self._trainer.train_dataloader, "sampler", None) if self._trainer is not None else None
+            state["mid_epoch"] = self._mid_epoch.capture(self._trainer, sampler if self._plans(sampler) else None)
         return state
+
+    def _plans(self, sampler: Any) -> bool:
+        from lightning_prune.dynamic.loader import DynamicSampler
+
+        return isinstance(sampler, DynamicSampler) and sampler.planner is self
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -678,3 +748,10 @@ class InfoBatch(ScoreCollector):
             self.served = {int(epoch): (int(kept), int(pool)) for epoch, (kept, pool) in state_dict["served"].items()}
             skips = state_dict.get("planned_skips", {})  # absent from checkpoints of a ratio-only version
             self.planned_skips = {int(epoch): int(count) for epoch, count in skips.items()}
+            source = state_dict.get("loss_source")
+            if source is not None and source not in LOSS_SOURCES:
+                raise ValueError(
+                    f"{type(self).__name__}: the checkpoint's loss_source={source!r} is not one of {LOSS_SOURCES}."
+                )
+            self._resumed_loss_source = source
+            self._mid_epoch.load(state_dict.get("mid_epoch"))

@@ -13,7 +13,8 @@ Where a slice crosses from one permutation to the next, the samples the epoch al
 end of the old permutation are moved to the end of the new one (keeping its order otherwise), so no
 epoch serves a sample twice. Permutation ``c`` is drawn from ``numpy.random.default_rng([seed,
 STREAM, c])``: a plan is a function of ``(seed, epoch)`` alone, identical on every rank and after a
-resume, with no state to exchange or checkpoint.
+resume, with no state to exchange; a checkpoint taken inside an epoch records how many of its batches
+ran, and the resumed epoch serves exactly the rest (:mod:`lightning_prune.dynamic.resume`).
 
 ``target_saving=`` (:mod:`lightning_prune.dynamic.target`) is the same as ``prune_ratio``: every
 epoch skips ``round(target_saving x N)`` of the ``N`` pool samples, so the fit ends within half a
@@ -40,6 +41,7 @@ import numpy as np
 from typing_extensions import override
 
 from lightning_prune.dynamic.infobatch import DEFAULT_PRUNE_RATIO, EpochPlan
+from lightning_prune.dynamic.resume import MidEpochResume
 from lightning_prune.dynamic.target import check_target_saving, refuse_both, report_saving
 from lightning_prune.selection.strategies import check_prune_ratio, check_seed, num_to_keep
 from lightning_prune.trainer_access import fit_epoch
@@ -110,6 +112,7 @@ class RS2(pl.Callback):
         self.seed = check_seed(seed)
         self.served: dict[int, tuple[int, int]] = {}
         self._trainer: pl.Trainer | None = None
+        self._mid_epoch = MidEpochResume("RS2", saves_plan=False)  # plans are a function of (seed, epoch)
 
     def hparams(self) -> dict[str, Any]:
         """The settings that identify the plans (recorded in the state key)."""
@@ -129,6 +132,10 @@ class RS2(pl.Callback):
     def serving_epoch(self, default: int) -> int:
         """The epoch the training loader is being built or iterated for (the fit loop's count in a fit)."""
         return default if self._trainer is None else fit_epoch(self._trainer)
+
+    def resumed_batches(self, epoch: int) -> int:
+        """Batches of ``epoch`` trained before the mid-epoch checkpoint this fit resumed from (else 0)."""
+        return self._mid_epoch.batches_done(epoch)
 
     def plan(self, pool: np.ndarray, epoch: int) -> EpochPlan:
         """The samples of ``pool`` epoch ``epoch`` serves (in pool order), all with weight 1."""
@@ -157,7 +164,8 @@ class RS2(pl.Callback):
 
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._check_sampler(trainer)
+        sampler = self._check_sampler(trainer)
+        self._mid_epoch.check_layout(sampler.batch_size, sampler.num_replicas)
 
     @override
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -175,13 +183,41 @@ class RS2(pl.Callback):
             report_saving("RS2", self.target_saving, self.fraction_skipped, "limit_train_batches cut its epochs")
 
     @override
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._mid_epoch.epoch_ended(trainer.current_epoch)
+
+    @override
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage == "fit":
             self._trainer = None
 
     @override
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        """Refuse a checkpoint written by an RS2 of other settings: Lightning restores a callback's state only
+        under its exact ``state_key`` (the settings) and skips it with a warning, so the resumed fit would
+        plan other subsets and serve a resumed epoch again from its start."""
+        states: dict[str, Any] = checkpoint.get("callbacks") or {}
+        if self.state_key in states:
+            return
+        prefix = type(self).__qualname__ + "{"
+        others = [state for key, state in states.items() if key.startswith(prefix) and isinstance(state, dict)]
+        if others:
+            raise ValueError(
+                f"Cannot resume RS2({self.hparams()}) from a checkpoint written by RS2({others[0].get('hparams')}): "
+                "create it with the checkpoint's settings to resume the same plans, or fit without ckpt_path."
+            )
+
+    @override
     def state_dict(self) -> dict[str, Any]:
-        return {"hparams": self.hparams(), "served": {int(epoch): list(sizes) for epoch, sizes in self.served.items()}}
+        sampler = getattr(self._trainer.train_dataloader, "sampler", None) if self._trainer is not None else None
+        planned = getattr(sampler, "planner", None) is self
+        return {
+            "hparams": self.hparams(),
+            "served": {int(epoch): list(sizes) for epoch, sizes in self.served.items()},
+            "mid_epoch": self._mid_epoch.capture(self._trainer, sampler if planned else None),
+        }
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -193,3 +229,4 @@ class RS2(pl.Callback):
                 "create it with the checkpoint's settings to resume the same plans."
             )
         self.served = {int(epoch): (int(kept), int(pool)) for epoch, (kept, pool) in state_dict["served"].items()}
+        self._mid_epoch.load(state_dict.get("mid_epoch"))
