@@ -5,6 +5,7 @@ A run lives in one directory::
     RUN_DIR/
       run.json                   what the run is (data, model, epochs, trainer); checked on re-runs
       scores/METHOD.npz          one score file per scoring method (with manifest)
+      scores/METHOD.mislabelled.json  the samples most likely mislabelled, by methods that record predictions
       selections/METHOD-rR.npz   one selection per method and pruning ratio (with manifest)
       cells/METHOD-rR-sS.json    one result per (method, ratio, seed): test accuracy, size, time, cost
       costs/NAME.json            what the scoring run / a mask training cost (samples forwarded, time)
@@ -57,6 +58,7 @@ from lightning_prune.pipeline.run_dir import check_identity, differences, locked
 from lightning_prune.pipeline.trainer_settings import INSTANTIATED_TRAINER_ARGS, identity_trainer_args, instantiate
 from lightning_prune.pipeline.validated import VALIDATE
 from lightning_prune.selection.files import to_jsonable, write_text_atomic
+from lightning_prune.selection.mislabelled import listable, mislabelled
 from lightning_prune.selection.scores import Scores
 from lightning_prune.selection.selection import Selection
 from lightning_prune.selection.strategies import (
@@ -436,7 +438,24 @@ class PruningRun:
             lengths.append(self.score_epochs)
         for epochs in lengths:
             self._scoring_run(epochs, [spec for spec in missing if self.score_epochs_of(spec) == epochs])
-        return {spec.key: Scores.load(self.score_path(spec)) for spec in specs}
+        scores = {spec.key: Scores.load(self.score_path(spec)) for spec in specs}
+        self._list_mislabelled(scores)
+        return scores
+
+    def _list_mislabelled(self, scores: dict[str, Scores]) -> None:
+        """Write the likely mislabelled samples of every method whose scores record predictions (missing ones
+        only: a run scored before the list existed gets it on its next resume)."""
+        for key, method_scores in scores.items():
+            path = self.files.mislabelled_path(key)
+            if path.exists() or not listable(method_scores):
+                continue
+            suspects = mislabelled(method_scores)
+            suspects.save(path)
+            disagree = int((suspects.predicted_labels != suspects.given_labels).sum())
+            self.log(
+                f"[score] wrote {path}: the {len(suspects)} samples {key} finds likeliest mislabelled "
+                f"({disagree} of them predicted as another class)"
+            )
 
     def _scoring_run(self, epochs: int, missing: list[MethodSpec]) -> None:
         """One full-data training of ``epochs`` epochs with the collectors of ``missing`` attached.
