@@ -324,6 +324,7 @@ class PruningRun:
 
     def results_for_report(self) -> RunResults:
         """What the report step reads: the finished cells and the score files, as plain data."""
+        _, labels = self.training_set_facts()
         scores = {
             spec.key: Scores.load(self.score_path(spec)).values
             for spec in self.score_methods()
@@ -338,7 +339,16 @@ class PruningRun:
             cells=self.results(),
             scores=scores,
             upfront_costs=self.upfront_costs(),
+            labels=None if labels is None else np.asarray(labels),
+            training_inputs=self.training_inputs,
         )
+
+    def training_inputs(self, indices: np.ndarray) -> list[Any]:
+        """The inputs of the training samples ``indices`` (what the report pictures)."""
+        data = self.make_data()
+        data.setup("fit")
+        train_set = data.train_dataloader().dataset
+        return [split_batch(train_set[int(i)], need_indices=False, need_targets=False)[0] for i in indices]
 
     def locked(self) -> contextlib.AbstractContextManager[None]:
         """Hold the run directory exclusively while the steps run (see :func:`run_dir.locked`)."""
