@@ -78,8 +78,14 @@ def test_feature_vectors_get_no_picture(tmp_path):
 
 @pytest.mark.parametrize(
     ("value", "shape"),
-    [(np.ones((1, 4, 5)), (4, 5)), (np.ones((3, 4, 5)), (4, 5, 3)), (np.ones((4, 5)), (4, 5)), (np.ones(7), None),
-     (np.ones((4, 4, 4)), None), ({"x": 1}, None)],
+    [
+        (np.ones((1, 4, 5)), (4, 5)),
+        (np.ones((3, 4, 5)), (4, 5, 3)),
+        (np.ones((4, 5)), (4, 5)),
+        (np.ones(7), None),
+        (np.ones((4, 4, 4)), None),
+        ({"x": 1}, None),
+    ],
 )
 def test_as_image_takes_grey_and_colour_images_only(value, shape):
     image = as_image(value)
