@@ -177,3 +177,28 @@ def test_mislabelled_finds_the_flipped_labels_of_noisy_digits(one_thread):
     default = lp.mislabelled(aum.scores)
     assert len(default) == round(DEFAULT_TOP * len(given))
     assert flipped[default.indices].mean() >= 0.95
+
+
+@pytest.mark.slow
+def test_the_pipeline_writes_the_list_the_kept_fractions_and_the_picture(tmp_path, capsys):
+    from test_cli import TINY, run_cli
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY)
+    out = tmp_path / "run"
+    run_cli("run", config, out, "--methods", "[{name: aum}, {name: tdds, args: {trajectory: 3, window: 3}}]")
+    printed = capsys.readouterr().out
+    scores = lp.Scores.load(out / "scores" / "aum.npz")
+    listed = lp.Mislabelled.load(out / "scores" / "aum.mislabelled.json")
+    assert listed.rows() == lp.mislabelled(scores).rows()  # the default top, from the run's own scores
+    assert not (out / "scores" / "tdds.mislabelled.json").exists()  # TDDS records no predictions
+    assert "aum.mislabelled.json" in printed
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["kept_per_class"]) == {"aum", "tdds", "random"}
+    assert len(report["kept_per_class"]["aum"]["0.50"]) == 10
+    assert "Kept fraction per class" in printed and "aum at prune 50%: classes kept" in printed
+    assert (out / "plots" / "kept_and_removed.png").stat().st_size > 5000
+    # a resumed run that lost the list (e.g. one scored before lists were written) writes it again
+    (out / "scores" / "aum.mislabelled.json").unlink()
+    run_cli("run", config, out, "--methods", "[{name: aum}, {name: tdds, args: {trajectory: 3, window: 3}}]")
+    assert lp.Mislabelled.load(out / "scores" / "aum.mislabelled.json").rows() == listed.rows()

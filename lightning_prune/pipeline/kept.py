@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from lightning_prune.pipeline.names import RANDOM, ratio_label, ratio_tag
+from lightning_prune.pipeline.context import RunFiles
+from lightning_prune.pipeline.names import RANDOM, ratio_label
 from lightning_prune.selection.selection import Selection
 
 ClassFractions = dict[str, dict[str, list[float]]]
@@ -33,11 +34,13 @@ def kept_fraction_per_class(indices: np.ndarray, labels: np.ndarray, num_classes
 
 def selection_files(run_dir: Path, method: str, ratio: float, seeds: list[int]) -> list[Path]:
     """The selection files of ``method`` at ``ratio``: the method's one, or the random baseline's per seed."""
-    folder = run_dir / "selections"
-    if method == RANDOM:
-        return [path for seed in seeds if (path := folder / f"{RANDOM}-{ratio_tag(ratio)}-s{seed}.npz").exists()]
-    path = folder / f"{method}-{ratio_tag(ratio)}.npz"
-    return [path] if path.exists() else []
+    files = RunFiles(run_dir)
+    paths = (
+        [files.selection_path(RANDOM, ratio, seed) for seed in seeds]
+        if method == RANDOM
+        else [files.selection_path(method, ratio)]
+    )
+    return [path for path in paths if path.exists()]
 
 
 def class_fractions(
