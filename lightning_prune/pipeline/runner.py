@@ -42,7 +42,7 @@ from lightning_prune.data.pruned import loader_settings
 from lightning_prune.dynamic.rs2 import RS2 as RS2Callback
 from lightning_prune.pipeline.budget import BUDGETS, StepBudget
 from lightning_prune.pipeline.context import CellTraining, MethodSpec, RunContext, RunFiles
-from lightning_prune.pipeline.cost import CostMeter, add_costs, read_cost, write_cost
+from lightning_prune.pipeline.cost import CostMeter, add_costs, forward_flops, proxy_cost, read_cost, write_cost
 from lightning_prune.pipeline.methods import method_for, static_training
 from lightning_prune.pipeline.names import BASELINES, FULL, FULL_BUDGET, RANDOM, RS2, check_label, ratio_label
 from lightning_prune.pipeline.progress import EpochProgress
@@ -196,6 +196,14 @@ class PruningRun:
         budget_baselines: add the equal-cost baselines at every ratio (``budget: epochs`` only): ``full-budget``
             (the full data for the optimiser steps of the ratio's coreset training, its schedule fitted to
             them) and ``rs2`` (a fresh random subset of the ratio's size every epoch, without replacement).
+        make_score_model: the proxy the scoring runs train instead of ``make_model``'s model ("Selection via
+            Proxy", Coleman et al., ICLR 2020: score with a smaller model, train the target on the coreset);
+            ``None``: the model itself. A scoring run is charged its samples forwarded times the proxy's
+            forward FLOPs over the model's (:func:`~lightning_prune.pipeline.cost.forward_flops`), so the
+            report compares what it really cost. Methods reading the scoring run's model (influence) read the
+            proxy's; the coreset trainings and AdaPruner train the model. Name it in ``description``
+            (``score_model``, as the command line does), so that score files record it and a changed proxy
+            is refused instead of reused.
     """
 
     def __init__(
@@ -216,6 +224,7 @@ class PruningRun:
         score_seed: int = 0,
         budget: str = "epochs",
         budget_baselines: bool = True,
+        make_score_model: Callable[[], pl.LightningModule] | None = None,
     ) -> None:
         trainer_args = dict(trainer_args or {})
         # a score-based method without its own strategy selects with the run's: resolved once, here
@@ -232,6 +241,7 @@ class PruningRun:
         self.files = RunFiles(self.run_dir)
         self.make_data = make_data
         self.make_model = make_model
+        self.make_score_model = make_score_model
         self.methods = methods
         self.prune_ratios = sorted(float(r) for r in prune_ratios)
         self.seeds = [int(s) for s in seeds]
@@ -488,7 +498,7 @@ class PruningRun:
         elif stale:
             self.log(f"[score] {folder} holds a scoring run of other collectors or settings; starting over")
         pl.seed_everything(self.score_seed, verbose=False)
-        model, data = self.make_model(), self.make_data()
+        model, data = (self.make_score_model or self.make_model)(), self.make_data()
         start = time.perf_counter()
         meter = CostMeter()
         callbacks = [*collectors.values(), meter, GlobalRandomState(), scoring_checkpoint(folder)]
@@ -501,14 +511,32 @@ class PruningRun:
         if epochs == self.score_epochs:
             self.trained_scoring_model = model
             served += [spec for spec in self.methods if method_for(spec.name).needs_scoring_model]
+        record = meter.record() if self.make_score_model is None else proxy_cost(meter.record(), self.proxy_flops())
         for spec in served:  # a scoring run is charged to every method it served
-            write_cost(self.files.scoring_cost(spec.key, paid_for=()), meter.record())
+            write_cost(self.files.scoring_cost(spec.key, paid_for=()), record)
         for key, collector in collectors.items():
             scores = collector.scores
             scores.hparams = {**scores.hparams, SCORE_EPOCHS_KEY: epochs, SCORING_RUN_KEY: self._scoring_settings()}
             path = scores.save(self.files.score_path(key))
             self.log(f"[score] wrote {path} ({time.perf_counter() - start:.1f} s)")
         remove_checkpoints(folder)
+
+    def proxy_flops(self) -> float:
+        """The proxy's forward FLOPs over the model's on a first training batch; 1.0 (charged as the model)
+        where either cannot be measured."""
+        self.training_set_facts()
+        inputs = self._first_inputs
+        proxy, target = (
+            None if inputs is None else forward_flops(make(), inputs)
+            for make in (self.make_score_model or self.make_model, self.make_model)
+        )
+        if not proxy or not target:
+            self.log(
+                "[score] WARNING: the FLOPs of score_model or model could not be counted on a training batch; the "
+                "proxy's scoring run is charged as if the model had run it."
+            )
+            return 1.0
+        return proxy / target
 
     @staticmethod
     def _collector(spec: MethodSpec) -> ScoreCollector:
