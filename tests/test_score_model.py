@@ -68,3 +68,13 @@ def test_a_proxy_scores_the_data_and_is_charged_its_flops(tmp_path, capsys):
     with pytest.raises(SystemExit):
         run_cli("run", config, out, "--methods", methods)
     assert "score_model" in capsys.readouterr().err
+
+
+def test_a_proxy_with_fewer_classes_than_the_data_is_refused_before_training(tmp_path, capsys):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(TINY + PROXY.replace("num_classes: 10", "num_classes: 5"))
+    with pytest.raises(SystemExit):
+        run_cli("select", config, tmp_path / "run", "--methods", "[{name: el2n, args: {epochs: 1}}]")
+    err = capsys.readouterr().err
+    assert "The score_model outputs 5 class scores" in err and "to 10" in err
+    assert not (tmp_path / "run" / "scores").exists()

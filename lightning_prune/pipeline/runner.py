@@ -423,17 +423,19 @@ class PruningRun:
         if labels is None or self._first_inputs is None or len(labels) == 0:
             return
         classes = int(np.max(np.asarray(labels))) + 1
-        try:
-            with torch.no_grad():
-                outputs = self.make_model()(self._first_inputs)
-        except Exception:  # noqa: BLE001 -- any model: a forward that does not take the inputs is not checked
-            return
-        if isinstance(outputs, torch.Tensor) and outputs.ndim == 2 and outputs.shape[1] < classes:
-            raise ValueError(
-                f"The model outputs {outputs.shape[1]} class scores, but the training labels have {classes} "
-                f"classes (0..{classes - 1}): set the model's number of classes (e.g. num_classes of its "
-                f"backbone) to {classes}."
-            )
+        models = {"model": self.make_model, **({"score_model": self.make_score_model} if self.make_score_model else {})}
+        for name, make in models.items():
+            try:
+                with torch.no_grad():
+                    outputs = make()(self._first_inputs)
+            except Exception:  # noqa: BLE001 -- any model: a forward that does not take the inputs is not checked
+                continue
+            if isinstance(outputs, torch.Tensor) and outputs.ndim == 2 and outputs.shape[1] < classes:
+                raise ValueError(
+                    f"The {name} outputs {outputs.shape[1]} class scores, but the training labels have {classes} "
+                    f"classes (0..{classes - 1}): set the {name}'s number of classes (e.g. num_classes of its "
+                    f"backbone) to {classes}."
+                )
 
     def score_epochs_of(self, spec: MethodSpec) -> int:
         """The length of the scoring run ``spec`` reads (its own ``score_epochs`` or the run's)."""
