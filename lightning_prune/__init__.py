@@ -56,6 +56,7 @@ from lightning_prune.models import MLP, Classifier, SmallCNN, cifar_resnet18
 from lightning_prune.models.schedules import cosine_schedule, progress_cosine, progress_schedule
 from lightning_prune.selection.files import ScoreFileError
 from lightning_prune.selection.meaning import ScoreMeaning
+from lightning_prune.selection.mislabelled import Mislabelled, mislabelled
 from lightning_prune.selection.scores import Scores
 from lightning_prune.selection.selection import Selection
 from lightning_prune.selection.strategies import STRATEGIES, importance_weights, random_selection, select
@@ -76,6 +77,8 @@ __all__ = [
     "GraNd",
     "Herding",
     "Moderate",
+    "Mislabelled",
+    "mislabelled",
     "Prototypicality",
     "make_collector",
     "STRATEGIES",

@@ -57,7 +57,7 @@ PARSER_KWARGS: dict[str, Any] = {"allow_abbrev": False, "exit_on_error": False}
 """Every parser of the command line: an option is spelled out in full (a prefix such as ``--train_epoch``
 is an error, not ``--train_epochs``), and a parse error is raised for :func:`main` to print as one line."""
 
-GROUP_TITLES = {"data": "Data (--data)", "model": "Model (--model)"}
+GROUP_TITLES = {"data": "Data (--data)", "model": "Model (--model)", "score_model": "Scoring proxy (--score_model)"}
 """Headings of the class-path groups (jsonargparse titles them with the base class's docstring)."""
 
 
@@ -114,6 +114,13 @@ def build_pipeline_parser(command: str = "run") -> ArgumentParser:
         "model",
         required=True,
         help="A fresh model per training, e.g. lightning_prune.models.Classifier.",
+    )
+    parser.add_subclass_arguments(
+        pl.LightningModule,
+        "score_model",
+        required=False,
+        help="A proxy the scoring runs train instead of the model (e.g. a smaller backbone; charged its FLOPs); "
+        "default: the model itself.",
     )
     parser.add_argument(
         "--methods",
@@ -201,12 +208,18 @@ def make_run(parser: ArgumentParser, config: Namespace, log=print) -> PruningRun
         train_epochs=config.train_epochs,
         strategy=config.strategy,
         trainer_args=dict(config.trainer or {}),
-        description={"data": settings["data"], "model": settings["model"]},
+        # a proxy enters the identity only when given, so runs made before the setting keep theirs
+        description={
+            "data": settings["data"],
+            "model": settings["model"],
+            **({"score_model": settings["score_model"]} if config.get("score_model") is not None else {}),
+        },
         weighted=config.weighted,
         log=log,
         score_seed=config.score_seed,
         budget=config.budget,
         budget_baselines=config.budget_baselines,
+        make_score_model=(lambda: build().score_model) if config.get("score_model") is not None else None,
     )
 
 

@@ -93,6 +93,10 @@ class RunFiles:
     def score_path(self, key: str) -> Path:
         return self.run_dir / "scores" / f"{key}.npz"
 
+    def mislabelled_path(self, key: str) -> Path:
+        """The samples method ``key``'s scores find most likely mislabelled, next to its score file."""
+        return self.run_dir / "scores" / f"{key}.mislabelled.json"
+
     def selection_path(self, key: str, ratio: float, seed: int | None = None) -> Path:
         suffix = f"-s{seed}" if seed is not None else ""
         return self.run_dir / "selections" / f"{key}-{ratio_tag(ratio)}{suffix}.npz"

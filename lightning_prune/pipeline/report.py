@@ -19,6 +19,7 @@ import numpy as np
 from lightning_prune.dynamic.target import TARGET_TOLERANCE
 from lightning_prune.pipeline.budget import PROTOCOLS
 from lightning_prune.pipeline.frontier import best_at_budgets, frontier_report, run_frontier
+from lightning_prune.pipeline.kept import ClassFractions, class_fractions, format_class_fractions, plot_kept_and_removed
 from lightning_prune.pipeline.names import FULL, FULL_BUDGET, RANDOM, TARGET_SAVING, ratio_label, ratio_tag
 from lightning_prune.selection.files import write_text_atomic
 
@@ -42,6 +43,9 @@ class RunResults:
         scores: each score-based method's per-sample scores, for the histograms.
         upfront_costs: per method and ratio label, what its selection cost before the coreset training
             (``{"samples_forwarded", "seconds"}``; ``None`` where not recorded).
+        labels: the training labels in index order, when known: each class's kept fraction is read from them.
+        training_inputs: the training inputs of some indices (one per index), when readable: image
+            inputs give the picture of kept and removed samples.
     """
 
     run_dir: Path
@@ -52,6 +56,8 @@ class RunResults:
     cells: list[dict[str, Any]]
     scores: dict[str, np.ndarray] = field(default_factory=dict)
     upfront_costs: dict[str, dict[str, dict[str, Any] | None]] = field(default_factory=dict)
+    labels: np.ndarray | None = None
+    training_inputs: Callable[[np.ndarray], list[Any]] | None = None
 
 
 def fraction_skipped(cell: dict[str, Any]) -> float:
@@ -534,6 +540,11 @@ def write_report(results: RunResults, log: Callable[[str], None] = print) -> dic
     budget = results.description.get("budget", "epochs")  # runs made before the setting are "epochs"
     protocol = PROTOCOLS[budget]
     frontier = frontier_report(summary, costs, reuse_break_even=protocol.coreset_saves_compute)
+    kept: ClassFractions = (
+        {}
+        if results.labels is None
+        else class_fractions(results.run_dir, results.methods, results.prune_ratios, results.seeds, results.labels)
+    )
     report = {
         "run_dir": str(results.run_dir),
         "description": results.description,
@@ -546,6 +557,8 @@ def write_report(results: RunResults, log: Callable[[str], None] = print) -> dic
         "validated": choices,
         # points to the equal-cost frontier (baselines interpolated between measured points) and reuse break-even
         "frontier": frontier,
+        # per static method and ratio, the fraction of each class's samples kept (class 0, 1, ...)
+        "kept_per_class": kept,
         "cells": results.cells,
     }
     write_text_atomic(results.run_dir / "report.json", json.dumps(report, indent=2, default=str))
@@ -556,6 +569,15 @@ def write_report(results: RunResults, log: Callable[[str], None] = print) -> dic
     _plot_accuracy_vs_cost(summary, costs, plots / "accuracy_vs_cost.png")
     if results.scores:
         _plot_histograms(results.scores, plots / "score_histograms.png")
+    if kept and results.labels is not None and results.training_inputs is not None:
+        plot_kept_and_removed(
+            results.run_dir,
+            kept,
+            results.prune_ratios,
+            results.labels,
+            results.training_inputs,
+            plots / "kept_and_removed.png",
+        )
     spread = "mean ± std over seeds " if len(results.seeds) > 1 else "seed "
     log(
         f"\nTest accuracy (%, {spread}"
@@ -563,6 +585,9 @@ def write_report(results: RunResults, log: Callable[[str], None] = print) -> dic
         + f"; protocol budget: {budget}, {protocol.words}):\n"
         + format_table(summary, results.prune_ratios)
     )
+    if kept:
+        log("\nKept fraction per class (the least and the most kept class of each selection; all in report.json):")
+        log("\n".join(format_class_fractions(kept)))
     if choices:
         log("\nValidated selections (the candidate kept at each ratio, by validation accuracy in %):")
         log("\n".join(format_validated(choices)))

@@ -5,6 +5,7 @@ A run lives in one directory::
     RUN_DIR/
       run.json                   what the run is (data, model, epochs, trainer); checked on re-runs
       scores/METHOD.npz          one score file per scoring method (with manifest)
+      scores/METHOD.mislabelled.json  the samples most likely mislabelled, by methods that record predictions
       selections/METHOD-rR.npz   one selection per method and pruning ratio (with manifest)
       cells/METHOD-rR-sS.json    one result per (method, ratio, seed): test accuracy, size, time, cost
       costs/NAME.json            what the scoring run / a mask training cost (samples forwarded, time)
@@ -41,7 +42,7 @@ from lightning_prune.data.pruned import loader_settings
 from lightning_prune.dynamic.rs2 import RS2 as RS2Callback
 from lightning_prune.pipeline.budget import BUDGETS, StepBudget
 from lightning_prune.pipeline.context import CellTraining, MethodSpec, RunContext, RunFiles
-from lightning_prune.pipeline.cost import CostMeter, add_costs, read_cost, write_cost
+from lightning_prune.pipeline.cost import CostMeter, add_costs, forward_flops, proxy_cost, read_cost, write_cost
 from lightning_prune.pipeline.methods import check_dynamic_on_top, method_for, static_training
 from lightning_prune.pipeline.names import BASELINES, FULL, FULL_BUDGET, RANDOM, RS2, check_label, ratio_label
 from lightning_prune.pipeline.progress import EpochProgress
@@ -57,6 +58,7 @@ from lightning_prune.pipeline.run_dir import check_identity, differences, locked
 from lightning_prune.pipeline.trainer_settings import INSTANTIATED_TRAINER_ARGS, identity_trainer_args, instantiate
 from lightning_prune.pipeline.validated import VALIDATE
 from lightning_prune.selection.files import to_jsonable, write_text_atomic
+from lightning_prune.selection.mislabelled import listable, mislabelled
 from lightning_prune.selection.scores import Scores
 from lightning_prune.selection.selection import Selection
 from lightning_prune.selection.strategies import (
@@ -221,6 +223,14 @@ class PruningRun:
         budget_baselines: add the equal-cost baselines at every ratio (``budget: epochs`` only): ``full-budget``
             (the full data for the optimiser steps of the ratio's coreset training, its schedule fitted to
             them) and ``rs2`` (a fresh random subset of the ratio's size every epoch, without replacement).
+        make_score_model: the proxy the scoring runs train instead of ``make_model``'s model ("Selection via
+            Proxy", Coleman et al., ICLR 2020: score with a smaller model, train the target on the coreset);
+            ``None``: the model itself. A scoring run is charged its samples forwarded times the proxy's
+            forward FLOPs over the model's (:func:`~lightning_prune.pipeline.cost.forward_flops`), so the
+            report compares what it really cost. Methods reading the scoring run's model (influence) read the
+            proxy's; the coreset trainings and AdaPruner train the model. Name it in ``description``
+            (``score_model``, as the command line does), so that score files record it and a changed proxy
+            is refused instead of reused.
     """
 
     def __init__(
@@ -241,6 +251,7 @@ class PruningRun:
         score_seed: int = 0,
         budget: str = "epochs",
         budget_baselines: bool = True,
+        make_score_model: Callable[[], pl.LightningModule] | None = None,
     ) -> None:
         trainer_args = dict(trainer_args or {})
         # a score-based method without its own strategy selects with the run's: resolved once, here
@@ -257,6 +268,7 @@ class PruningRun:
         self.files = RunFiles(self.run_dir)
         self.make_data = make_data
         self.make_model = make_model
+        self.make_score_model = make_score_model
         self.methods = methods
         self.prune_ratios = sorted(float(r) for r in prune_ratios)
         self.seeds = [int(s) for s in seeds]
@@ -350,6 +362,7 @@ class PruningRun:
 
     def results_for_report(self) -> RunResults:
         """What the report step reads: the finished cells and the score files, as plain data."""
+        _, labels = self.training_set_facts()
         scores = {
             spec.key: Scores.load(self.score_path(spec)).values
             for spec in self.score_methods()
@@ -364,7 +377,16 @@ class PruningRun:
             cells=self.results(),
             scores=scores,
             upfront_costs=self.upfront_costs(),
+            labels=None if labels is None else np.asarray(labels),
+            training_inputs=self.training_inputs,
         )
+
+    def training_inputs(self, indices: np.ndarray) -> list[Any]:
+        """The inputs of the training samples ``indices`` (what the report pictures)."""
+        data = self.make_data()
+        data.setup("fit")
+        train_set = data.train_dataloader().dataset
+        return [split_batch(train_set[int(i)], need_indices=False, need_targets=False)[0] for i in indices]
 
     def locked(self) -> contextlib.AbstractContextManager[None]:
         """Hold the run directory exclusively while the steps run (see :func:`run_dir.locked`)."""
@@ -429,17 +451,19 @@ class PruningRun:
         if labels is None or self._first_inputs is None or len(labels) == 0:
             return
         classes = int(np.max(np.asarray(labels))) + 1
-        try:
-            with torch.no_grad():
-                outputs = self.make_model()(self._first_inputs)
-        except Exception:  # noqa: BLE001 -- any model: a forward that does not take the inputs is not checked
-            return
-        if isinstance(outputs, torch.Tensor) and outputs.ndim == 2 and outputs.shape[1] < classes:
-            raise ValueError(
-                f"The model outputs {outputs.shape[1]} class scores, but the training labels have {classes} "
-                f"classes (0..{classes - 1}): set the model's number of classes (e.g. num_classes of its "
-                f"backbone) to {classes}."
-            )
+        models = {"model": self.make_model, **({"score_model": self.make_score_model} if self.make_score_model else {})}
+        for name, make in models.items():
+            try:
+                with torch.no_grad():
+                    outputs = make()(self._first_inputs)
+            except Exception:  # noqa: BLE001 -- any model: a forward that does not take the inputs is not checked
+                continue
+            if isinstance(outputs, torch.Tensor) and outputs.ndim == 2 and outputs.shape[1] < classes:
+                raise ValueError(
+                    f"The {name} outputs {outputs.shape[1]} class scores, but the training labels have {classes} "
+                    f"classes (0..{classes - 1}): set the {name}'s number of classes (e.g. num_classes of its "
+                    f"backbone) to {classes}."
+                )
 
     def score_epochs_of(self, spec: MethodSpec) -> int:
         """The length of the scoring run ``spec`` reads (its own ``score_epochs`` or the run's)."""
@@ -464,7 +488,24 @@ class PruningRun:
             lengths.append(self.score_epochs)
         for epochs in lengths:
             self._scoring_run(epochs, [spec for spec in missing if self.score_epochs_of(spec) == epochs])
-        return {spec.key: Scores.load(self.score_path(spec)) for spec in specs}
+        scores = {spec.key: Scores.load(self.score_path(spec)) for spec in specs}
+        self._list_mislabelled(scores)
+        return scores
+
+    def _list_mislabelled(self, scores: dict[str, Scores]) -> None:
+        """Write the likely mislabelled samples of every method whose scores record predictions (missing ones
+        only: a run scored before the list existed gets it on its next resume)."""
+        for key, method_scores in scores.items():
+            path = self.files.mislabelled_path(key)
+            if path.exists() or not listable(method_scores):
+                continue
+            suspects = mislabelled(method_scores)
+            suspects.save(path)
+            disagree = int((suspects.predicted_labels != suspects.given_labels).sum())
+            self.log(
+                f"[score] wrote {path}: the {len(suspects)} samples {key} finds likeliest mislabelled "
+                f"({disagree} of them predicted as another class)"
+            )
 
     def _scoring_run(self, epochs: int, missing: list[MethodSpec]) -> None:
         """One full-data training of ``epochs`` epochs with the collectors of ``missing`` attached.
@@ -487,7 +528,7 @@ class PruningRun:
         elif stale:
             self.log(f"[score] {folder} holds a scoring run of other collectors or settings; starting over")
         pl.seed_everything(self.score_seed, verbose=False)
-        model, data = self.make_model(), self.make_data()
+        model, data = (self.make_score_model or self.make_model)(), self.make_data()
         start = time.perf_counter()
         meter = CostMeter()
         callbacks = [*collectors.values(), meter, GlobalRandomState(), scoring_checkpoint(folder)]
@@ -500,14 +541,32 @@ class PruningRun:
         if epochs == self.score_epochs:
             self.trained_scoring_model = model
             served += [spec for spec in self.methods if method_for(spec.name).needs_scoring_model]
+        record = meter.record() if self.make_score_model is None else proxy_cost(meter.record(), self.proxy_flops())
         for spec in served:  # a scoring run is charged to every method it served
-            write_cost(self.files.scoring_cost(spec.key, paid_for=()), meter.record())
+            write_cost(self.files.scoring_cost(spec.key, paid_for=()), record)
         for key, collector in collectors.items():
             scores = collector.scores
             scores.hparams = {**scores.hparams, SCORE_EPOCHS_KEY: epochs, SCORING_RUN_KEY: self._scoring_settings()}
             path = scores.save(self.files.score_path(key))
             self.log(f"[score] wrote {path} ({time.perf_counter() - start:.1f} s)")
         remove_checkpoints(folder)
+
+    def proxy_flops(self) -> float:
+        """The proxy's forward FLOPs over the model's on a first training batch; 1.0 (charged as the model)
+        where either cannot be measured."""
+        self.training_set_facts()
+        inputs = self._first_inputs
+        proxy, target = (
+            None if inputs is None else forward_flops(make(), inputs)
+            for make in (self.make_score_model or self.make_model, self.make_model)
+        )
+        if not proxy or not target:
+            self.log(
+                "[score] WARNING: the FLOPs of score_model or model could not be counted on a training batch; the "
+                "proxy's scoring run is charged as if the model had run it."
+            )
+            return 1.0
+        return proxy / target
 
     @staticmethod
     def _collector(spec: MethodSpec) -> ScoreCollector:
