@@ -110,3 +110,97 @@ def test_collectors_under_srun_equal_one_process(tmp_path, single_process_scores
     for result in results:
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     _check_scores(tmp_path, single_process_scores, "SLURMEnvironment")
+
+
+# ------------------------------------------------------------------------------ lightning-prune run
+PIPELINE_ARGS = [
+    "--methods",
+    "[{name: el2n, args: {epochs: 1}}]",
+    "--score_epochs",
+    "1",
+    "--trainer",
+    "{accelerator: cpu, devices: 2, strategy: ddp}",
+]
+
+
+def _cli(config: Path, out: Path) -> list[str]:
+    return ["-m", "lightning_prune.cli", "run", "--config", str(config), "--output_dir", str(out), *PIPELINE_ARGS]
+
+
+@pytest.fixture
+def tiny_config(tmp_path: Path) -> Path:
+    from test_cli import TINY
+
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY)
+    return path
+
+
+@pytest.fixture(scope="module")
+def lightning_launched_run(tmp_path_factory) -> Path:
+    """The run as Lightning's own DDP launcher makes it (rank 1 re-runs the command at the first fit)."""
+    from test_cli import TINY
+
+    folder = tmp_path_factory.mktemp("lightning_launch")
+    (folder / "tiny.yaml").write_text(TINY)
+    result = subprocess.run(
+        [sys.executable, *_cli(folder / "tiny.yaml", folder / "run")], env=_env(), capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return folder / "run"
+
+
+def _outputs(run: Path) -> dict[str, object]:
+    import json
+
+    import lightning_prune as lp
+
+    cells = {
+        path.name: {key: json.loads(path.read_text())[key] for key in ("test_acc", "num_train")}
+        for path in sorted((run / "cells").iterdir())
+    }
+    return {"scores": lp.Scores.load(run / "scores" / "el2n.npz").values.tolist(), "cells": cells}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", ["torchrun", "srun"])
+def test_run_launched_by_a_cluster_launcher_equals_lightnings_own_launch(
+    launcher, tmp_path, tiny_config, lightning_launched_run
+):
+    out = tmp_path / "run"
+    if launcher == "torchrun":
+        result = subprocess.run(
+            torchrun(*_cli(tiny_config, out)), env=_env(), capture_output=True, text=True, timeout=600
+        )
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        printed = result.stdout
+    else:
+        results = srun([sys.executable, *_cli(tiny_config, out)])
+        for result in results:
+            assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        printed = "".join(result.stdout for result in results)
+    assert printed.count("Report: ") == 1  # one rank reports
+    assert (out / "report.json").exists() and not list(out.rglob(".*.tmp"))
+    assert _outputs(out) == _outputs(lightning_launched_run)
+
+
+@pytest.mark.slow
+def test_under_torchrun_a_busy_run_directory_stops_every_rank_before_it_writes(tmp_path, tiny_config):
+    import fcntl
+    import json
+
+    out = tmp_path / "run"
+    out.mkdir()
+    # another run's record, with nothing finished yet: a rank that went on alone would overwrite it
+    record = json.dumps({"fingerprint": "0" * 16, "description": {"name": "another run"}})
+    (out / "run.json").write_text(record)
+    with open(out / ".lock", "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the other run's process holds the directory
+        result = subprocess.run(
+            torchrun(*_cli(tiny_config, out)), env=_env(), capture_output=True, text=True, timeout=600
+        )
+    assert result.returncode != 0
+    assert result.stderr.count("is in use by another lightning-prune process") == 2, result.stderr[-3000:]
+    assert "[rank 1] lightning-prune run: error:" in result.stderr
+    assert (out / "run.json").read_text() == record
+    assert sorted(path.name for path in out.iterdir()) == [".lock", "run.json"]

@@ -492,27 +492,31 @@ def budget_words(summary: Summary, costs: dict[str, dict[str, dict[str, float] |
     return lines
 
 
-def write_report(results: RunResults, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Write ``report.json`` and the plots into the run directory, print the table; return the report."""
+def build_report(results: RunResults) -> dict[str, Any]:
+    """The report of a run's results (what ``report.json`` holds), written nowhere."""
     summary = summarise(results.cells)
     costs = total_costs(results)
-    choices = validated_choices(results)
-    frontier = frontier_report(summary, costs)
-    budget = results.description.get("budget", "epochs")  # runs made before the setting are "epochs"
-    report = {
+    return {
         "run_dir": str(results.run_dir),
         "description": results.description,
-        "budget": budget,
+        "budget": results.description.get("budget", "epochs"),  # runs made before the setting are "epochs"
         "methods": results.methods,
         "prune_ratios": results.prune_ratios,
         "seeds": results.seeds,
         "test_accuracy": summary,
         "total_cost": costs,
-        "validated": choices,
+        "validated": validated_choices(results),
         # points to the equal-cost frontier (baselines interpolated between measured points) and reuse break-even
-        "frontier": frontier,
+        "frontier": frontier_report(summary, costs),
         "cells": results.cells,
     }
+
+
+def write_report(results: RunResults, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Write ``report.json`` and the plots into the run directory, print the table; return the report."""
+    report = build_report(results)
+    summary, costs, choices = report["test_accuracy"], report["total_cost"], report["validated"]
+    frontier, budget = report["frontier"], report["budget"]
     write_text_atomic(results.run_dir / "report.json", json.dumps(report, indent=2, default=str))
     plots = results.run_dir / "plots"
     plots.mkdir(parents=True, exist_ok=True)
