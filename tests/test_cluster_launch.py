@@ -204,3 +204,25 @@ def test_under_torchrun_a_busy_run_directory_stops_every_rank_before_it_writes(t
     assert "[rank 1] lightning-prune run: error:" in result.stderr
     assert (out / "run.json").read_text() == record
     assert sorted(path.name for path in out.iterdir()) == [".lock", "run.json"]
+
+
+@pytest.mark.slow
+def test_only_rank_zero_writes_the_report(tmp_path, tiny_config, monkeypatch):
+    import json
+
+    from lightning.pytorch.utilities import rank_zero_only
+    from test_cli import run_cli
+
+    import lightning_prune.pipeline.runner as runner
+
+    out = tmp_path / "run"
+    args = ["--methods", "[{name: el2n, args: {epochs: 1}}]", "--score_epochs", "1"]
+    run_cli("run", tiny_config, out, *args)
+    written = {path: path.stat().st_mtime_ns for path in [out / "report.json", *(out / "plots").iterdir()]}
+    returned: list[dict] = []
+    original = runner.PruningRun.run
+    monkeypatch.setattr(runner.PruningRun, "run", lambda self: returned.append(original(self)) or returned[-1])
+    monkeypatch.setattr(rank_zero_only, "rank", 1)  # the same command on another rank: every step is done
+    run_cli("run", tiny_config, out, *args)
+    assert {path: path.stat().st_mtime_ns for path in written} == written
+    assert json.loads(json.dumps(returned[0], default=str)) == json.loads((out / "report.json").read_text())

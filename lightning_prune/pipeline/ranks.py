@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import lightning.pytorch as pl
 import torch
+from lightning.fabric.plugins.environments import LightningEnvironment
 from lightning.pytorch.utilities import rank_zero_only
 
 from lightning_prune.distributed import distributed_ready
@@ -28,11 +29,17 @@ T = TypeVar("T")
 def join_outside_launch(trainer: pl.Trainer) -> bool:
     """Join the ranks an outside launcher started, now, with ``trainer``'s strategy; whether it did.
 
-    Nothing happens on one process, under Lightning's own launcher (its ranks join at the first fit) or
-    when the process group is up already. Later Trainers of the run find the group and use it.
+    Outside launchers are the cluster environments that start every rank themselves (``torchrun``'s
+    ``TorchElasticEnvironment``, ``SLURMEnvironment``, and Kubeflow, LSF, MPI). Nothing happens on one
+    process, under Lightning's own launcher (its ranks join at the first fit) or when the process group
+    is up already. Later Trainers of the run find the group and use it.
     """
     environment = getattr(trainer.strategy, "cluster_environment", None)
     if trainer.world_size <= 1 or environment is None or not environment.creates_processes_externally:
+        return False
+    if isinstance(environment, LightningEnvironment):
+        # LOCAL_RANK set: a rank Lightning's own launcher started at rank 0's first fit (rank 0 is in that
+        # fit, so a collective here would meet the fit's); such a rank joins at its own first fit
         return False
     if distributed_ready():
         return False
