@@ -7,6 +7,8 @@ process's scores either way, and the pipeline's ranks must agree on the run dire
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import socket
 import subprocess
@@ -16,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from collector_harness import CASES, fit
+
+import lightning_prune as lp
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -151,10 +155,6 @@ def lightning_launched_run(tmp_path_factory) -> Path:
 
 
 def _outputs(run: Path) -> dict[str, object]:
-    import json
-
-    import lightning_prune as lp
-
     cells = {
         path.name: {key: json.loads(path.read_text())[key] for key in ("test_acc", "num_train")}
         for path in sorted((run / "cells").iterdir())
@@ -186,9 +186,6 @@ def test_run_launched_by_a_cluster_launcher_equals_lightnings_own_launch(
 
 @pytest.mark.slow
 def test_under_torchrun_a_busy_run_directory_stops_every_rank_before_it_writes(tmp_path, tiny_config):
-    import fcntl
-    import json
-
     out = tmp_path / "run"
     out.mkdir()
     # another run's record, with nothing finished yet: a rank that went on alone would overwrite it
@@ -208,8 +205,6 @@ def test_under_torchrun_a_busy_run_directory_stops_every_rank_before_it_writes(t
 
 @pytest.mark.slow
 def test_only_rank_zero_writes_the_report(tmp_path, tiny_config, monkeypatch):
-    import json
-
     from lightning.pytorch.utilities import rank_zero_only
     from test_cli import run_cli
 
