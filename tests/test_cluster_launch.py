@@ -148,7 +148,11 @@ def lightning_launched_run(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("lightning_launch")
     (folder / "tiny.yaml").write_text(TINY)
     result = subprocess.run(
-        [sys.executable, *_cli(folder / "tiny.yaml", folder / "run")], env=_env(), capture_output=True, text=True
+        [sys.executable, *_cli(folder / "tiny.yaml", folder / "run")],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return folder / "run"
