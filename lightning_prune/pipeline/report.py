@@ -532,20 +532,17 @@ def budget_words(summary: Summary, costs: dict[str, dict[str, dict[str, float] |
     return lines
 
 
-def write_report(results: RunResults, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Write ``report.json`` and the plots into the run directory, print the table; return the report."""
+def build_report(results: RunResults) -> dict[str, Any]:
+    """The report of a run's results (what ``report.json`` holds), written nowhere."""
     summary = summarise(results.cells)
     costs = total_costs(results)
-    choices = validated_choices(results)
     budget = results.description.get("budget", "epochs")  # runs made before the setting are "epochs"
-    protocol = PROTOCOLS[budget]
-    frontier = frontier_report(summary, costs, reuse_break_even=protocol.coreset_saves_compute)
     kept: ClassFractions = (
         {}
         if results.labels is None
         else class_fractions(results.run_dir, results.methods, results.prune_ratios, results.seeds, results.labels)
     )
-    report = {
+    return {
         "run_dir": str(results.run_dir),
         "description": results.description,
         "budget": budget,
@@ -554,13 +551,21 @@ def write_report(results: RunResults, log: Callable[[str], None] = print) -> dic
         "seeds": results.seeds,
         "test_accuracy": summary,
         "total_cost": costs,
-        "validated": choices,
+        "validated": validated_choices(results),
         # points to the equal-cost frontier (baselines interpolated between measured points) and reuse break-even
-        "frontier": frontier,
+        "frontier": frontier_report(summary, costs, reuse_break_even=PROTOCOLS[budget].coreset_saves_compute),
         # per static method and ratio, the fraction of each class's samples kept (class 0, 1, ...)
         "kept_per_class": kept,
         "cells": results.cells,
     }
+
+
+def write_report(results: RunResults, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Write ``report.json`` and the plots into the run directory, print the table; return the report."""
+    report = build_report(results)
+    summary, costs, choices = report["test_accuracy"], report["total_cost"], report["validated"]
+    frontier, budget, kept = report["frontier"], report["budget"], report["kept_per_class"]
+    protocol = PROTOCOLS[budget]
     write_text_atomic(results.run_dir / "report.json", json.dumps(report, indent=2, default=str))
     plots = results.run_dir / "plots"
     plots.mkdir(parents=True, exist_ok=True)

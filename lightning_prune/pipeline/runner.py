@@ -46,7 +46,8 @@ from lightning_prune.pipeline.cost import CostMeter, add_costs, forward_flops, p
 from lightning_prune.pipeline.methods import check_dynamic_on_top, method_for, static_training
 from lightning_prune.pipeline.names import BASELINES, FULL, FULL_BUDGET, RANDOM, RS2, check_label, ratio_label
 from lightning_prune.pipeline.progress import EpochProgress
-from lightning_prune.pipeline.report import RunResults, write_report
+from lightning_prune.pipeline.ranks import join_outside_launch, rank, rank_zero_decides
+from lightning_prune.pipeline.report import RunResults, build_report, write_report
 from lightning_prune.pipeline.resume import (
     GlobalRandomState,
     had_checkpoint,
@@ -79,6 +80,8 @@ ADAPRUNER_RATIO_TOLERANCE = 0.05
 """How far a learned selection's pruning ratio may end from the target before the run warns."""
 
 
+LAUNCH_TRAINER_ARGS = ("accelerator", "strategy", "devices", "num_nodes", "plugins")
+"""Trainer settings that decide how a run's processes are started and joined (cluster environment included)."""
 RUN_SET_TRAINER_ARGS = ("max_epochs", "min_epochs", "max_steps", "min_steps", "max_time")
 """Trainer settings the run sets itself: every training runs ``score_epochs`` or ``train_epochs`` epochs."""
 
@@ -344,7 +347,9 @@ class PruningRun:
             self.select()
             self.upfront_costs()  # a missing or damaged cost record is named now, not after every training
             self.train()
-            return write_report(self.results_for_report(), log=self.log)
+            results = self.results_for_report()
+            # one rank writes the files (the plots are not written atomically); every rank returns the report
+            return write_report(results, log=self.log) if rank() == 0 else build_report(results)
 
     def upfront_costs(self) -> dict[str, dict[str, dict[str, Any] | None]]:
         """Per method and ratio, what its selection cost before the coreset training; a missing, damaged or
@@ -389,12 +394,26 @@ class PruningRun:
         return [split_batch(train_set[int(i)], need_indices=False, need_targets=False)[0] for i in indices]
 
     def locked(self) -> contextlib.AbstractContextManager[None]:
-        """Hold the run directory exclusively while the steps run (see :func:`run_dir.locked`)."""
+        """Hold the run directory exclusively while the steps run (see :func:`run_dir.locked`); ranks an
+        outside launcher started (``torchrun``, ``srun``) join first, so that rank 0 decides for all."""
+        join_outside_launch(self.launch_trainer())
         return locked(self.run_dir)
 
+    def launch_trainer(self) -> pl.Trainer:
+        """A Trainer with only the run's settings that say how its processes are launched and joined."""
+        args = {key: self.trainer_args[key] for key in LAUNCH_TRAINER_ARGS if key in self.trainer_args}
+        return pl.Trainer(
+            **{key: instantiate(value) for key, value in args.items()},
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
+
     def check_run_dir(self) -> None:
-        """Record what the run is in run.json, or check that a re-run is the same run (and say what differs)."""
-        check_identity(self.run_dir, self.description, self.log)
+        """Record what the run is in run.json, or check that a re-run is the same run (and say what differs);
+        rank 0 checks, and its verdict holds on every rank."""
+        rank_zero_decides(lambda: check_identity(self.run_dir, self.description, self.log))
 
     def make_trainer(
         self, max_epochs: int, callbacks: list[pl.Callback] | None = None, progress: str | None = None, **overrides: Any
@@ -521,8 +540,8 @@ class PruningRun:
             "run": self.description,
             "collectors": {key: [c.method, to_jsonable(c.hparams())] for key, c in collectors.items()},
         }
-        stale = had_checkpoint(folder)
-        resume = resumable_checkpoint(folder, identity)
+        # rank 0 reads (and may empty) the folder; the others take its verdict rather than read it meanwhile
+        stale, resume = rank_zero_decides(lambda: (had_checkpoint(folder), resumable_checkpoint(folder, identity)))
         if resume is not None:
             self.log(f"[score] resuming the scoring run from epoch {resume[1]} of {epochs} ({resume[0]})")
         elif stale:
