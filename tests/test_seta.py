@@ -317,7 +317,7 @@ def test_a_loader_seta_does_not_plan_is_refused():
 
 def test_a_loss_fn_that_is_not_per_sample_is_refused():
     seta = lp.SeTa(prune_ratio=0.3, loss_fn=F.cross_entropy)
-    with pytest.raises(ValueError, match=r"SeTa loss_fn must return one loss per sample.*shape \(\)"):
+    with pytest.raises(ValueError, match=r"SeTa: loss_fn must hold one loss per sample.*shape \(\)"):
         fit(UserModel(), seta, datamodule=seta.wrap(digits()), epochs=3)
 
 
