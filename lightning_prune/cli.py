@@ -6,6 +6,8 @@
   coreset (plus the random baseline and the full data, over several seeds) -> report. Without a
   config it runs the built-in digits study. Re-running the same command resumes.
 * ``lightning-prune score`` and ``lightning-prune select`` stop after those steps.
+* ``lightning-prune export --selection SEL.npz --format npy|csv|parquet|hf|litdata --output PATH`` writes a
+  selection for another pipeline (:mod:`lightning_prune.integrations.export`).
 """
 
 from __future__ import annotations
@@ -40,6 +42,10 @@ PIPELINE_COMMANDS = {
     "score": "train once on the full data with the collectors and write the score files",
     "select": "score if needed, then write a selection file per method and pruning ratio",
 }
+EXPORT_COMMANDS = {
+    "export": "write a selection for another pipeline: sorted .npy ids, CSV/Parquet, a pruned datasets.Dataset or "
+    "LitData copy",
+}
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 
 
@@ -51,7 +57,7 @@ PARSER_KWARGS: dict[str, Any] = {"allow_abbrev": False, "exit_on_error": False}
 """Every parser of the command line: an option is spelled out in full (a prefix such as ``--train_epoch``
 is an error, not ``--train_epochs``), and a parse error is raised for :func:`main` to print as one line."""
 
-GROUP_TITLES = {"data": "Data (--data)", "model": "Model (--model)"}
+GROUP_TITLES = {"data": "Data (--data)", "model": "Model (--model)", "score_model": "Scoring proxy (--score_model)"}
 """Headings of the class-path groups (jsonargparse titles them with the base class's docstring)."""
 
 
@@ -108,6 +114,13 @@ def build_pipeline_parser(command: str = "run") -> ArgumentParser:
         "model",
         required=True,
         help="A fresh model per training, e.g. lightning_prune.models.Classifier.",
+    )
+    parser.add_subclass_arguments(
+        pl.LightningModule,
+        "score_model",
+        required=False,
+        help="A proxy the scoring runs train instead of the model (e.g. a smaller backbone; charged its FLOPs); "
+        "default: the model itself.",
     )
     parser.add_argument(
         "--methods",
@@ -195,12 +208,18 @@ def make_run(parser: ArgumentParser, config: Namespace, log=print) -> PruningRun
         train_epochs=config.train_epochs,
         strategy=config.strategy,
         trainer_args=dict(config.trainer or {}),
-        description={"data": settings["data"], "model": settings["model"]},
+        # a proxy enters the identity only when given, so runs made before the setting keep theirs
+        description={
+            "data": settings["data"],
+            "model": settings["model"],
+            **({"score_model": settings["score_model"]} if config.get("score_model") is not None else {}),
+        },
         weighted=config.weighted,
         log=log,
         score_seed=config.score_seed,
         budget=config.budget,
         budget_baselines=config.budget_baselines,
+        make_score_model=(lambda: build().score_model) if config.get("score_model") is not None else None,
     )
 
 
@@ -246,6 +265,53 @@ def pipeline_main(command: str, argv: list[str]) -> dict[str, Any] | None:
     return None
 
 
+def build_export_parser() -> ArgumentParser:
+    from lightning_prune.integrations.export import EXPORT_FORMATS
+
+    formats = "; ".join(f"{name}: {fmt.description}" for name, fmt in EXPORT_FORMATS.items())
+    parser = ArgumentParser(
+        prog="lightning-prune export",
+        description=f"{EXPORT_COMMANDS['export']}. Writes OUTPUT and OUTPUT.manifest.json beside it.",
+        **PARSER_KWARGS,
+    )
+    parser.add_argument("--config", action=ActionConfigFile, help="YAML file with the settings below.")
+    parser.add_argument("--selection", type=str, required=True, help="A selection file (.npz) written by select.")
+    parser.add_argument("--output", type=str, required=True, help="The file or directory to write.")
+    parser.add_argument("--format", type=str, default="npy", help=f"What to write ({formats}).")
+    parser.add_argument(
+        "--scores", type=str | None, default=None, help="The scores file (.npz) for the tables' score column."
+    )
+    parser.add_argument(
+        "--dataset",
+        type=str | None,
+        default=None,
+        help="The data to copy: hf, a datasets.Dataset saved with save_to_disk; litdata, the optimised directory.",
+    )
+    parser.add_argument(
+        "--index_column",
+        type=str | None,
+        default=None,
+        help="hf: the column holding each row's sample index (default: the row number).",
+    )
+    return parser
+
+
+def export_main(argv: list[str]) -> Path:
+    from lightning_prune.integrations.export import export_selection, manifest_path
+
+    config = build_export_parser().parse_args(argv)
+    output = export_selection(
+        config.selection,
+        config.output,
+        config.format,
+        scores=config.scores,
+        dataset=config.dataset,
+        index_column=config.index_column,
+    )
+    print(f"lightning-prune export: wrote {output} ({config.format}) and {manifest_path(output)}")
+    return output
+
+
 def lightning_main(argv: list[str]) -> None:
     from lightning.pytorch.cli import LightningCLI
 
@@ -273,6 +339,8 @@ def lightning_main(argv: list[str]) -> None:
 def _usage() -> str:
     lines = ["usage: lightning-prune COMMAND [--config FILE] [options]", "", "Pruning pipeline:"]
     lines += [f"  {name:<9} {text}" for name, text in PIPELINE_COMMANDS.items()]
+    lines += ["", "Selections for other pipelines:"]
+    lines += [f"  {name:<9} {text}" for name, text in EXPORT_COMMANDS.items()]
     lines += ["", "Lightning (LightningCLI; add collectors under trainer.callbacks):"]
     lines += [
         f"  {name:<9} Trainer.{name} with a model and datamodule given by class path" for name in LIGHTNING_COMMANDS
@@ -285,9 +353,10 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
-USER_ERRORS = (ValueError, TypeError, FileNotFoundError, RunDirectoryBusy, argparse.ArgumentError)
-"""What a wrong setting, a wrong path, a busy directory or a parse error raises: one line for the user, no
-traceback, exit status 2 (argparse's status for a usage error); ``--debug`` raises it instead."""
+USER_ERRORS = (ValueError, TypeError, FileNotFoundError, RunDirectoryBusy, argparse.ArgumentError, ImportError)
+"""What a wrong setting, a wrong path, a busy directory, a parse error or a missing optional package (its message
+names the extra to install) raises: one line for the user, no traceback, exit status 2 (argparse's status for a
+usage error); ``--debug`` raises it instead."""
 
 PATH_ERRORS = (FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError)
 """A file where a directory should be (or the reverse), or a path the user may not write: one line naming it."""
@@ -344,6 +413,8 @@ def _one_line(error: BaseException) -> str:
 def _run_command(command: str, rest: list[str], argv: list[str]) -> None:
     if command in PIPELINE_COMMANDS:
         pipeline_main(command, rest)
+    elif command in EXPORT_COMMANDS:
+        export_main(rest)
     else:
         lightning_main(argv)
 
@@ -393,12 +464,12 @@ def main(argv: list[str] | None = None) -> None:
         print(_usage())
         return None
     command, rest = argv[0], argv[1:]
-    if command in (*PIPELINE_COMMANDS, *LIGHTNING_COMMANDS):
+    if command in (*PIPELINE_COMMANDS, *EXPORT_COMMANDS, *LIGHTNING_COMMANDS):
         return _handled(command, resume_argv, debug, lambda: _run_command(command, rest, argv))
     print(_usage(), file=sys.stderr)
     raise SystemExit(
         f"lightning-prune: unknown command {command!r}; choose one of "
-        f"{', '.join([*PIPELINE_COMMANDS, *LIGHTNING_COMMANDS])}."
+        f"{', '.join([*PIPELINE_COMMANDS, *EXPORT_COMMANDS, *LIGHTNING_COMMANDS])}."
     )
 
 

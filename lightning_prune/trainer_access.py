@@ -82,3 +82,10 @@ def set_fit_length(trainer: pl.Trainer, *, max_steps: int, max_epochs: int) -> N
 def batches_done_this_epoch(trainer: pl.Trainer) -> int:
     """Training batches fetched so far in the current epoch (the fit loop's batch progress)."""
     return int(trainer.fit_loop.epoch_loop.batch_progress.current.ready)
+
+
+def batches_processed_this_epoch(trainer: pl.Trainer) -> int:
+    """Training batches whose ``training_step`` has run in the current epoch (counted from a checkpoint's
+    restored progress when resuming; a checkpoint written in ``on_train_batch_end`` counts its batch)."""
+    current: Any = trainer.fit_loop.epoch_loop.batch_progress.current  # a processed-tracking progress
+    return int(current.processed)

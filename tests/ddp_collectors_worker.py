@@ -34,6 +34,13 @@ def main() -> None:
     )
     trainer.fit(KnownLogitsModel(), train_dataloaders=make_loader())
     values = {name: collector.scores.values for name, collector in collectors.items()}
+    values.update(  # the label each sample's training predicts, where the collector records it
+        {
+            f"{name}:predicted_label": collector.scores.extras["predicted_label"]
+            for name, collector in collectors.items()
+            if collector.records_predictions
+        }
+    )
     np.savez(os.path.join(out_dir, f"rank{trainer.global_rank}.npz"), **values)
     if torch.distributed.is_initialized():  # left to interpreter shutdown, gloo can abort ("terminate called")
         torch.distributed.destroy_process_group()

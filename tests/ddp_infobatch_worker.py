@@ -1,7 +1,7 @@
-"""Run InfoBatch over the known-logits model on 1 or 2 CPU processes and record every epoch's batches.
+"""Run InfoBatch (or SeTa) over the known-logits model on 1 or 2 CPU processes and record every epoch's batches.
 
 Lightning's DDP launcher re-runs this script for rank 1, so it must be a script, not a test.
-Usage: python tests/ddp_infobatch_worker.py OUT_DIR DEVICES [CRASH_EPOCH|-1] [CKPT_PATH]
+Usage: python tests/ddp_infobatch_worker.py [--method=infobatch|seta] OUT_DIR DEVICES [CRASH_EPOCH|-1] [CKPT_PATH]
 Writes OUT_DIR/rank{r}_epoch{e}.npz (the indices and weights of that epoch's batches on rank r, in
 order) and OUT_DIR/rank{r}.npz (the collected losses, the samples ever seen, the served counts).
 """
@@ -22,6 +22,7 @@ from collector_harness import BATCH_SIZE, EPOCHS, KnownLogitsModel, make_dataset
 import lightning_prune as lp  # noqa: E402
 
 PRUNE_RATIO, DELTA, SEED = 0.5, 0.75, 3
+SETA_SETTINGS = {"prune_ratio": 0.3, "num_group": 3, "window_scale": 0.5, "delta": DELTA, "seed": SEED}
 
 
 class WeightedKnownLogits(KnownLogitsModel):
@@ -68,6 +69,20 @@ def make_infobatch() -> lp.InfoBatch:
     return lp.InfoBatch(prune_ratio=PRUNE_RATIO, delta=DELTA, seed=SEED)
 
 
+def make_seta() -> lp.SeTa:
+    return lp.SeTa(**SETA_SETTINGS)
+
+
+PLANNERS = {"infobatch": make_infobatch, "seta": make_seta}
+"""The loss-planned dynamic methods these runs cover (each a subclass of InfoBatch's machinery)."""
+
+TARGETED = {
+    "infobatch-target": lambda: lp.InfoBatch(target_saving=0.3, delta=DELTA, seed=SEED),
+    "seta-target": lambda: lp.SeTa(target_saving=0.3, num_group=3, window_scale=0.5, delta=DELTA, seed=SEED),
+}
+"""The same methods asked for a target saving (their plans then depend on the earlier epochs' plans)."""
+
+
 def fit_dynamic(
     planner, out_dir: str, devices: int = 1, crash_epoch: int | None = None, ckpt_path: str | None = None
 ) -> pl.Trainer | None:
@@ -109,8 +124,14 @@ def finish(trainer: pl.Trainer, out_dir: str, **arrays) -> None:
         torch.distributed.destroy_process_group()
 
 
-def run(out_dir: str, devices: int = 1, crash_epoch: int | None = None, ckpt_path: str | None = None) -> lp.InfoBatch:
-    infobatch = make_infobatch()
+def run(
+    out_dir: str,
+    devices: int = 1,
+    crash_epoch: int | None = None,
+    ckpt_path: str | None = None,
+    method: str = "infobatch",
+) -> lp.InfoBatch:
+    infobatch = {**PLANNERS, **TARGETED}[method]()
     trainer = fit_dynamic(infobatch, out_dir, devices, crash_epoch, ckpt_path)
     if trainer is None:
         return infobatch
@@ -127,5 +148,8 @@ def run(out_dir: str, devices: int = 1, crash_epoch: int | None = None, ckpt_pat
 
 if __name__ == "__main__":
     arguments = sys.argv[1:]
+    chosen = "infobatch"
+    if arguments and arguments[0].startswith("--method="):
+        chosen = arguments.pop(0).split("=", 1)[1]
     crash = int(arguments[2]) if len(arguments) > 2 and int(arguments[2]) >= 0 else None
-    run(arguments[0], int(arguments[1]), crash, arguments[3] if len(arguments) > 3 else None)
+    run(arguments[0], int(arguments[1]), crash, arguments[3] if len(arguments) > 3 else None, method=chosen)

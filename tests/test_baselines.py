@@ -495,10 +495,11 @@ def test_unknown_collector_name_lists_the_known_ones():
 
 def test_per_sample_state_does_not_grow_with_epochs():
     base = 8 + 1 + 4  # labels, seen, times_seen
+    predicted = 4  # the int32 predicted label of collectors that record predictions (lp.mislabelled)
     collectors = {
-        "el2n": (EL2N(epochs=EPOCHS), base + 8),
+        "el2n": (EL2N(epochs=EPOCHS), base + 8 + predicted),
         "grand": (GraNd(epochs=EPOCHS), base + 8),
-        "aum": (AUM(), base + 8),
+        "aum": (AUM(), base + 8 + predicted),
         "entropy": (Entropy(), base + 4),
         "dynamic_uncertainty": (DynamicUncertainty(window=3), base + 4 * (3 + 1)),
         "herding": (Herding(), base + 2 * HIDDEN),

@@ -33,7 +33,7 @@ class StopAfterFirstBatches(pl.Callback):
 
 def test_every_example_is_covered():
     shipped = {str(p.relative_to(EXAMPLES)) for p in EXAMPLES.rglob("*") if p.suffix in (".yaml", ".py")}
-    scripts = {"prune_digits.py", "influence_theory_check.py", "study/summarise.py"}
+    scripts = {"prune_digits.py", "influence_theory_check.py", "regression_dynamic.py", "study/summarise.py"}
     assert shipped == {*RUN_CONFIGS, "fit.yaml", *scripts}, "a new example needs a start test here"
 
 
@@ -88,6 +88,14 @@ def test_prune_digits_script_runs(tmp_path):
         "TDDS and forgetting keep",
     ):
         assert line in printed, printed
+
+
+@pytest.mark.slow
+def test_regression_dynamic_script_runs(tmp_path):
+    printed = _run_script([str(EXAMPLES / "regression_dynamic.py"), "--epochs", "6", "--samples", "800"], tmp_path)
+    assert "full data: test MSE" in printed, printed
+    skipped = float(printed.split("InfoBatch(prune_ratio=0.5): test MSE ")[1].split("% of sample")[0].split(", ")[1])
+    assert 0 < skipped < 50, printed
 
 
 @pytest.mark.slow

@@ -1,6 +1,7 @@
 """InfoBatch: its plan against the rule written out by hand, on 1 and 2 processes, across a crash and
-resume, inside a real training (epoch length, weights, validation, learning rate), over a static
-selection, and with bad settings."""
+resume (these and the no-host-sync run also for SeTa, against its official rule), inside a real
+training (epoch length, weights, validation, learning rate), over a static selection, and with bad
+settings."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from collector_harness import BATCH_SIZE, EPOCHS, NUM_SAMPLES, host_syncs_in_middle_batches, make_dataset, make_labels
-from ddp_infobatch_worker import DELTA, PRUNE_RATIO, SEED, WeightedKnownLogits, make_infobatch, run
+from ddp_infobatch_worker import DELTA, PLANNERS, PRUNE_RATIO, SEED, WeightedKnownLogits, run
 from torch import nn
 
 import lightning_prune as lp
@@ -53,8 +54,19 @@ def reference_run() -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
     return served_sets, weight_rows, state
 
 
+@pytest.fixture(scope="module", params=sorted(PLANNERS))
+def method(request) -> str:
+    """The dynamic method the shared runs (one process, DDP, resume, no host sync) cover."""
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def reference():
+def reference(method):
+    """The method's plans by its rule written out plainly (SeTa's: the official code's structure)."""
+    if method == "seta":
+        from test_seta import seta_reference_run
+
+        return seta_reference_run()
     return reference_run()
 
 
@@ -86,9 +98,9 @@ def test_annealing_keeps_the_official_count_of_pruned_epochs(delta, epochs, prun
     assert sum(e + 1 <= delta * epochs for e in range(epochs)) == pruned
 
 
-def test_one_process_serves_the_reference_plan(tmp_path, reference):
+def test_one_process_serves_the_reference_plan(tmp_path, method, reference):
     served_sets, weight_rows, final = reference
-    run(str(tmp_path), 1)
+    run(str(tmp_path), 1, method=method)
     for epoch in range(EPOCHS):
         record = epoch_record(tmp_path, 0, epoch)
         assert sorted(record["indices"].tolist()) == served_sets[epoch].tolist()
@@ -96,18 +108,23 @@ def test_one_process_serves_the_reference_plan(tmp_path, reference):
         assert (
             int(record["batches"]) == int(record["num_training_batches"]) == -(-served_sets[epoch].size // BATCH_SIZE)
         )
-    assert any(s.size < NUM_SAMPLES for s in served_sets[1:6]) and served_sets[-1].size == NUM_SAMPLES
+    assert any(s.size < NUM_SAMPLES for s in served_sets[1:6])
+    assert served_sets[-1].size == (NUM_SAMPLES if method == "infobatch" else int(0.7 * NUM_SAMPLES))  # annealed
     result = np.load(tmp_path / "rank0.npz")
     np.testing.assert_allclose(result["loss"], final, rtol=1e-6)
     assert [tuple(row) for row in result["served"]] == [(s.size, NUM_SAMPLES) for s in served_sets]
 
 
 @pytest.mark.slow
-def test_two_ddp_processes_serve_the_same_plan_in_equal_shares(tmp_path, reference):
+def test_two_ddp_processes_serve_the_same_plan_in_equal_shares(tmp_path, method, reference):
     served_sets, weight_rows, final = reference
-    env = {**os.environ, "PYTHONPATH": TESTS}
+    # the checkout's package first: the worker must run the code under test, not an installed copy
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [TESTS, os.path.dirname(TESTS), os.environ.get("PYTHONPATH")])),
+    }
     result = subprocess.run(
-        [sys.executable, os.path.join(TESTS, "ddp_infobatch_worker.py"), str(tmp_path), "2"],
+        [sys.executable, os.path.join(TESTS, "ddp_infobatch_worker.py"), f"--method={method}", str(tmp_path), "2"],
         env=env,
         capture_output=True,
         text=True,
@@ -128,11 +145,11 @@ def test_two_ddp_processes_serve_the_same_plan_in_equal_shares(tmp_path, referen
         np.testing.assert_allclose(np.load(tmp_path / f"rank{rank}.npz")["loss"], final, rtol=1e-6)
 
 
-def test_resume_after_a_crash_serves_what_an_uninterrupted_run_serves(tmp_path, reference):
+def test_resume_after_a_crash_serves_what_an_uninterrupted_run_serves(tmp_path, method, reference):
     served_sets, weight_rows, final = reference
-    run(str(tmp_path), 1, crash_epoch=5)
+    run(str(tmp_path), 1, crash_epoch=5, method=method)
     assert not (tmp_path / "rank0.npz").exists()
-    run(str(tmp_path), 1, ckpt_path=str(tmp_path / "last.ckpt"))
+    run(str(tmp_path), 1, ckpt_path=str(tmp_path / "last.ckpt"), method=method)
     for epoch in range(EPOCHS):
         record = epoch_record(tmp_path, 0, epoch)
         assert sorted(record["indices"].tolist()) == served_sets[epoch].tolist()
@@ -142,8 +159,8 @@ def test_resume_after_a_crash_serves_what_an_uninterrupted_run_serves(tmp_path, 
     assert [tuple(row) for row in result["served"]] == [(s.size, NUM_SAMPLES) for s in served_sets]
 
 
-def test_no_host_synchronisation_in_the_batch_hook(tmp_path, monkeypatch):
-    infobatch = make_infobatch()
+def test_no_host_synchronisation_in_the_batch_hook(tmp_path, monkeypatch, method):
+    infobatch = PLANNERS[method]()
     calls = host_syncs_in_middle_batches(monkeypatch, infobatch)
     trainer = pl.Trainer(
         max_epochs=4, callbacks=[infobatch], logger=False, enable_progress_bar=False, enable_checkpointing=False

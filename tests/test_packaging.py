@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import re
+import sys
 from importlib.metadata import version
 from pathlib import Path
 
 import pytest
 import torch
 
-tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+tomllib = pytest.importorskip("tomllib" if sys.version_info >= (3, 11) else "tomli")  # tomli: what pytest uses on 3.10
 
 REPO = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())

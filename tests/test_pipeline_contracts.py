@@ -85,7 +85,7 @@ def test_registries_say_what_they_hold():
 
     assert not hasattr(methods, "LEARNED")
     assert set(methods.SELECTING_METHODS) == {"adapruner", "influence"}
-    assert set(methods.DYNAMIC_METHODS) == {"infobatch"}
+    assert set(methods.DYNAMIC_METHODS) == {"infobatch", "seta"}
     assert all(method.makes_selection for method in methods.SELECTING_METHODS.values())
     assert not any(method.makes_selection for method in methods.DYNAMIC_METHODS.values())
 

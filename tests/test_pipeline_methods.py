@@ -124,14 +124,14 @@ def test_a_validated_selection_keeps_the_candidate_best_on_validation(tmp_path, 
     run_cli("run", config, out, "--methods", method)
     selection = lp.Selection.load(out / "selections" / "rec-r0.50.npz")
     validated = selection.hparams["validated"]
-    assert set(validated["val_acc"]) == {"dual", "ccs", "easy", "random"}
+    assert set(validated["val_acc"]) == {"dual", "ccs", "easy", "random", "topk", "class_balanced"}
     assert validated["val_acc"][validated["chosen"]] == max(validated["val_acc"].values())
     assert "validation accuracy ccs" in capsys.readouterr().out
-    # the four candidate trainings (each on half the data for one epoch) are charged to the method
+    # the six candidate trainings (each on half the data for one epoch) are charged to the method
     cost = json.loads((out / "costs" / "select-rec-r0.50.json").read_text())
-    assert cost["samples_forwarded"] == 4 * len(selection)
+    assert cost["samples_forwarded"] == 6 * len(selection)
     report = json.loads((out / "report.json").read_text())
-    assert report["total_cost"]["rec"]["0.50"]["relative"] == pytest.approx(3 + 2 + 0.5, abs=0.01)
+    assert report["total_cost"]["rec"]["0.50"]["relative"] == pytest.approx(3 + 3 + 0.5, abs=0.01)
 
 
 def test_validate_without_the_auto_strategy_is_refused(tmp_path, capsys):

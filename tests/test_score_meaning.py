@@ -331,6 +331,8 @@ def test_validated_candidates_pass_the_options_each_strategy_takes_and_survive_a
         chosen = candidates(scores, 0.9, 0, {"validate": True, "ccs_bins": 2, "dual_cd": 2.0})
     assert chosen["ccs"].hparams["ccs_bins"] == 2 and chosen["dual"].hparams["dual_cd"] == 2.0
     assert chosen["easy"].hparams["within"] == "all"
+    assert "class_balanced" not in chosen  # 10% of a class of one sample keeps none of it: no such candidate
+    assert len(chosen["topk"]) == 40
     assert confidence[chosen["easy"].indices].min() >= np.sort(confidence)[-40]
     with pytest.raises(ValueError, match=r"select_args key 'ccs_beta'.*'auto' chooses its CCS cut-off"):
         candidates(scores, 0.5, 0, {"validate": True, "ccs_beta": 0.2})

@@ -148,9 +148,16 @@ def test_validated_candidates_follow_the_meaning(name, hparams):
     scores = collector_scores(name, hparams, 0)
     chosen = candidates(scores, 0.9, 0, {"validate": True, "ccs_bins": 2})
     if scores.meaning == ScoreMeaning.PREFERENCE:
-        assert sorted(chosen) == ["random", "top"]
+        assert sorted(chosen) == ["random", "top", "topk"]
+        np.testing.assert_array_equal(chosen["topk"].indices, lp.select(scores, 0.9, "topk").indices)
         assert_kept_end(scores.values, chosen["top"].indices, scores.labels)
         return
     assert_kept_end(easy_key(scores), chosen["easy"].indices, scores.labels)
     assert chosen["ccs"].hparams["ccs_bins"] == 2  # the method's select_args reach the candidates that take them
     assert ("dual" in chosen) == (name == "dual")
+    # the method's own ranking, of the whole data set and of each class
+    np.testing.assert_array_equal(chosen["topk"].indices, lp.select(scores, 0.9, "topk").indices)
+    if "class_balanced" in chosen:
+        np.testing.assert_array_equal(
+            chosen["class_balanced"].indices, lp.select(scores, 0.9, "class_balanced").indices
+        )

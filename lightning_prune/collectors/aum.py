@@ -43,6 +43,7 @@ class AUM(EpochAverageCollector):
     method = "aum"
     score_meaning = ScoreMeaning.DIFFICULTY
     all_epochs = True
+    records_predictions = True  # the label the training predicts, for lp.mislabelled
 
     def __init__(self, epochs: Epochs = None, *, margin: str = "probs", **kwargs: Any) -> None:
         if margin not in _MARGINS:

@@ -53,6 +53,7 @@ from lightning_prune.collectors.batch_checks import BatchFaults, check_first_bat
 from lightning_prune.collectors.state import (
     CLASSES,
     FEATURES,
+    PREDICTED_LABEL,
     PerSample,
     allocate_declared,
     epoch_row,
@@ -225,12 +226,18 @@ class ScoreCollector(pl.Callback):
         method: the name its scores carry (``Scores.method``).
         needs_features: whether batches carry ``BatchView.features`` (the inputs of the final linear
             layer, captured by a forward hook); ``feature_layer`` is then part of the identity.
+        records_predictions: keep each sample's predicted class (``scores.extras["predicted_label"]``).
         non_identifying: constructor arguments to leave out of :meth:`hparams`, beyond :data:`NON_IDENTIFYING`.
     """
 
     method: ClassVar[str] = "collector"
     score_meaning: ClassVar[MeaningDeclaration] = ScoreMeaning.DIFFICULTY
     """What higher scores mean (``Scores.meaning``); every collector of the library declares its own."""
+    records_predictions: ClassVar[bool] = False
+    """Whether the collector also keeps each sample's predicted class (the argmax of its logits in the
+    last epoch it collected), as ``scores.extras["predicted_label"]``: the label the training itself
+    assigns, which :func:`~lightning_prune.mislabelled` lists next to the given one. One int32 per sample,
+    written like the declared state (no host synchronisation, exchanged across ranks, checkpointed)."""
     needs_features: ClassVar[bool] = False
     non_identifying: ClassVar[frozenset[str]] = frozenset()
     _declared_spec: dict[str, PerSample] | None
@@ -389,7 +396,15 @@ class ScoreCollector(pl.Callback):
     def _spec(self) -> Mapping[str, PerSample]:
         """``state_spec()``, read once per fit: the batch hook must not rebuild it for every batch."""
         if self._declared_spec is None:
-            self._declared_spec = dict(self.state_spec())
+            spec = dict(self.state_spec())
+            if self.records_predictions:
+                if PREDICTED_LABEL in spec:
+                    raise ValueError(
+                        f"{type(self).__name__}.state_spec() declares {PREDICTED_LABEL!r}, the state the base keeps for "
+                        "records_predictions = True; choose another name."
+                    )
+                spec[PREDICTED_LABEL] = PerSample(reduce="last", dtype=torch.int32, fill=-1)
+            self._declared_spec = spec
         return self._declared_spec
 
     def _declared_state(self) -> dict[str, Tensor]:
@@ -414,6 +429,8 @@ class ScoreCollector(pl.Callback):
         """Record one batch; rows are written so that repeated samples keep their first value."""
         spec = self._spec()
         values = self.batch_values(view)
+        if self.records_predictions:
+            values = {**values, PREDICTED_LABEL: view.logits.argmax(dim=1)}
         for name in self._reduced_names():
             if name not in values:
                 raise KeyError(
@@ -531,6 +548,8 @@ class ScoreCollector(pl.Callback):
         state = self._declared_state()
         values = self.score(state).detach().double().cpu().numpy()
         extras = {key: value.detach().cpu().numpy() for key, value in self.extras(state).items()}
+        if self.records_predictions:
+            extras[PREDICTED_LABEL] = state[PREDICTED_LABEL].cpu().numpy()
         labels = self._buffers["labels"].cpu().numpy()
         hparams = self.hparams()
         meaning = meaning_of(type(self), hparams)

@@ -45,6 +45,7 @@ class EL2N(EpochAverageCollector):
 
     method = "el2n"
     score_meaning = ScoreMeaning.DIFFICULTY
+    records_predictions = True  # the label the training predicts, for lp.mislabelled
 
     def __init__(self, epochs: Epochs = 10, **kwargs: Any) -> None:
         super().__init__(epochs, **kwargs)

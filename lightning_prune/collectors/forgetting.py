@@ -46,6 +46,7 @@ class Forgetting(ScoreCollector):
 
     method = "forgetting"
     score_meaning = ScoreMeaning.DIFFICULTY
+    records_predictions = True  # the label the training predicts, for lp.mislabelled
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)

@@ -31,6 +31,9 @@ CLASSES = "classes"
 FEATURES = "features"
 """In a :class:`PerSample` shape, the feature width H (known from the first batch's ``BatchView.features``)."""
 SIZES = (CLASSES, FEATURES)
+PREDICTED_LABEL = "predicted_label"
+"""The state (and ``Scores.extras`` entry) of each sample's predicted class, kept by collectors with
+``records_predictions = True``: the argmax of its logits in the last epoch collected."""
 EPOCH_SUFFIX = "@epoch"
 """Buffer-name suffix of the rows a reduced state's values are written to during an epoch."""
 

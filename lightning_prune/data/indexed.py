@@ -63,28 +63,7 @@ class IndexedDataset(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int) -> Any:
-        item = self.dataset[index]
-        if isinstance(item, Mapping):
-            item = dict(item)
-            if self.transform is not None:
-                key = _first_key(item, INPUT_KEYS, "input")
-                item[key] = self.transform(item[key])
-            if self.target_transform is not None:
-                key = _first_key(item, TARGET_KEYS, "target")
-                item[key] = self.target_transform(item[key])
-            item["index"] = index
-            return item
-        if not isinstance(item, (tuple, list)) or len(item) < 2:
-            raise TypeError(
-                f"IndexedDataset expects the wrapped dataset to return (x, y) or a dict, got "
-                f"{type(item).__name__}. Return (input, target) from __getitem__."
-            )
-        x, y = item[0], item[1]
-        if self.transform is not None:
-            x = self.transform(x)
-        if self.target_transform is not None:
-            y = self.target_transform(y)
-        return x, y, index
+        return indexed_item(self.dataset[index], index, self.transform, self.target_transform)
 
     @property
     def targets(self) -> np.ndarray:
@@ -92,6 +71,41 @@ class IndexedDataset(Dataset):
         if not hasattr(self, "_targets"):
             self._targets = dataset_targets(self.dataset)
         return self._targets
+
+
+def indexed_item(
+    item: Any,
+    index: int,
+    transform: Callable[[Any], Any] | None = None,
+    target_transform: Callable[[Any], Any] | None = None,
+    source: str = "IndexedDataset",
+) -> Any:
+    """``item`` (``(x, y)`` or a dict row) with its sample index: ``(x, y, index)``, or the dict with ``"index"``.
+
+    ``transform`` and ``target_transform`` apply to the input and the target (in a dict, the first
+    of the input and target keys it has). ``source`` names the dataset in the error for other items.
+    """
+    if isinstance(item, Mapping):
+        item = dict(item)
+        if transform is not None:
+            key = _first_key(item, INPUT_KEYS, "input")
+            item[key] = transform(item[key])
+        if target_transform is not None:
+            key = _first_key(item, TARGET_KEYS, "target")
+            item[key] = target_transform(item[key])
+        item["index"] = index
+        return item
+    if not isinstance(item, (tuple, list)) or len(item) < 2:
+        raise TypeError(
+            f"{source} expects the wrapped dataset to return (x, y) or a dict, got "
+            f"{type(item).__name__}. Return (input, target) from __getitem__."
+        )
+    x, y = item[0], item[1]
+    if transform is not None:
+        x = transform(x)
+    if target_transform is not None:
+        y = target_transform(y)
+    return x, y, index
 
 
 def _first_key(item: Mapping[str, Any], candidates: Sequence[str], what: str) -> str:
@@ -255,14 +269,18 @@ def batch_weights(batch: Any) -> torch.Tensor:
     The weights keep their autograd connection (InfoBatch checks once per fit that the loss scales
     with them), so compute the loss from them as above, without ``.detach()``.
     """
-    _, targets, _ = split_batch(batch, need_indices=False)
+    # any target (class labels, regression values, masks, token ids): the samples are counted by the
+    # indices when the batch has them, else by the targets' first dimension
+    _, targets, indices = split_batch(batch, need_indices=False, class_targets=False)
+    counted = indices if indices is not None else torch.as_tensor(targets)
+    samples = int(counted.shape[0])
     weights = carried_weights(batch)
     if weights is None:
-        return torch.ones(targets.shape[0], dtype=torch.float32, device=targets.device)
+        return torch.ones(samples, dtype=torch.float32, device=counted.device)
     weights = weights.reshape(-1)
-    if weights.shape[0] != targets.shape[0]:
+    if weights.shape[0] != samples:
         raise ValueError(
-            f"The batch carries {weights.shape[0]} weights for {targets.shape[0]} samples; the weight is one float "
+            f"The batch carries {weights.shape[0]} weights for {samples} samples; the weight is one float "
             "per sample, the fourth element of (x, y, index, weight) or a dict's 'weight' entry."
         )
     return weights if weights.is_floating_point() else weights.float()

@@ -12,7 +12,9 @@ How it maps onto Lightning:
 * the losses are a collector's per-sample state (:class:`~lightning_prune.ScoreCollector`): written
   on the device in ``on_train_batch_end`` without a host synchronisation, exchanged across DDP
   ranks at the end of every epoch (so every rank plans the same epoch), and checkpointed, so a
-  resumed fit plans exactly the epochs an uninterrupted one would;
+  resumed fit plans exactly the epochs an uninterrupted one would; a checkpoint taken inside an epoch
+  also holds that epoch's plan and how many of its batches ran, and the resumed epoch serves exactly
+  the rest (:mod:`lightning_prune.dynamic.resume`);
 * each epoch's plan is drawn from ``numpy.random.default_rng([seed, epoch])`` when the training
   loader asks for it (:class:`~lightning_prune.dynamic.loader.DynamicSampler`), and the weights travel
   with the sample indices to the dataset (so worker processes see them too);
@@ -48,6 +50,21 @@ The saving over a long run: a pruned epoch skips ``prune_ratio`` of the samples 
 and only ``floor(delta * num_epochs)`` epochs (less the first, which has no losses yet) are pruned,
 so the fraction of all presentations skipped approaches ``delta x prune_ratio x (share below the
 mean)``, not ``prune_ratio x share``.
+
+``target_saving=`` asks for the fraction of all sample presentations of the fit to skip instead
+(:mod:`lightning_prune.dynamic.target`). Only epochs ``1 .. floor(delta * num_epochs) - 1`` can skip
+(epoch 0 has no losses, the rest anneal), so each of them skips an even share of
+``round(target_saving x N x num_epochs)`` samples, less what the earlier ones skipped
+(:func:`~lightning_prune.dynamic.target.epoch_share`): it leaves out exactly that many of the
+well-learned samples, uniformly, and weights the kept well-learned ones ``c / (c - skipped)`` (``c``
+of them; the per-epoch ``prune_ratio`` is ``skipped / c``). When the share exceeds 0.9 of the samples
+below the mean (the ratio's bound), the candidates extend from the samples below the mean to the
+lowest-loss ``ceil(skipped / 0.9)`` known samples (a departure from the paper, which only prunes
+below the mean; the weights keep the epoch's expected gradient). Every epoch's count is exact, so the
+fit ends on its target to within a sample per epoch; a target above ``0.9 x (floor(delta x
+num_epochs) - 1) / num_epochs`` cannot be met and is refused when the fit starts (raise ``delta``,
+train longer or lower the target). The counts are kept in ``state_dict()``, so a resumed fit plans
+the same epochs; :attr:`~InfoBatch.fraction_skipped` reports what was reached.
 """
 
 from __future__ import annotations
@@ -68,7 +85,17 @@ from typing_extensions import override
 from lightning_prune.collectors.base import BatchAdapter, BatchView, ScoreCollector
 from lightning_prune.collectors.state import PerSample
 from lightning_prune.data.indexed import carried_weights
+from lightning_prune.dynamic.losses import (
+    FROM_TRAINING_STEP,
+    LOSS_SOURCES,
+    PER_SAMPLE_LOSS,
+    LossView,
+    PerSampleLossReader,
+)
+from lightning_prune.dynamic.resume import MidEpochResume
+from lightning_prune.dynamic.target import check_target_saving, epoch_share, refuse_both, report_saving
 from lightning_prune.models.schedules import check_progress_schedules, fixed_length_step_schedules
+from lightning_prune.selection.scores import Scores
 from lightning_prune.selection.strategies import check_prune_ratio, check_seed
 from lightning_prune.trainer_access import (
     accumulated_batches,
@@ -84,6 +111,9 @@ if TYPE_CHECKING:
 
 MAX_PRUNE_RATIO = 0.9
 """Above it the kept well-learned samples' weight would exceed 10 (the official code caps it there too)."""
+
+DEFAULT_PRUNE_RATIO = 0.5
+"""The paper's ``prune_ratio``, used when neither it nor ``target_saving`` is given."""
 
 LossFunction = Callable[[Tensor, Tensor], Tensor]
 
@@ -109,6 +139,36 @@ class EpochPlan:
     @property
     def skipped(self) -> int:
         return self.pool_size - int(self.indices.size)
+
+
+def infobatch_target_plan(
+    pool: np.ndarray, losses: np.ndarray, known: np.ndarray, skip: int, rng: np.random.Generator
+) -> EpochPlan:
+    """One pruned epoch of InfoBatch over ``pool`` that leaves out exactly ``skip`` samples (``target_saving``).
+
+    The candidates are the known samples below the mean known loss, extended to the ``ceil(skip / 0.9)``
+    lowest-loss known samples when ``skip`` exceeds 0.9 of them; ``c - skip`` of the ``c`` candidates
+    are kept, drawn uniformly without replacement, with weight ``c / (c - skip)``. ``skip`` is lowered
+    to what the bound allows (``floor(0.9 x`` the known samples``)``) when it asks for more.
+    """
+    pool = np.asarray(pool, dtype=np.int64)
+    weights = np.ones(pool.size, dtype=np.float32)
+    known_count = int(known.sum())
+    skip = min(int(skip), math.floor(MAX_PRUNE_RATIO * known_count + 1e-9))
+    if skip <= 0:
+        return EpochPlan(pool, weights, pool.size)
+    losses = np.asarray(losses, dtype=np.float64)
+    below = int((known & (losses < losses[known].mean())).sum())
+    count = min(known_count, max(below, math.ceil(skip / MAX_PRUNE_RATIO - 1e-9)))
+    # known samples from the lowest loss up: the first `below` of them are exactly those below the mean
+    order = np.flatnonzero(known)[np.argsort(losses[known], kind="stable")]
+    candidates = np.sort(order[:count])
+    kept = rng.choice(candidates, count - skip, replace=False)
+    served = np.ones(pool.size, dtype=bool)
+    served[candidates] = False
+    served[kept] = True
+    weights[kept] = count / (count - skip)
+    return EpochPlan(pool[served], weights[served], pool.size)
 
 
 def infobatch_plan(
@@ -166,9 +226,9 @@ def _check_ratio(prune_ratio: Any) -> float:
     return ratio
 
 
-def _check_delta(delta: Any) -> float:
+def _check_delta(delta: Any, owner: str = "InfoBatch") -> float:
     message = (
-        f"InfoBatch delta={delta!r} must lie in (0, 1]: the first floor(delta * num_epochs) epochs are pruned, "
+        f"{owner} delta={delta!r} must lie in (0, 1]: the first floor(delta * num_epochs) epochs are pruned, "
         "the rest train on the full data (the paper's default 0.875)."
     )
     if isinstance(delta, (bool, np.bool_)) or not isinstance(delta, (int, float, np.integer, np.floating)):
@@ -178,8 +238,8 @@ def _check_delta(delta: Any) -> float:
     return float(delta)
 
 
-def _check_num_epochs(num_epochs: Any) -> int:
-    message = f"InfoBatch num_epochs={num_epochs!r} must be a positive integer or None (Trainer.max_epochs)."
+def _check_num_epochs(num_epochs: Any, owner: str = "InfoBatch") -> int:
+    message = f"{owner} num_epochs={num_epochs!r} must be a positive integer or None (Trainer.max_epochs)."
     if isinstance(num_epochs, (bool, np.bool_)) or not isinstance(num_epochs, (int, np.integer)):
         raise TypeError(message)
     if num_epochs < 1:
@@ -212,19 +272,26 @@ class InfoBatch(ScoreCollector):
     :func:`~lightning_prune.batch_weights` (ones for the ``(x, y, index)`` batches of the
     collectors, so one ``training_step`` serves both), or use ``Classifier(weighted_loss="mean")``.
     This is checked on the first batch of every fit, for any model: a loss that does not scale with the
-    weights is refused. ``training_step`` returns ``{"loss", "logits"}`` as for every collector; the
-    per-sample loss recorded is ``loss_fn(logits, targets)``.
+    weights is refused. The per-sample loss the plans rank by is, for any task, the unreduced
+    ``"loss_per_sample"`` (``[B]``) that ``training_step`` returns (``lp.weighted_outputs(per_sample_loss,
+    batch)`` returns it with the weighted mean), or, for classification, ``loss_fn(logits, targets)`` on
+    the ``"logits"`` it returns as for every collector (see :mod:`lightning_prune.dynamic.losses` for what
+    is refused: both sources, neither, a switch between them within a fit).
 
     Args:
         prune_ratio: probability of skipping a well-learned sample in a pruned epoch, in ``(0, 0.9]``
-            (the paper's default 0.5). The fraction of all samples skipped is lower: roughly
-            ``delta x prune_ratio x`` the fraction below the mean loss.
+            (the paper's default 0.5, used when neither it nor ``target_saving`` is given). The fraction
+            of all samples skipped is lower: roughly ``delta x prune_ratio x`` the fraction below the mean loss.
+        target_saving: instead of ``prune_ratio``, the fraction of all sample presentations of the fit
+            to skip, in ``(0, 1)``: each pruned epoch then skips an exact count (module docs), and the
+            fit ends within 1 point of it.
         delta: the first ``floor(delta * num_epochs)`` epochs are pruned, the rest use the full data;
             in ``(0, 1]``.
         num_epochs: the length of training the annealing refers to; ``Trainer.max_epochs`` if omitted.
         seed: seeds each epoch's draw (``numpy.random.default_rng([seed, epoch])``).
-        loss_fn: ``loss_fn(logits, targets) -> [B]`` per-sample losses; cross-entropy by default. Use
-            the per-sample form of your training loss (``reduction="none"``).
+        loss_fn: ``loss_fn(logits, targets) -> [B]`` per-sample losses, for a ``training_step`` that returns
+            logits and no ``"loss_per_sample"``; cross-entropy by default. Use the per-sample form of your
+            training loss (``reduction="none"``). Refused together with a ``"loss_per_sample"``.
         check_weighting: check that the training loss scales with the batch's weights (through
             autograd, once per fit). Switch it off only if your loss applies the weights outside autograd.
         adapter, num_samples, save_path, name: as for every :class:`~lightning_prune.ScoreCollector`;
@@ -234,12 +301,17 @@ class InfoBatch(ScoreCollector):
     method: ClassVar[str] = "infobatch"
     varies_epoch_length: ClassVar[bool] = True
     non_identifying: ClassVar[frozenset[str]] = frozenset({"check_weighting"})  # a safety check, not the plan
+    nonfinite_harm: ClassVar[str] = (
+        "A NaN loss would turn pruning off and an inf one would mark every finite sample well learned."
+    )
+    """Why a non-finite loss is refused (the fold's message; a subclass that plans otherwise says its own)."""
 
     def __init__(
         self,
-        prune_ratio: float = 0.5,
+        prune_ratio: float | None = None,
         delta: float = 0.875,
         *,
+        target_saving: float | None = None,
         num_epochs: int | None = None,
         seed: int = 0,
         loss_fn: LossFunction | None = None,
@@ -249,7 +321,12 @@ class InfoBatch(ScoreCollector):
         save_path: str | None = None,
         name: str | None = None,
     ) -> None:
-        ratio = _check_ratio(prune_ratio)
+        refuse_both(type(self).__name__, prune_ratio, target_saving)
+        target = None if target_saving is None else check_target_saving(target_saving, type(self).__name__)
+        # None: target_saving chooses each epoch's ratio; neither given: the paper's 0.5
+        ratio = (
+            None if target is not None else _check_ratio(DEFAULT_PRUNE_RATIO if prune_ratio is None else prune_ratio)
+        )
         delta_value = _check_delta(delta)
         epochs = None if num_epochs is None else _check_num_epochs(num_epochs)
         seed_value = check_seed(seed, "seed")
@@ -258,8 +335,11 @@ class InfoBatch(ScoreCollector):
                 f"InfoBatch loss_fn={loss_fn!r} must be a function loss_fn(logits, targets) -> per-sample losses [B], "
                 'e.g. lambda logits, y: F.cross_entropy(logits, y, reduction="none").'
             )
-        super().__init__(adapter=adapter, num_samples=num_samples, save_path=save_path, name=name)
-        self.prune_ratio = ratio
+        self._loss_reader = PerSampleLossReader(type(self).__name__, loss_fn is not None, adapter)
+        super().__init__(adapter=self._loss_reader, num_samples=num_samples, save_path=save_path, name=name)
+        self._resumed_loss_source: str | None = None
+        self.prune_ratio: float | None = ratio
+        self.target_saving = target
         self.delta = delta_value
         self.num_epochs = epochs
         self.seed = seed_value
@@ -274,20 +354,46 @@ class InfoBatch(ScoreCollector):
 
     @override
     def batch_values(self, view: BatchView) -> Mapping[str, Tensor]:
-        loss = self.loss_fn(view.logits.float(), view.targets)
         batch = int(view.indices.shape[0])
+        if isinstance(view, LossView) and view.per_sample_loss is not None:
+            loss: Any = view.per_sample_loss
+            fix = (
+                "Reduce every dimension but the batch's (e.g. per_pixel.mean(dim=(1, 2)) for segmentation, a "
+                "sequence's masked token mean for a language model); lp.weighted_outputs(per_sample_loss, batch) "
+                "checks the shape where you compute it."
+            )
+        else:
+            loss = self.loss_fn(view.logits.float(), view.targets)
+            fix = (
+                'Pass the per-sample form, e.g. loss_fn=lambda logits, y: F.cross_entropy(logits, y, reduction="none").'
+            )
+        origin = self.loss_origin
         if not isinstance(loss, Tensor):
             raise TypeError(
-                f"InfoBatch loss_fn must return a tensor of one loss per sample, shape ({batch},); it returned "
+                f"{type(self).__name__}: {origin} must be a tensor of one loss per sample, shape ({batch},); it is "
                 f'{type(loss).__name__}. Use the per-sample form of your loss (reduction="none").'
             )
         if tuple(loss.shape) != (batch,):  # shapes are known on the host: no synchronisation
             raise ValueError(
-                f"InfoBatch loss_fn must return one loss per sample, shape ({batch},); it returned shape "
-                f"{tuple(loss.shape)}: {_loss_shape_hint(tuple(loss.shape), batch)}. Pass the per-sample form, e.g. "
-                'loss_fn=lambda logits, y: F.cross_entropy(logits, y, reduction="none").'
+                f"{type(self).__name__}: {origin} must hold one loss per sample, shape ({batch},); it has shape "
+                f"{tuple(loss.shape)}: {_loss_shape_hint(tuple(loss.shape), batch)}. {fix}"
             )
-        return {"loss": loss.detach()}
+        return {"loss": loss.detach().float()}
+
+    @property
+    def loss_origin(self) -> str:
+        """Where this fit's per-sample losses come from, as the messages name it."""
+        return f"training_step's {PER_SAMPLE_LOSS!r}" if self._loss_reader.source == FROM_TRAINING_STEP else "loss_fn"
+
+    @property
+    @override
+    def scores(self) -> Scores:
+        """Each sample's latest loss (see :class:`~lightning_prune.ScoreCollector`); without labels when the
+        losses came from ``training_step`` (no class labels were read)."""
+        scores = super().scores
+        if self._loss_reader.source == FROM_TRAINING_STEP:
+            scores.labels = None
+        return scores
 
     @override
     def score(self, state: Mapping[str, Tensor]) -> Tensor:
@@ -301,21 +407,23 @@ class InfoBatch(ScoreCollector):
         if count:
             first = bad.nonzero().reshape(-1)[:10].tolist()
             raise FloatingPointError(
-                f"InfoBatch: loss_fn gave a non-finite loss for {count} samples in epoch {epoch} (sample indices "
-                f"{first}{' ...' if count > len(first) else ''}). A NaN loss would turn pruning off and an inf one "
-                "would mark every finite sample well learned. Check loss_fn (e.g. log(0)) and those samples' inputs "
-                "and labels."
+                f"{type(self).__name__}: {self.loss_origin} gave a non-finite loss for {count} samples in epoch "
+                f"{epoch} (sample indices {first}{' ...' if count > len(first) else ''}). {self.nonfinite_harm} "
+                f"Check {self.loss_origin} (e.g. log(0)) and those samples' inputs and targets."
             )
 
     @override
     def _reset(self) -> None:
         super()._reset()
         self.served: dict[int, tuple[int, int]] = {}
+        self.planned_skips: dict[int, int] = {}  # target_saving: epoch -> samples its plan left out
         self._weight_probe: Tensor | None = None
         self._weight_attempts = 0
         self._weighting_checked = False
         self._layout: tuple[int, int, bool, int] | None = None  # batch size, replicas, drop_last, full samples
         self._plan_size = 0
+        # a plan is drawn from losses its epoch overwrites, so a mid-epoch checkpoint keeps the plan itself
+        self._mid_epoch = MidEpochResume(type(self).__name__, saves_plan=True)
 
     @override
     def _check_coverage(self, epoch: int, covered: int) -> None:
@@ -327,8 +435,8 @@ class InfoBatch(ScoreCollector):
         total = self.num_epochs if self.num_epochs is not None else max_epochs
         if total is None or total < 1:
             raise ValueError(
-                "InfoBatch anneals to the full data for the last epochs, so it needs the length of training: "
-                "set Trainer(max_epochs=...) or InfoBatch(num_epochs=...)."
+                f"{type(self).__name__} anneals for the last epochs, so it needs the length of training: "
+                f"set Trainer(max_epochs=...) or {type(self).__name__}(num_epochs=...)."
             )
         # the small tolerance keeps e.g. 0.875 * 8 = 7.0 at 7 despite rounding
         return math.floor(self.delta * total + 1e-9)
@@ -347,13 +455,30 @@ class InfoBatch(ScoreCollector):
     def plan(self, pool: np.ndarray, epoch: int) -> EpochPlan:
         """The samples of ``pool`` epoch ``epoch`` serves, and their weights (identical on every rank)."""
         pool = np.asarray(pool, dtype=np.int64)
+        saved = self._mid_epoch.saved_plan(pool, epoch)
+        if saved is not None:  # resumed inside this epoch: its plan as it was drawn
+            return EpochPlan(saved[0], saved[1], pool.size)
         max_epochs = self._trainer.max_epochs if self._trainer is not None else None
         if not self._buffers or epoch >= self.pruned_epochs(max_epochs):
             return EpochPlan(pool, np.ones(pool.size, dtype=np.float32), pool.size)
         rows = torch.as_tensor(pool, device=self._buffers["loss"].device)
         losses = self._buffers["loss"][rows].double().cpu().numpy()
         known = (self._buffers["times_seen"][rows] > 0).cpu().numpy()
-        return infobatch_plan(pool, losses, known, self.prune_ratio, np.random.default_rng([self.seed, epoch]))
+        rng = np.random.default_rng([self.seed, epoch])
+        if self.prune_ratio is not None:
+            return infobatch_plan(pool, losses, known, self.prune_ratio, rng)
+        assert self.target_saving is not None
+        skipping = range(1, self.pruned_epochs(max_epochs))  # epoch 0 has no losses; the rest anneal
+        total = self.num_epochs if self.num_epochs is not None else max_epochs
+        assert total is not None  # pruned_epochs refused a fit without a length
+        share = epoch_share(self.target_saving, epoch, skipping, pool.size, total, self.planned_skips)
+        plan = infobatch_target_plan(pool, losses, known, share, rng)
+        self.planned_skips[int(epoch)] = plan.skipped  # a function of the state: planning again agrees
+        return plan
+
+    def resumed_batches(self, epoch: int) -> int:
+        """Batches of ``epoch`` trained before the mid-epoch checkpoint this fit resumed from (else 0)."""
+        return self._mid_epoch.batches_done(epoch)
 
     @property
     def fraction_skipped(self) -> float:
@@ -384,6 +509,15 @@ class InfoBatch(ScoreCollector):
                 f"yet) and the epochs from floor(delta * {total}) = {pruned} on anneal to the full data. Train for "
                 f"at least {need} epochs (Trainer(max_epochs=...) or InfoBatch(num_epochs=...)), or leave InfoBatch out."
             )
+        if self.target_saving is not None and total is not None:
+            reachable = MAX_PRUNE_RATIO * (pruned - 1) / total
+            if self.target_saving > reachable + 1e-9:
+                raise ValueError(
+                    f"InfoBatch(target_saving={self.target_saving}, delta={self.delta}) over {total} epochs cannot be "
+                    f"met: only epochs 1 .. {pruned - 1} prune (epoch 0 has no losses, the rest anneal), each at most "
+                    f"{MAX_PRUNE_RATIO:.0%} of the samples, which skips at most {reachable:.3f} of the fit. Lower "
+                    "target_saving, raise delta or train for more epochs."
+                )
         if max_epochs is not None and 0 < max_epochs <= pruned and self.delta < 1.0:
             rank_zero_warn(
                 f"InfoBatch(num_epochs={total}, delta={self.delta}) anneals from epoch {pruned} on, but the Trainer "
@@ -402,12 +536,12 @@ class InfoBatch(ScoreCollector):
         if reload_every == 0:
             reload_train_loader_every_epoch(trainer)
             rank_zero_info(
-                "InfoBatch: set Trainer(reload_dataloaders_every_n_epochs=1) so that Lightning measures each "
+                f"{type(self).__name__}: set Trainer(reload_dataloaders_every_n_epochs=1) so that Lightning measures each "
                 "epoch's length (it changes every epoch)."
             )
         elif reload_every != 1:
             raise ValueError(
-                f"InfoBatch serves a different number of batches every epoch, which Lightning only counts when it "
+                f"{type(self).__name__} serves a different number of batches every epoch, which Lightning only counts when it "
                 f"rebuilds the training loader every epoch; Trainer(reload_dataloaders_every_n_epochs={reload_every}) "
                 "would miscount validation and progress. Use reload_dataloaders_every_n_epochs=1 (or 0)."
             )
@@ -416,6 +550,8 @@ class InfoBatch(ScoreCollector):
     @override
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_fit_start(trainer, pl_module)
+        # a resumed fit keeps the checkpoint's loss source (its losses must not mix with another's)
+        self._loss_reader.source, self._resumed_loss_source = self._resumed_loss_source, None
         self._weight_probe, self._weight_attempts = None, 0
         self._weighting_checked = not self.check_weighting
         check_progress_schedules(trainer)
@@ -423,7 +559,7 @@ class InfoBatch(ScoreCollector):
         if fixed:
             raise ValueError(
                 f"The fit's learning-rate schedule ({', '.join(fixed)}, stepped per step) counts a number of steps "
-                "fixed up front from full-length epochs; InfoBatch's pruned epochs are shorter, so it would end above "
+                f"fixed up front from full-length epochs; {type(self).__name__}'s pruned epochs are shorter, so it would end above "
                 "its final value. Use lp.progress_cosine(optimizer, trainer) (or return lightning_prune.models.schedules."
                 "cosine_schedule(optimizer, self.trainer) from configure_optimizers), which follows the fraction of "
                 "training done."
@@ -440,12 +576,15 @@ class InfoBatch(ScoreCollector):
         pool = int(sampler.pool.size)
         full_batches = limited_train_batches(trainer, self._batches(pool, batch_size, replicas, drop_last))
         self._layout = (batch_size, replicas, drop_last, min(pool, full_batches * batch_size * replicas))
+        self._mid_epoch.check_layout(batch_size, replicas)
+        # Lightning skips on_train_epoch_start when it resumes mid-epoch: the resumed epoch's plan is known here
+        self._plan_size = int(sampler.epoch_plan().indices.size)
         self._refuse_step_budget(trainer, full_batches)
         least = limited_train_batches(trainer, self._batches(self._least_served(pool), batch_size, replicas, drop_last))
         interval, every_n_epochs = val_check_settings(trainer)
         if isinstance(interval, int) and every_n_epochs is not None and interval > least:
             raise ValueError(
-                f"Trainer(val_check_interval={interval}) counts batches within an epoch, but InfoBatch's pruned "
+                f"Trainer(val_check_interval={interval}) counts batches within an epoch, but {type(self).__name__}'s pruned "
                 f"epochs may have as few as {least} batches (full epochs: {full_batches}), and Lightning stops a fit "
                 "whose epoch is shorter than val_check_interval. Use a fraction of the epoch (e.g. "
                 "val_check_interval=0.5), check_val_every_n_epoch=None to count batches across epochs, or "
@@ -459,6 +598,8 @@ class InfoBatch(ScoreCollector):
 
     def _least_served(self, pool: int) -> int:
         """The fewest samples a pruned epoch can serve: all but one below the mean, a ``prune_ratio`` of them skipped."""
+        if self.prune_ratio is None:  # target_saving: up to 0.9 of the known samples
+            return pool - math.floor(MAX_PRUNE_RATIO * pool + 1e-9)
         well_learned = max(pool - 1, 0)
         return pool - (well_learned - int((1.0 - self.prune_ratio) * well_learned))
 
@@ -472,7 +613,7 @@ class InfoBatch(ScoreCollector):
             return
         bound = "" if max_epochs is None or max_epochs < 1 else f" (it may take up to {per_epoch * max_epochs} steps)"
         raise ValueError(
-            f"Trainer(max_steps={max_steps}) can stop this fit before its last epoch{bound}. InfoBatch plans by epochs "
+            f"Trainer(max_steps={max_steps}) can stop this fit before its last epoch{bound}. {type(self).__name__} plans by epochs "
             "and its epochs have varying lengths, so a step budget may end the fit while pruning, before the "
             "annealing epochs, and with the learning rate above 0. Give the length in epochs only "
             "(Trainer(max_epochs=...), max_steps=-1)."
@@ -539,8 +680,8 @@ class InfoBatch(ScoreCollector):
                 f"(d loss / d weight . weight = {ratio:.3g} x loss; (weight * per_sample_loss).mean() gives 1). The "
                 f"model {'ignores the weights' if grad is None else 'ignores or normalises the weights away'}, so the "
                 "kept well-learned samples are not up-weighted and the pruned epochs' gradient is biased. Compute the "
-                "loss as (batch_weights(batch) * per_sample_loss).mean() with lp.batch_weights "
-                "(for lp.Classifier: weighted_loss='mean'). If your loss applies the weights outside autograd "
+                "loss as (batch_weights(batch) * per_sample_loss).mean() with lp.batch_weights, or return "
+                "lp.weighted_outputs(per_sample_loss, batch) (for lp.Classifier: weighted_loss='mean'). If your loss applies the weights outside autograd "
                 "(detached), pass InfoBatch(check_weighting=False)."
             )
 
@@ -559,6 +700,25 @@ class InfoBatch(ScoreCollector):
         super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
     @override
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_fit_end(trainer, pl_module)
+        total = self.num_epochs if self.num_epochs is not None else trainer.max_epochs
+        if total is not None and len(self.served) >= total:  # a whole fit (not one cut short or still to resume)
+            report_saving(type(self).__name__, self.target_saving, self.fraction_skipped, self.target_shortfall())
+
+    def target_shortfall(self) -> str:
+        """Why a fit with ``target_saving`` may end away from it, and what to change (the warning's words)."""
+        return (
+            "an epoch's share exceeded 0.9 of the samples it knows a loss of (raise delta, train longer or lower "
+            "target_saving)"
+        )
+
+    @override
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        self._mid_epoch.epoch_ended(trainer.current_epoch)
+
+    @override
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         super().teardown(trainer, pl_module, stage)
         self._weight_probe = None
@@ -570,10 +730,28 @@ class InfoBatch(ScoreCollector):
         state = super().state_dict()
         if state:
             state["served"] = {int(epoch): list(sizes) for epoch, sizes in self.served.items()}
+            state["planned_skips"] = {int(epoch): int(count) for epoch, count in self.planned_skips.items()}
+            state["loss_source"] = self._loss_reader.source
+            sampler = getattr(self._trainer.train_dataloader, "sampler", None) if self._trainer is not None else None
+            state["mid_epoch"] = self._mid_epoch.capture(self._trainer, sampler if self._plans(sampler) else None)
         return state
+
+    def _plans(self, sampler: Any) -> bool:
+        from lightning_prune.dynamic.loader import DynamicSampler
+
+        return isinstance(sampler, DynamicSampler) and sampler.planner is self
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
         if state_dict:
             self.served = {int(epoch): (int(kept), int(pool)) for epoch, (kept, pool) in state_dict["served"].items()}
+            skips = state_dict.get("planned_skips", {})  # absent from checkpoints of a ratio-only version
+            self.planned_skips = {int(epoch): int(count) for epoch, count in skips.items()}
+            source = state_dict.get("loss_source")
+            if source is not None and source not in LOSS_SOURCES:
+                raise ValueError(
+                    f"{type(self).__name__}: the checkpoint's loss_source={source!r} is not one of {LOSS_SOURCES}."
+                )
+            self._resumed_loss_source = source
+            self._mid_epoch.load(state_dict.get("mid_epoch"))

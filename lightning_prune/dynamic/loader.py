@@ -50,6 +50,11 @@ class EpochPlanner(Protocol):
         """The samples of ``pool`` that ``epoch`` serves, and their weights (identical on every rank)."""
         ...
 
+    def resumed_batches(self, epoch: int) -> int:
+        """Batches of ``epoch`` trained before the mid-epoch checkpoint this fit resumed from (else 0): the
+        sampler skips them, so the resumed epoch serves exactly the rest of its plan."""
+        ...
+
 
 class DynamicSampler(DistributedSampler):
     """Serves, each epoch, the samples its ``planner`` plans, as ``(index, weight)`` pairs.
@@ -60,6 +65,7 @@ class DynamicSampler(DistributedSampler):
         num_replicas, rank: the world size and this process's rank.
         shuffle: permute each epoch's plan (seeded by ``(seed, epoch)``); otherwise pool order.
         seed: base seed of the permutations.
+        batch_size: the loader's batch size (a fit resumed mid-epoch skips the batches already trained).
     """
 
     def __init__(
@@ -70,6 +76,7 @@ class DynamicSampler(DistributedSampler):
         rank: int = 0,
         shuffle: bool = True,
         seed: int = 0,
+        batch_size: int = 1,
     ) -> None:
         pool = np.asarray(pool, dtype=np.int64).reshape(-1)
         if pool.size == 0:
@@ -82,6 +89,7 @@ class DynamicSampler(DistributedSampler):
         )
         self.planner = planner
         self.pool = pool
+        self.batch_size = int(batch_size)
         self._cached: tuple[tuple[int, int], EpochPlan] | None = None
 
     def epoch_plan(self) -> EpochPlan:
@@ -97,7 +105,8 @@ class DynamicSampler(DistributedSampler):
         size = plan.indices.size
         epoch = self.planner.serving_epoch(default=self.epoch)
         order = epoch_order(size, self.seed, epoch) if self.shuffle else np.arange(size)
-        share = rank_share(order, self.num_replicas, self.rank)
+        # len() stays the whole epoch's: Lightning counts the resumed batch indices on from the checkpoint's
+        share = rank_share(order, self.num_replicas, self.rank)[self.planner.resumed_batches(epoch) * self.batch_size :]
         return iter(zip(plan.indices[share].tolist(), plan.weights[share].tolist(), strict=True))
 
     def __len__(self) -> int:
@@ -113,6 +122,14 @@ def planned_sampler(trainer: pl.Trainer, planner: EpochPlanner) -> DynamicSample
             f"{name} plans each epoch through its own sampler, but the training loader uses "
             f"{type(sampler).__name__}, so every epoch would serve the whole data set. Fit with "
             f"trainer.fit(model, datamodule={name.lower()}.wrap(datamodule))."
+        )
+    batch_size = getattr(trainer.train_dataloader, "batch_size", None)
+    if batch_size is not None and batch_size != sampler.batch_size:
+        raise ValueError(
+            f"The training loader's batch size is {batch_size} but its DynamicSampler was built with "
+            f"batch_size={sampler.batch_size}, so a fit resumed mid-epoch would skip the wrong number of samples. "
+            f"Build it with DynamicSampler(..., batch_size={batch_size}), or use {type(planner).__name__.lower()}"
+            ".wrap(datamodule), which does."
         )
     return sampler
 
@@ -169,7 +186,9 @@ class DynamicDataModule(WrappedDataModule):
             )
         pool, shuffle, seed = self._pool(loader)
         num_replicas, rank = self.world()
-        sampler = DynamicSampler(self.planner, pool, num_replicas, rank, shuffle=shuffle, seed=seed)
+        sampler = DynamicSampler(
+            self.planner, pool, num_replicas, rank, shuffle=shuffle, seed=seed, batch_size=int(loader.batch_size or 1)
+        )
         carries_weight = isinstance(loader.sampler, SelectionSampler) and _carries_weight(loader.dataset)
         return DataLoader(
             WeightedItems(loader.dataset, carries_weight),

@@ -13,7 +13,12 @@ Where a slice crosses from one permutation to the next, the samples the epoch al
 end of the old permutation are moved to the end of the new one (keeping its order otherwise), so no
 epoch serves a sample twice. Permutation ``c`` is drawn from ``numpy.random.default_rng([seed,
 STREAM, c])``: a plan is a function of ``(seed, epoch)`` alone, identical on every rank and after a
-resume, with no state to exchange or checkpoint.
+resume, with no state to exchange; a checkpoint taken inside an epoch records how many of its batches
+ran, and the resumed epoch serves exactly the rest (:mod:`lightning_prune.dynamic.resume`).
+
+``target_saving=`` (:mod:`lightning_prune.dynamic.target`) is the same as ``prune_ratio``: every
+epoch skips ``round(target_saving x N)`` of the ``N`` pool samples, so the fit ends within half a
+sample per epoch of the target (``fraction_skipped`` reports it, from the epochs' plans).
 
 Every served sample has weight 1 (a uniform subset needs no reweighting); epochs all have the same
 length, so step-counted learning-rate schedules stay right. The sampler machinery (equal DDP shares,
@@ -35,7 +40,9 @@ import lightning.pytorch as pl
 import numpy as np
 from typing_extensions import override
 
-from lightning_prune.dynamic.infobatch import EpochPlan
+from lightning_prune.dynamic.infobatch import DEFAULT_PRUNE_RATIO, EpochPlan
+from lightning_prune.dynamic.resume import MidEpochResume
+from lightning_prune.dynamic.target import check_target_saving, refuse_both, report_saving
 from lightning_prune.selection.strategies import check_prune_ratio, check_seed, num_to_keep
 from lightning_prune.trainer_access import fit_epoch
 
@@ -85,19 +92,27 @@ class RS2(pl.Callback):
     Args:
         prune_ratio: the fraction of the pool each epoch leaves out, strictly between 0 and 1: every
             epoch serves ``N - round(prune_ratio * N)`` samples, and ``prune_ratio`` is exactly the
-            fraction of sample presentations saved over the fit.
+            fraction of sample presentations saved over the fit (0.5 when neither it nor
+            ``target_saving`` is given).
+        target_saving: the fraction of all sample presentations of the fit to skip, in ``(0, 1)``;
+            for RS2 the same as ``prune_ratio`` (give one of the two).
         seed: seeds the permutations (``numpy.random.default_rng([seed, STREAM, cycle])``).
     """
 
     method: ClassVar[str] = "rs2"
     varies_epoch_length: ClassVar[bool] = False
 
-    def __init__(self, prune_ratio: float = 0.5, *, seed: int = 0) -> None:
+    def __init__(self, prune_ratio: float | None = None, *, target_saving: float | None = None, seed: int = 0) -> None:
         super().__init__()
-        self.prune_ratio = check_prune_ratio(prune_ratio)
+        refuse_both("RS2", prune_ratio, target_saving)
+        self.target_saving = None if target_saving is None else check_target_saving(target_saving, "RS2")
+        # every epoch skips exactly its ratio, so a target is the ratio
+        ratio = self.target_saving if self.target_saving is not None else prune_ratio
+        self.prune_ratio = check_prune_ratio(DEFAULT_PRUNE_RATIO if ratio is None else ratio)
         self.seed = check_seed(seed)
         self.served: dict[int, tuple[int, int]] = {}
         self._trainer: pl.Trainer | None = None
+        self._mid_epoch = MidEpochResume("RS2", saves_plan=False)  # plans are a function of (seed, epoch)
 
     def hparams(self) -> dict[str, Any]:
         """The settings that identify the plans (recorded in the state key)."""
@@ -117,6 +132,10 @@ class RS2(pl.Callback):
     def serving_epoch(self, default: int) -> int:
         """The epoch the training loader is being built or iterated for (the fit loop's count in a fit)."""
         return default if self._trainer is None else fit_epoch(self._trainer)
+
+    def resumed_batches(self, epoch: int) -> int:
+        """Batches of ``epoch`` trained before the mid-epoch checkpoint this fit resumed from (else 0)."""
+        return self._mid_epoch.batches_done(epoch)
 
     def plan(self, pool: np.ndarray, epoch: int) -> EpochPlan:
         """The samples of ``pool`` epoch ``epoch`` serves (in pool order), all with weight 1."""
@@ -145,7 +164,8 @@ class RS2(pl.Callback):
 
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._check_sampler(trainer)
+        sampler = self._check_sampler(trainer)
+        self._mid_epoch.check_layout(sampler.batch_size, sampler.num_replicas)
 
     @override
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -158,13 +178,46 @@ class RS2(pl.Callback):
         return planned_sampler(trainer, self)
 
     @override
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.max_epochs is not None and len(self.served) >= trainer.max_epochs:  # a whole fit
+            report_saving("RS2", self.target_saving, self.fraction_skipped, "limit_train_batches cut its epochs")
+
+    @override
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._mid_epoch.epoch_ended(trainer.current_epoch)
+
+    @override
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         if stage == "fit":
             self._trainer = None
 
     @override
+    def on_load_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        """Refuse a checkpoint written by an RS2 of other settings: Lightning restores a callback's state only
+        under its exact ``state_key`` (the settings) and skips it with a warning, so the resumed fit would
+        plan other subsets and serve a resumed epoch again from its start."""
+        states: dict[str, Any] = checkpoint.get("callbacks") or {}
+        if self.state_key in states:
+            return
+        prefix = type(self).__qualname__ + "{"
+        others = [state for key, state in states.items() if key.startswith(prefix) and isinstance(state, dict)]
+        if others:
+            raise ValueError(
+                f"Cannot resume RS2({self.hparams()}) from a checkpoint written by RS2({others[0].get('hparams')}): "
+                "create it with the checkpoint's settings to resume the same plans, or fit without ckpt_path."
+            )
+
+    @override
     def state_dict(self) -> dict[str, Any]:
-        return {"hparams": self.hparams(), "served": {int(epoch): list(sizes) for epoch, sizes in self.served.items()}}
+        sampler = getattr(self._trainer.train_dataloader, "sampler", None) if self._trainer is not None else None
+        planned = getattr(sampler, "planner", None) is self
+        return {
+            "hparams": self.hparams(),
+            "served": {int(epoch): list(sizes) for epoch, sizes in self.served.items()},
+            "mid_epoch": self._mid_epoch.capture(self._trainer, sampler if planned else None),
+        }
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -176,3 +229,4 @@ class RS2(pl.Callback):
                 "create it with the checkpoint's settings to resume the same plans."
             )
         self.served = {int(epoch): (int(kept), int(pool)) for epoch, (kept, pool) in state_dict["served"].items()}
+        self._mid_epoch.load(state_dict.get("mid_epoch"))

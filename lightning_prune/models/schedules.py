@@ -22,7 +22,7 @@ step-based cosine when every epoch has the same length.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import lightning.pytorch as pl
@@ -64,8 +64,44 @@ def training_progress(trainer: pl.Trainer) -> float:
     return min(1.0, max(fractions))
 
 
-class ProgressCosine(LambdaLR):
-    """The scheduler :func:`progress_cosine` builds (a ``LambdaLR``; its type tells checks what it is)."""
+class ProgressSchedule(LambdaLR):
+    """The scheduler :func:`progress_schedule` builds (a ``LambdaLR``; its type tells checks what it is)."""
+
+
+class ProgressCosine(ProgressSchedule):
+    """The scheduler :func:`progress_cosine` builds."""
+
+
+def progress_schedule(optimizer: Optimizer, trainer: pl.Trainer, shape: Callable[[float], float]) -> ProgressSchedule:
+    """A learning-rate schedule of your own shape, in the fraction of training done instead of a step count.
+
+    ``shape(progress)`` is the factor on each group's initial learning rate, ``progress`` in ``[0, 1]``
+    from :func:`training_progress` (epochs done plus the current epoch's fraction, or ``max_steps``'
+    fraction). A warm-up then linear decay over the whole fit is
+    ``lambda p: min(1.0, p / 0.05) * (1.0 - p)``. Under dynamic pruning the epochs get shorter and a
+    schedule counted in steps up to ``trainer.estimated_stepping_batches`` (measured on a full first
+    epoch) would stop before its end; this one reaches it on the fit's last step. Return it stepped
+    per optimiser step: ``{"scheduler": progress_schedule(...), "interval": "step"}`` (stepped per
+    epoch it is refused).
+    """
+    if not callable(shape):
+        raise TypeError(
+            f"progress_schedule shape={shape!r} must be a function of the fraction of training done, "
+            "progress -> learning-rate factor, e.g. lambda p: 1.0 - p."
+        )
+    return ProgressSchedule(optimizer, _progress_factor(trainer, shape))
+
+
+def _progress_factor(trainer: pl.Trainer, shape: Callable[[float], float]) -> Callable[[int], float]:
+    checked = [False]
+
+    def factor(_: int) -> float:  # a plain function: LambdaLR checkpoints the state of callable objects
+        if not checked[0] and trainer.lr_scheduler_configs:
+            check_progress_schedules(trainer)
+            checked[0] = True
+        return float(shape(training_progress(trainer)))
+
+    return factor
 
 
 def progress_cosine(optimizer: Optimizer, trainer: pl.Trainer) -> ProgressCosine:
@@ -77,15 +113,9 @@ def progress_cosine(optimizer: Optimizer, trainer: pl.Trainer) -> ProgressCosine
     state is only the step count: the factor is recomputed from the trainer, so a resumed fit
     continues exactly. :func:`cosine_schedule` returns it already configured.
     """
-    checked = [False]
-
-    def factor(_: int) -> float:  # a plain function: LambdaLR checkpoints the state of callable objects
-        if not checked[0] and trainer.lr_scheduler_configs:
-            check_progress_schedules(trainer)
-            checked[0] = True
-        return 0.5 * (1.0 + math.cos(math.pi * training_progress(trainer)))
-
-    return ProgressCosine(optimizer, factor)
+    return ProgressCosine(
+        optimizer, _progress_factor(trainer, lambda progress: 0.5 * (1.0 + math.cos(math.pi * progress)))
+    )
 
 
 def cosine_schedule(optimizer: Optimizer, trainer: pl.Trainer) -> dict[str, Any]:
@@ -114,11 +144,14 @@ def _schedulers(scheduler: Any) -> Iterator[Any]:
 def check_progress_schedules(trainer: pl.Trainer) -> None:
     """Refuse a :func:`progress_cosine` that Lightning steps per epoch instead of per optimiser step."""
     for config in trainer.lr_scheduler_configs:
-        if any(isinstance(s, ProgressCosine) for s in _schedulers(config.scheduler)) and config.interval != "step":
+        schedules = [s for s in _schedulers(config.scheduler) if isinstance(s, ProgressSchedule)]
+        if schedules and config.interval != "step":
+            cosine = isinstance(schedules[0], ProgressCosine)
+            name, arguments = ("progress_cosine", "") if cosine else ("progress_schedule", ", shape")
             raise ValueError(
-                f'lp.progress_cosine is configured with interval="{config.interval}"; it follows the training '
+                f'lp.{name} is configured with interval="{config.interval}"; it follows the training '
                 'progress step by step and must be stepped every optimiser step: return {"scheduler": '
-                'progress_cosine(optimizer, self.trainer), "interval": "step"} (or lightning_prune.models.schedules.'
+                f'{name}(optimizer, self.trainer{arguments}), "interval": "step"}} (or lightning_prune.models.schedules.'
                 "cosine_schedule(optimizer, self.trainer), which sets it)."
             )
 

@@ -26,9 +26,11 @@ class MethodSpec:
     """One pruning method of a run.
 
     Attributes:
-        name: a collector name (``tdds``, ``forgetting``, ``el2n``, ...), ``adapruner``, ``influence`` or
-            ``infobatch`` (dynamic: each ratio is InfoBatch's ``prune_ratio``).
-        args: keyword arguments of the collector / ``AdaPruner`` / ``InfluencePruner`` / ``InfoBatch``.
+        name: a collector name (``tdds``, ``forgetting``, ``el2n``, ...), ``adapruner``, ``influence``,
+            ``infobatch`` or ``seta`` (dynamic: each ratio is the method's ``prune_ratio``, or with
+            ``target_saving`` its target saving).
+        args: keyword arguments of the collector / ``AdaPruner`` / ``InfluencePruner`` / ``InfoBatch`` /
+            ``SeTa``.
         strategy: selection strategy for score-based methods (default: the run's ``strategy``).
         label: the name shown in the report and used in the run's file names (default: ``name``; set it
             to run one method twice). Letters, digits, ``.``, ``_`` and ``-`` only.
@@ -39,6 +41,13 @@ class MethodSpec:
             (default: the run's ``score_epochs``). A shorter run makes the method cheaper (EL2N from
             the first epochs, TDDS on a short trajectory, "Selection via Proxy"); methods with the same
             length share one scoring run, and each is charged the run it reads.
+        target_saving: dynamic methods only: read the ratios as the fraction of the fit's sample
+            presentations to skip (``target_saving=`` of the callback) instead of its ``prune_ratio``;
+            the report marks such rows "(target saving)".
+        dynamic: static methods only: train each coreset with a dynamic method on top, given as
+            ``{name: infobatch | seta | rs2, args: {...}}`` (``args`` as the callback takes them, e.g.
+            ``target_saving: 0.3``; the run sets the seed). The cell's training cost is what the
+            dynamic training forwarded, so the cost table charges the selection and the pruned training.
     """
 
     name: str
@@ -48,6 +57,8 @@ class MethodSpec:
     select_args: dict[str, Any] = field(default_factory=dict)
     prune_ratios: list[float] | None = None
     score_epochs: int | None = None
+    target_saving: bool = False
+    dynamic: dict[str, Any] | None = None
 
     @property
     def key(self) -> str:
@@ -81,6 +92,10 @@ class RunFiles:
 
     def score_path(self, key: str) -> Path:
         return self.run_dir / "scores" / f"{key}.npz"
+
+    def mislabelled_path(self, key: str) -> Path:
+        """The samples method ``key``'s scores find most likely mislabelled, next to its score file."""
+        return self.run_dir / "scores" / f"{key}.mislabelled.json"
 
     def selection_path(self, key: str, ratio: float, seed: int | None = None) -> Path:
         suffix = f"-s{seed}" if seed is not None else ""

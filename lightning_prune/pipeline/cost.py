@@ -116,6 +116,34 @@ def read_cost(cost: CostFile) -> dict[str, Any]:
     return record
 
 
+def forward_flops(model: torch.nn.Module, inputs: Any) -> int | None:
+    """The FLOPs of one forward pass of ``model`` (in eval mode, no gradients) on ``inputs``, as torch's
+    ``FlopCounterMode`` counts them (matrix products and convolutions); ``None`` where the forward fails."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(inputs)
+    except Exception:  # noqa: BLE001 -- any model: one whose forward does not take the batch is not measured
+        return None
+    finally:
+        model.train(was_training)
+    return int(counter.get_total_flops())
+
+
+def proxy_cost(record: dict[str, Any], flops_ratio: float) -> dict[str, Any]:
+    """A proxy's training cost in the model's currency: its samples forwarded times ``flops_ratio`` (the
+    proxy's forward FLOPs over the model's), with what it forwarded itself and the ratio beside it."""
+    return {
+        **record,
+        "samples_forwarded": int(round(record["samples_forwarded"] * flops_ratio)),
+        "proxy_samples_forwarded": record["samples_forwarded"],
+        "proxy_flops_ratio": round(float(flops_ratio), 6),
+    }
+
+
 def add_costs(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """The sum of several costs (zero for none)."""
     return {

@@ -21,9 +21,11 @@ from lightning_prune.collectors.base import ScoreCollector
 from lightning_prune.collectors.registry import COLLECTORS, make_collector
 from lightning_prune.data.pruned import PrunedDataModule
 from lightning_prune.dynamic.infobatch import InfoBatch
+from lightning_prune.dynamic.rs2 import RS2
+from lightning_prune.dynamic.seta import SeTa
 from lightning_prune.pipeline.context import CellTraining, MethodSpec, RunContext
 from lightning_prune.pipeline.cost import CostFile, CostMeter, write_cost
-from lightning_prune.pipeline.names import RANDOM
+from lightning_prune.pipeline.names import RANDOM, TARGET_SAVING
 from lightning_prune.pipeline.validated import VALIDATE, validated_selection
 from lightning_prune.selection.scores import Scores
 from lightning_prune.selection.selection import Selection
@@ -51,6 +53,61 @@ def check_select_args(strategy: str, select_args: Mapping[str, Any], *, allowed:
                 "`strategy`, `score_seed` or `weighted` instead."
             )
     check_strategy_options(strategy, select_args, allowed=allowed)
+
+
+DYNAMIC_CALLBACKS: dict[str, type[InfoBatch] | type[RS2]] = {"infobatch": InfoBatch, "seta": SeTa, "rs2": RS2}
+"""The dynamic methods a static method's coreset training may run on top (a method's ``dynamic:``), by name."""
+
+DYNAMIC_KEYS = frozenset({"name", "args"})
+
+
+def check_dynamic_on_top(spec: MethodSpec) -> None:
+    """Refuse a bad ``dynamic:`` entry of a static method, naming the setting and the fix."""
+    entry = spec.dynamic
+    if entry is None:
+        return
+    where = f"Method {spec.key!r}: dynamic"
+    if not isinstance(entry, Mapping) or not set(entry) <= DYNAMIC_KEYS or "name" not in entry:
+        raise ValueError(
+            f"{where}={entry!r} must be a mapping {{name: {' | '.join(DYNAMIC_CALLBACKS)}, args: {{...}}}} (the "
+            "dynamic method each coreset trains with, and its arguments)."
+        )
+    if entry["name"] not in DYNAMIC_CALLBACKS:
+        raise ValueError(f"{where}.name={entry['name']!r} is not one of {sorted(DYNAMIC_CALLBACKS)}.")
+    args = entry.get("args") or {}
+    if not isinstance(args, Mapping):
+        raise ValueError(f"{where}.args must map argument names to values, got {args!r}.")
+    if "seed" in args:
+        raise ValueError(f"{where}.args sets seed, which the run sets from its `seeds`; remove it.")
+    DYNAMIC_CALLBACKS[entry["name"]](**args)  # refuses a bad ratio, target or argument, naming it
+
+
+def dynamic_on_top(spec: MethodSpec, seed: int) -> InfoBatch | RS2 | None:
+    """The dynamic callback a static method's coreset training runs, seeded with the cell's seed (if any)."""
+    if spec.dynamic is None:
+        return None
+    return DYNAMIC_CALLBACKS[spec.dynamic["name"]](seed=seed, **(spec.dynamic.get("args") or {}))
+
+
+def with_dynamic_on_top(cell: CellTraining, spec: MethodSpec, seed: int) -> CellTraining:
+    """``cell`` (a training on a static selection) trained under the method's ``dynamic:`` callback, if it has one.
+
+    The cell records the dynamic method's name and the fraction of the coreset's presentations it
+    skipped; its metered cost is what the pruned training forwarded.
+    """
+    callback = dynamic_on_top(spec, seed)
+    if callback is None:
+        return cell
+    static_record = cell.record
+
+    def record() -> dict[str, Any]:
+        return {
+            **static_record(),
+            "dynamic_on_top": callback.method,
+            "dynamic_fraction_skipped": callback.fraction_skipped,
+        }
+
+    return CellTraining(callback.wrap(cell.data), [*cell.callbacks, callback], cell.selection, record)
 
 
 def static_training(
@@ -138,7 +195,7 @@ class SelectionMethod:
         data: pl.LightningDataModule,
         model: pl.LightningModule,
     ) -> CellTraining:
-        return static_training(run, spec.key, ratio, seed, data)
+        return with_dynamic_on_top(static_training(run, spec.key, ratio, seed, data), spec, seed)
 
 
 class ScoreBased(SelectionMethod):
@@ -254,7 +311,8 @@ class InfluenceMethod(SelectionMethod):
 
 
 class InfoBatchMethod:
-    """InfoBatch: no selection; each coreset training prunes dynamically at ``prune_ratio = ratio``.
+    """InfoBatch: no selection; each coreset training prunes dynamically at ``prune_ratio = ratio``
+    (with the method's ``target_saving: true``, at ``target_saving = ratio``).
 
     Its cost is its own training (metered like every cell); the cell records the fraction of sample
     presentations it skipped as its ``fraction_skipped``.
@@ -263,6 +321,9 @@ class InfoBatchMethod:
     uses_scores: ClassVar[bool] = False
     needs_scoring_model: ClassVar[bool] = False
     makes_selection: ClassVar[bool] = False
+    name: ClassVar[str] = "infobatch"
+    callback: ClassVar[type[InfoBatch]] = InfoBatch
+    """The dynamic pruning callback each coreset training runs (a subclass of InfoBatch's machinery)."""
 
     SET_BY_THE_RUN: ClassVar[dict[str, str]] = {
         "prune_ratio": "the run's `prune_ratios` (or the method's own `prune_ratios:`)",
@@ -274,11 +335,21 @@ class InfoBatchMethod:
         for key, source in self.SET_BY_THE_RUN.items():
             if key in spec.args:
                 raise ValueError(
-                    f"Method {spec.key!r} (infobatch) sets args.{key}, which the pipeline sets from {source}; "
+                    f"Method {spec.key!r} ({self.name}) sets args.{key}, which the pipeline sets from {source}; "
                     f"remove args.{key}."
                 )
+        if "target_saving" in spec.args:
+            raise ValueError(
+                f"Method {spec.key!r} ({self.name}) sets args.target_saving; the pipeline reads the ratios as target "
+                "savings when the method sets `target_saving: true` (next to `name:`). Remove args.target_saving."
+            )
         for ratio in ratios:
-            InfoBatch(prune_ratio=ratio, **spec.args)  # refuses a bad ratio or argument, naming it
+            self.callback(**self._ratio(spec, ratio), **spec.args)  # refuses a bad ratio or argument, naming it
+
+    @staticmethod
+    def _ratio(spec: MethodSpec, ratio: float) -> dict[str, Any]:
+        """How the run's ratio reaches the callback: its native ``prune_ratio`` or a ``target_saving``."""
+        return {"target_saving": ratio} if spec.target_saving else {"prune_ratio": ratio}
 
     def collector(self, spec: MethodSpec) -> None:
         return None
@@ -298,12 +369,21 @@ class InfoBatchMethod:
         data: pl.LightningDataModule,
         model: pl.LightningModule,
     ) -> CellTraining:
-        infobatch = InfoBatch(prune_ratio=ratio, seed=seed, **spec.args)
+        infobatch = self.callback(**self._ratio(spec, ratio), seed=seed, **spec.args)
+        ratio_is = {"ratio_is": TARGET_SAVING} if spec.target_saving else {}
         return CellTraining(
             infobatch.wrap(data),
             callbacks=[infobatch],
-            record=lambda: {"dynamic": True, "fraction_skipped": infobatch.fraction_skipped},
+            record=lambda: {"dynamic": True, "fraction_skipped": infobatch.fraction_skipped, **ratio_is},
         )
+
+
+class SeTaMethod(InfoBatchMethod):
+    """SeTa: no selection; each coreset training prunes dynamically at ``prune_ratio = ratio`` (the random
+    share each epoch leaves out before its window of loss groups; the window prunes on top of it)."""
+
+    name: ClassVar[str] = "seta"
+    callback: ClassVar[type[InfoBatch]] = SeTa
 
 
 SELECTING_METHODS: dict[str, Method] = {
@@ -313,6 +393,7 @@ SELECTING_METHODS: dict[str, Method] = {
 """Methods that make a selection per ratio themselves (no collector, no strategy), by name."""
 DYNAMIC_METHODS: dict[str, Method] = {
     "infobatch": InfoBatchMethod(),
+    "seta": SeTaMethod(),
 }
 """Methods that select nothing up front: each coreset training prunes inside itself, by name."""
 _SCORE_BASED = ScoreBased()

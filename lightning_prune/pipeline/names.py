@@ -15,6 +15,8 @@ FULL_BUDGET = "full-budget"
 RS2 = "rs2"
 """The dynamic random baseline (RS2): a fresh random subset of each ratio's size every epoch."""
 BASELINES = (FULL, RANDOM, FULL_BUDGET, RS2)
+TARGET_SAVING = "target_saving"
+"""A dynamic cell's ``ratio_is`` when its ratio was a target saving (not the method's native ratio)."""
 """The rows every run adds itself (method labels may not take these names)."""
 
 

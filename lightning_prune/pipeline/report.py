@@ -16,9 +16,11 @@ from typing import Any
 
 import numpy as np
 
+from lightning_prune.dynamic.target import TARGET_TOLERANCE
 from lightning_prune.pipeline.budget import PROTOCOLS
 from lightning_prune.pipeline.frontier import best_at_budgets, frontier_report, run_frontier
-from lightning_prune.pipeline.names import FULL, FULL_BUDGET, RANDOM, ratio_label, ratio_tag
+from lightning_prune.pipeline.kept import ClassFractions, class_fractions, format_class_fractions, plot_kept_and_removed
+from lightning_prune.pipeline.names import FULL, FULL_BUDGET, RANDOM, TARGET_SAVING, ratio_label, ratio_tag
 from lightning_prune.selection.files import write_text_atomic
 
 REACHED_NOTE_TOLERANCE = 0.005
@@ -41,6 +43,9 @@ class RunResults:
         scores: each score-based method's per-sample scores, for the histograms.
         upfront_costs: per method and ratio label, what its selection cost before the coreset training
             (``{"samples_forwarded", "seconds"}``; ``None`` where not recorded).
+        labels: the training labels in index order, when known: each class's kept fraction is read from them.
+        training_inputs: the training inputs of some indices (one per index), when readable: image
+            inputs give the picture of kept and removed samples.
     """
 
     run_dir: Path
@@ -51,6 +56,8 @@ class RunResults:
     cells: list[dict[str, Any]]
     scores: dict[str, np.ndarray] = field(default_factory=dict)
     upfront_costs: dict[str, dict[str, dict[str, Any] | None]] = field(default_factory=dict)
+    labels: np.ndarray | None = None
+    training_inputs: Callable[[np.ndarray], list[Any]] | None = None
 
 
 def fraction_skipped(cell: dict[str, Any]) -> float:
@@ -84,10 +91,18 @@ def summarise(results: list[dict[str, Any]]) -> Summary:
             }
             if dynamic:
                 entry["fraction_skipped"] = statistics.fmean(fraction_skipped(cell) for cell in cells)
+                if any(cell.get("ratio_is") == TARGET_SAVING for cell in cells):
+                    entry["ratio_is"] = TARGET_SAVING
             else:
                 entry["prune_ratio_reached"] = statistics.fmean(
                     float(cell.get("prune_ratio_reached", ratio)) for cell in cells
                 )
+                on_top = {cell["dynamic_on_top"] for cell in cells if cell.get("dynamic_on_top")}
+                if on_top:
+                    entry["dynamic_on_top"] = "+".join(sorted(on_top))
+                    entry["dynamic_fraction_skipped"] = statistics.fmean(
+                        float(cell.get("dynamic_fraction_skipped", 0.0)) for cell in cells
+                    )
             summary[method][ratio_label(ratio)] = entry
     return summary
 
@@ -235,8 +250,18 @@ def format_table(summary: Summary, ratios: list[float]) -> str:
         rows.append([f"{FULL} data"] + [format_accuracy(full)] * len(ratios))
     for method in [m for m in summary if m != FULL]:
         entries = [summary[method].get(ratio_label(ratio)) for ratio in ratios]
-        rows.append([method] + [format_accuracy(entry) if entry else "-" for entry in entries])
+        rows.append([row_name(method, summary)] + [format_accuracy(entry) if entry else "-" for entry in entries])
     return "\n".join(aligned([header, *rows]) + reached_notes(summary))
+
+
+def row_name(method: str, summary: Summary) -> str:
+    """A method's name in the tables, saying how its ratio reads: "(target saving)" for a dynamic method
+    given savings, "(+ infobatch)" for a static one that trains its coreset with a dynamic method."""
+    entries = summary.get(method, {}).values()
+    if any(entry.get("ratio_is") == TARGET_SAVING for entry in entries):
+        return f"{method} (target saving)"
+    on_top = sorted({entry["dynamic_on_top"] for entry in entries if entry.get("dynamic_on_top")})
+    return f"{method} (+ {'+'.join(on_top)})" if on_top else method
 
 
 def reached_notes(summary: Summary) -> list[str]:
@@ -246,7 +271,14 @@ def reached_notes(summary: Summary) -> list[str]:
         for label, entry in by_ratio.items():
             if method == FULL:
                 continue
-            if entry.get("dynamic"):
+            if entry.get("ratio_is") == TARGET_SAVING:
+                if abs(entry["fraction_skipped"] - float(label)) > TARGET_TOLERANCE:
+                    notes.append(
+                        f"  note: {method} (dynamic) at target saving {float(label):.0%} skipped "
+                        f"{entry['fraction_skipped']:.1%} of the sample presentations, more than "
+                        f"{TARGET_TOLERANCE:.0%} away from its target (see the training log's warning)"
+                    )
+            elif entry.get("dynamic"):
                 # rs2 skips exactly its ratio; InfoBatch's ratio is a skip probability among well-learned samples
                 if abs(entry["fraction_skipped"] - float(label)) > REACHED_NOTE_TOLERANCE:
                     notes.append(
@@ -256,6 +288,14 @@ def reached_notes(summary: Summary) -> list[str]:
                     )
             elif abs((reached := entry["prune_ratio_reached"]) - float(label)) > REACHED_NOTE_TOLERANCE:
                 notes.append(f"  note: {method} at prune {float(label):.0%} removed {reached:.1%} of the samples")
+            if entry.get("dynamic_on_top"):
+                skipped = entry["dynamic_fraction_skipped"]
+                kept = 1.0 - entry["prune_ratio_reached"]
+                notes.append(
+                    f"  note: {method} at prune {float(label):.0%} trains its coreset with {entry['dynamic_on_top']}, "
+                    f"which skipped {skipped:.1%} of the coreset's sample presentations: "
+                    f"{1.0 - kept * (1.0 - skipped):.1%} of the full data's in all (the cost table charges both)"
+                )
     return notes
 
 
@@ -492,15 +532,17 @@ def budget_words(summary: Summary, costs: dict[str, dict[str, dict[str, float] |
     return lines
 
 
-def write_report(results: RunResults, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Write ``report.json`` and the plots into the run directory, print the table; return the report."""
+def build_report(results: RunResults) -> dict[str, Any]:
+    """The report of a run's results (what ``report.json`` holds), written nowhere."""
     summary = summarise(results.cells)
     costs = total_costs(results)
-    choices = validated_choices(results)
     budget = results.description.get("budget", "epochs")  # runs made before the setting are "epochs"
-    protocol = PROTOCOLS[budget]
-    frontier = frontier_report(summary, costs, reuse_break_even=protocol.coreset_saves_compute)
-    report = {
+    kept: ClassFractions = (
+        {}
+        if results.labels is None
+        else class_fractions(results.run_dir, results.methods, results.prune_ratios, results.seeds, results.labels)
+    )
+    return {
         "run_dir": str(results.run_dir),
         "description": results.description,
         "budget": budget,
@@ -509,11 +551,21 @@ def write_report(results: RunResults, log: Callable[[str], None] = print) -> dic
         "seeds": results.seeds,
         "test_accuracy": summary,
         "total_cost": costs,
-        "validated": choices,
+        "validated": validated_choices(results),
         # points to the equal-cost frontier (baselines interpolated between measured points) and reuse break-even
-        "frontier": frontier,
+        "frontier": frontier_report(summary, costs, reuse_break_even=PROTOCOLS[budget].coreset_saves_compute),
+        # per static method and ratio, the fraction of each class's samples kept (class 0, 1, ...)
+        "kept_per_class": kept,
         "cells": results.cells,
     }
+
+
+def write_report(results: RunResults, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Write ``report.json`` and the plots into the run directory, print the table; return the report."""
+    report = build_report(results)
+    summary, costs, choices = report["test_accuracy"], report["total_cost"], report["validated"]
+    frontier, budget, kept = report["frontier"], report["budget"], report["kept_per_class"]
+    protocol = PROTOCOLS[budget]
     write_text_atomic(results.run_dir / "report.json", json.dumps(report, indent=2, default=str))
     plots = results.run_dir / "plots"
     plots.mkdir(parents=True, exist_ok=True)
@@ -522,6 +574,15 @@ def write_report(results: RunResults, log: Callable[[str], None] = print) -> dic
     _plot_accuracy_vs_cost(summary, costs, plots / "accuracy_vs_cost.png")
     if results.scores:
         _plot_histograms(results.scores, plots / "score_histograms.png")
+    if kept and results.labels is not None and results.training_inputs is not None:
+        plot_kept_and_removed(
+            results.run_dir,
+            kept,
+            results.prune_ratios,
+            results.labels,
+            results.training_inputs,
+            plots / "kept_and_removed.png",
+        )
     spread = "mean ± std over seeds " if len(results.seeds) > 1 else "seed "
     log(
         f"\nTest accuracy (%, {spread}"
@@ -529,6 +590,9 @@ def write_report(results: RunResults, log: Callable[[str], None] = print) -> dic
         + f"; protocol budget: {budget}, {protocol.words}):\n"
         + format_table(summary, results.prune_ratios)
     )
+    if kept:
+        log("\nKept fraction per class (the least and the most kept class of each selection; all in report.json):")
+        log("\n".join(format_class_fractions(kept)))
     if choices:
         log("\nValidated selections (the candidate kept at each ratio, by validation accuracy in %):")
         log("\n".join(format_validated(choices)))

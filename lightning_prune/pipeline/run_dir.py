@@ -1,23 +1,27 @@
 """A run directory's integrity: one process at a time, one set-up per directory, damaged files read as missing.
 
 Everything a run writes is resumable, so the directory itself must say which run it holds
-(``run.json``), refuse a second process (an exclusive ``flock``) and a changed set-up (naming each
+(``run.json``), refuse a second process (an exclusive ``flock``, POSIX only) and a changed set-up (naming each
 setting that differs), and treat a file a killed process left half-written as not there.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch.utilities import rank_zero_only
-
+from lightning_prune.distributed import distributed_ready
+from lightning_prune.pipeline.ranks import rank, rank_zero_decides
 from lightning_prune.selection.files import write_text_atomic
+
+try:  # POSIX only (Linux, macOS): what the lock is built on
+    import fcntl
+except ImportError:  # pragma: no cover -- Windows
+    fcntl = None  # type: ignore[assignment]
 
 ARTEFACT_FOLDERS = ("scores", "selections", "cells")
 
@@ -50,11 +54,25 @@ def differences(old: Any, new: Any, prefix: str = "") -> list[str]:
 @contextlib.contextmanager
 def locked(run_dir: Path) -> Iterator[None]:
     """Hold ``run_dir`` exclusively (one ``lightning-prune`` process at a time), and clean the temporary
-    files a killed process left behind. Under DDP only rank 0 takes the lock: the other ranks are its
-    own processes, re-running the same command."""
-    if getattr(rank_zero_only, "rank", 0) != 0:  # set by Lightning per process; the stubs do not declare it
+    files a killed process left behind.
+
+    Only rank 0 takes the lock: the other ranks are its own processes, re-running the same command.
+    When the ranks were launched together (``torchrun``, ``srun``: see :mod:`~lightning_prune.pipeline.ranks`)
+    they wait for rank 0 to hold the lock and to have cleaned, and fail with its error when the
+    directory is busy, rather than working in a directory another run holds."""
+    with contextlib.ExitStack() as held:
+        if distributed_ready() or rank() == 0:
+            rank_zero_decides(lambda: held.enter_context(_exclusive(run_dir)))
         yield
-        return
+
+
+@contextlib.contextmanager
+def _exclusive(run_dir: Path) -> Iterator[None]:
+    if fcntl is None:
+        raise RuntimeError(
+            "The run directory's lock needs fcntl, which this platform lacks: lightning-prune's pipeline commands "
+            "run on Linux and macOS. The Python API (collectors, select, PrunedDataModule) does not need it."
+        )
     run_dir.mkdir(parents=True, exist_ok=True)
     with open(run_dir / ".lock", "a+") as handle:
         try:

@@ -5,6 +5,7 @@ A run lives in one directory::
     RUN_DIR/
       run.json                   what the run is (data, model, epochs, trainer); checked on re-runs
       scores/METHOD.npz          one score file per scoring method (with manifest)
+      scores/METHOD.mislabelled.json  the samples most likely mislabelled, by methods that record predictions
       selections/METHOD-rR.npz   one selection per method and pruning ratio (with manifest)
       cells/METHOD-rR-sS.json    one result per (method, ratio, seed): test accuracy, size, time, cost
       costs/NAME.json            what the scoring run / a mask training cost (samples forwarded, time)
@@ -41,11 +42,12 @@ from lightning_prune.data.pruned import loader_settings
 from lightning_prune.dynamic.rs2 import RS2 as RS2Callback
 from lightning_prune.pipeline.budget import BUDGETS, StepBudget
 from lightning_prune.pipeline.context import CellTraining, MethodSpec, RunContext, RunFiles
-from lightning_prune.pipeline.cost import CostMeter, add_costs, read_cost, write_cost
-from lightning_prune.pipeline.methods import method_for, static_training
+from lightning_prune.pipeline.cost import CostMeter, add_costs, forward_flops, proxy_cost, read_cost, write_cost
+from lightning_prune.pipeline.methods import check_dynamic_on_top, method_for, static_training
 from lightning_prune.pipeline.names import BASELINES, FULL, FULL_BUDGET, RANDOM, RS2, check_label, ratio_label
 from lightning_prune.pipeline.progress import EpochProgress
-from lightning_prune.pipeline.report import RunResults, write_report
+from lightning_prune.pipeline.ranks import join_outside_launch, rank, rank_zero_decides
+from lightning_prune.pipeline.report import RunResults, build_report, write_report
 from lightning_prune.pipeline.resume import (
     GlobalRandomState,
     had_checkpoint,
@@ -57,6 +59,7 @@ from lightning_prune.pipeline.run_dir import check_identity, differences, locked
 from lightning_prune.pipeline.trainer_settings import INSTANTIATED_TRAINER_ARGS, identity_trainer_args, instantiate
 from lightning_prune.pipeline.validated import VALIDATE
 from lightning_prune.selection.files import to_jsonable, write_text_atomic
+from lightning_prune.selection.mislabelled import listable, mislabelled
 from lightning_prune.selection.scores import Scores
 from lightning_prune.selection.selection import Selection
 from lightning_prune.selection.strategies import (
@@ -77,6 +80,8 @@ ADAPRUNER_RATIO_TOLERANCE = 0.05
 """How far a learned selection's pruning ratio may end from the target before the run warns."""
 
 
+LAUNCH_TRAINER_ARGS = ("accelerator", "strategy", "devices", "num_nodes", "plugins")
+"""Trainer settings that decide how a run's processes are started and joined (cluster environment included)."""
 RUN_SET_TRAINER_ARGS = ("max_epochs", "min_epochs", "max_steps", "min_steps", "max_time")
 """Trainer settings the run sets itself: every training runs ``score_epochs`` or ``train_epochs`` epochs."""
 
@@ -119,6 +124,7 @@ def _check_settings(
     for ratio in [*prune_ratios, *(r for spec in methods for r in spec.prune_ratios or [])]:
         check_prune_ratio(ratio)
     for spec in methods:
+        _check_dynamic_settings(spec, budget)
         method_for(spec.name).check(spec, sorted(spec.prune_ratios or prune_ratios))
     if not seeds:
         raise ValueError("seeds must list at least one seed.")
@@ -137,6 +143,32 @@ def _check_settings(
             )
         if int(spec.score_epochs) != spec.score_epochs or spec.score_epochs < 1:
             raise ValueError(f"Method {spec.key!r}: score_epochs={spec.score_epochs} must be a positive integer.")
+
+
+def _check_dynamic_settings(spec: MethodSpec, budget: str) -> None:
+    """``target_saving`` belongs to dynamic methods, ``dynamic`` (a dynamic method on top) to static ones."""
+    static = method_for(spec.name).makes_selection
+    if spec.target_saving and static:
+        raise ValueError(
+            f"Method {spec.key!r} ({spec.name}) sets target_saving, but it is static: it removes its ratio of the "
+            "samples, which is its saving already. target_saving is for dynamic methods (infobatch, seta); to prune "
+            "this coreset's training dynamically too, give the method `dynamic: {name: infobatch, args: "
+            "{target_saving: 0.3}}`."
+        )
+    if spec.dynamic is None:
+        return
+    if not static:
+        raise ValueError(
+            f"Method {spec.key!r} ({spec.name}) is dynamic already; `dynamic:` stacks a dynamic method on a static "
+            "selection (a score-based, adapruner or influence method). Remove `dynamic:`."
+        )
+    if budget == "steps":
+        raise ValueError(
+            f"Method {spec.key!r} sets `dynamic:`, but under budget: steps a static coreset trains a fixed number of "
+            "optimiser steps, which dynamic pruning (epochs of varying length, planned by epochs) cannot follow. Use "
+            "budget: epochs, or remove `dynamic:`."
+        )
+    check_dynamic_on_top(spec)
 
 
 def _test(trainer: pl.Trainer, model: pl.LightningModule, data: pl.LightningDataModule) -> dict[str, Any]:
@@ -194,6 +226,14 @@ class PruningRun:
         budget_baselines: add the equal-cost baselines at every ratio (``budget: epochs`` only): ``full-budget``
             (the full data for the optimiser steps of the ratio's coreset training, its schedule fitted to
             them) and ``rs2`` (a fresh random subset of the ratio's size every epoch, without replacement).
+        make_score_model: the proxy the scoring runs train instead of ``make_model``'s model ("Selection via
+            Proxy", Coleman et al., ICLR 2020: score with a smaller model, train the target on the coreset);
+            ``None``: the model itself. A scoring run is charged its samples forwarded times the proxy's
+            forward FLOPs over the model's (:func:`~lightning_prune.pipeline.cost.forward_flops`), so the
+            report compares what it really cost. Methods reading the scoring run's model (influence) read the
+            proxy's; the coreset trainings and AdaPruner train the model. Name it in ``description``
+            (``score_model``, as the command line does), so that score files record it and a changed proxy
+            is refused instead of reused.
     """
 
     def __init__(
@@ -214,6 +254,7 @@ class PruningRun:
         score_seed: int = 0,
         budget: str = "epochs",
         budget_baselines: bool = True,
+        make_score_model: Callable[[], pl.LightningModule] | None = None,
     ) -> None:
         trainer_args = dict(trainer_args or {})
         # a score-based method without its own strategy selects with the run's: resolved once, here
@@ -230,6 +271,7 @@ class PruningRun:
         self.files = RunFiles(self.run_dir)
         self.make_data = make_data
         self.make_model = make_model
+        self.make_score_model = make_score_model
         self.methods = methods
         self.prune_ratios = sorted(float(r) for r in prune_ratios)
         self.seeds = [int(s) for s in seeds]
@@ -305,7 +347,9 @@ class PruningRun:
             self.select()
             self.upfront_costs()  # a missing or damaged cost record is named now, not after every training
             self.train()
-            return write_report(self.results_for_report(), log=self.log)
+            results = self.results_for_report()
+            # one rank writes the files (the plots are not written atomically); every rank returns the report
+            return write_report(results, log=self.log) if rank() == 0 else build_report(results)
 
     def upfront_costs(self) -> dict[str, dict[str, dict[str, Any] | None]]:
         """Per method and ratio, what its selection cost before the coreset training; a missing, damaged or
@@ -323,6 +367,7 @@ class PruningRun:
 
     def results_for_report(self) -> RunResults:
         """What the report step reads: the finished cells and the score files, as plain data."""
+        _, labels = self.training_set_facts()
         scores = {
             spec.key: Scores.load(self.score_path(spec)).values
             for spec in self.score_methods()
@@ -337,15 +382,38 @@ class PruningRun:
             cells=self.results(),
             scores=scores,
             upfront_costs=self.upfront_costs(),
+            labels=None if labels is None else np.asarray(labels),
+            training_inputs=self.training_inputs,
         )
 
+    def training_inputs(self, indices: np.ndarray) -> list[Any]:
+        """The inputs of the training samples ``indices`` (what the report pictures)."""
+        data = self.make_data()
+        data.setup("fit")
+        train_set = data.train_dataloader().dataset
+        return [split_batch(train_set[int(i)], need_indices=False, need_targets=False)[0] for i in indices]
+
     def locked(self) -> contextlib.AbstractContextManager[None]:
-        """Hold the run directory exclusively while the steps run (see :func:`run_dir.locked`)."""
+        """Hold the run directory exclusively while the steps run (see :func:`run_dir.locked`); ranks an
+        outside launcher started (``torchrun``, ``srun``) join first, so that rank 0 decides for all."""
+        join_outside_launch(self.launch_trainer())
         return locked(self.run_dir)
 
+    def launch_trainer(self) -> pl.Trainer:
+        """A Trainer with only the run's settings that say how its processes are launched and joined."""
+        args = {key: self.trainer_args[key] for key in LAUNCH_TRAINER_ARGS if key in self.trainer_args}
+        return pl.Trainer(
+            **{key: instantiate(value) for key, value in args.items()},
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
+
     def check_run_dir(self) -> None:
-        """Record what the run is in run.json, or check that a re-run is the same run (and say what differs)."""
-        check_identity(self.run_dir, self.description, self.log)
+        """Record what the run is in run.json, or check that a re-run is the same run (and say what differs);
+        rank 0 checks, and its verdict holds on every rank."""
+        rank_zero_decides(lambda: check_identity(self.run_dir, self.description, self.log))
 
     def make_trainer(
         self, max_epochs: int, callbacks: list[pl.Callback] | None = None, progress: str | None = None, **overrides: Any
@@ -402,17 +470,19 @@ class PruningRun:
         if labels is None or self._first_inputs is None or len(labels) == 0:
             return
         classes = int(np.max(np.asarray(labels))) + 1
-        try:
-            with torch.no_grad():
-                outputs = self.make_model()(self._first_inputs)
-        except Exception:  # noqa: BLE001 -- any model: a forward that does not take the inputs is not checked
-            return
-        if isinstance(outputs, torch.Tensor) and outputs.ndim == 2 and outputs.shape[1] < classes:
-            raise ValueError(
-                f"The model outputs {outputs.shape[1]} class scores, but the training labels have {classes} "
-                f"classes (0..{classes - 1}): set the model's number of classes (e.g. num_classes of its "
-                f"backbone) to {classes}."
-            )
+        models = {"model": self.make_model, **({"score_model": self.make_score_model} if self.make_score_model else {})}
+        for name, make in models.items():
+            try:
+                with torch.no_grad():
+                    outputs = make()(self._first_inputs)
+            except Exception:  # noqa: BLE001 -- any model: a forward that does not take the inputs is not checked
+                continue
+            if isinstance(outputs, torch.Tensor) and outputs.ndim == 2 and outputs.shape[1] < classes:
+                raise ValueError(
+                    f"The {name} outputs {outputs.shape[1]} class scores, but the training labels have {classes} "
+                    f"classes (0..{classes - 1}): set the {name}'s number of classes (e.g. num_classes of its "
+                    f"backbone) to {classes}."
+                )
 
     def score_epochs_of(self, spec: MethodSpec) -> int:
         """The length of the scoring run ``spec`` reads (its own ``score_epochs`` or the run's)."""
@@ -437,7 +507,24 @@ class PruningRun:
             lengths.append(self.score_epochs)
         for epochs in lengths:
             self._scoring_run(epochs, [spec for spec in missing if self.score_epochs_of(spec) == epochs])
-        return {spec.key: Scores.load(self.score_path(spec)) for spec in specs}
+        scores = {spec.key: Scores.load(self.score_path(spec)) for spec in specs}
+        self._list_mislabelled(scores)
+        return scores
+
+    def _list_mislabelled(self, scores: dict[str, Scores]) -> None:
+        """Write the likely mislabelled samples of every method whose scores record predictions (missing ones
+        only: a run scored before the list existed gets it on its next resume)."""
+        for key, method_scores in scores.items():
+            path = self.files.mislabelled_path(key)
+            if path.exists() or not listable(method_scores):
+                continue
+            suspects = mislabelled(method_scores)
+            suspects.save(path)
+            disagree = int((suspects.predicted_labels != suspects.given_labels).sum())
+            self.log(
+                f"[score] wrote {path}: the {len(suspects)} samples {key} finds likeliest mislabelled "
+                f"({disagree} of them predicted as another class)"
+            )
 
     def _scoring_run(self, epochs: int, missing: list[MethodSpec]) -> None:
         """One full-data training of ``epochs`` epochs with the collectors of ``missing`` attached.
@@ -453,14 +540,14 @@ class PruningRun:
             "run": self.description,
             "collectors": {key: [c.method, to_jsonable(c.hparams())] for key, c in collectors.items()},
         }
-        stale = had_checkpoint(folder)
-        resume = resumable_checkpoint(folder, identity)
+        # rank 0 reads (and may empty) the folder; the others take its verdict rather than read it meanwhile
+        stale, resume = rank_zero_decides(lambda: (had_checkpoint(folder), resumable_checkpoint(folder, identity)))
         if resume is not None:
             self.log(f"[score] resuming the scoring run from epoch {resume[1]} of {epochs} ({resume[0]})")
         elif stale:
             self.log(f"[score] {folder} holds a scoring run of other collectors or settings; starting over")
         pl.seed_everything(self.score_seed, verbose=False)
-        model, data = self.make_model(), self.make_data()
+        model, data = (self.make_score_model or self.make_model)(), self.make_data()
         start = time.perf_counter()
         meter = CostMeter()
         callbacks = [*collectors.values(), meter, GlobalRandomState(), scoring_checkpoint(folder)]
@@ -473,14 +560,32 @@ class PruningRun:
         if epochs == self.score_epochs:
             self.trained_scoring_model = model
             served += [spec for spec in self.methods if method_for(spec.name).needs_scoring_model]
+        record = meter.record() if self.make_score_model is None else proxy_cost(meter.record(), self.proxy_flops())
         for spec in served:  # a scoring run is charged to every method it served
-            write_cost(self.files.scoring_cost(spec.key, paid_for=()), meter.record())
+            write_cost(self.files.scoring_cost(spec.key, paid_for=()), record)
         for key, collector in collectors.items():
             scores = collector.scores
             scores.hparams = {**scores.hparams, SCORE_EPOCHS_KEY: epochs, SCORING_RUN_KEY: self._scoring_settings()}
             path = scores.save(self.files.score_path(key))
             self.log(f"[score] wrote {path} ({time.perf_counter() - start:.1f} s)")
         remove_checkpoints(folder)
+
+    def proxy_flops(self) -> float:
+        """The proxy's forward FLOPs over the model's on a first training batch; 1.0 (charged as the model)
+        where either cannot be measured."""
+        self.training_set_facts()
+        inputs = self._first_inputs
+        proxy, target = (
+            None if inputs is None else forward_flops(make(), inputs)
+            for make in (self.make_score_model or self.make_model, self.make_model)
+        )
+        if not proxy or not target:
+            self.log(
+                "[score] WARNING: the FLOPs of score_model or model could not be counted on a training batch; the "
+                "proxy's scoring run is charged as if the model had run it."
+            )
+            return 1.0
+        return proxy / target
 
     @staticmethod
     def _collector(spec: MethodSpec) -> ScoreCollector:
@@ -606,7 +711,14 @@ class PruningRun:
     def cell_identity(self, key: str) -> dict[str, Any]:
         """The settings a cell of method ``key`` is made under: recorded in it, checked when it is reused."""
         spec = next((spec for spec in self.methods if spec.key == key), None)
-        method = key if spec is None else {k: v for k, v in self._selection_settings(spec).items() if k != "run"}
+        method: Any = key
+        if spec is not None:
+            method = {k: v for k, v in self._selection_settings(spec).items() if k != "run"}
+            # how the cell trains, beyond its selection (recorded only when set: older cells stay valid)
+            if spec.target_saving:
+                method["target_saving"] = True
+            if spec.dynamic is not None:
+                method["dynamic"] = to_jsonable(spec.dynamic)
         return {"run": to_jsonable(self.description), "method": method}
 
     def train(self) -> None:

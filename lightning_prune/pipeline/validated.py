@@ -3,11 +3,12 @@
 No single rule of which samples to keep wins on every data set and ratio (see the README's study):
 a data set with noisy labels rewards dropping the hard tail at every ratio, a clean one is served
 best by random subsets at moderate ratios and by easy ones at extreme ratios. So at each ratio the
-pipeline builds a few candidate selections from the method's scores -- DUAL's ratio-adaptive
-sampling (for DUAL scores), CCS with the ratio-dependent cut-off, the easiest samples of each class
-(what Sorscher et al. find best when little data is kept), and a uniform random subset -- trains one model on
-each (the run's coreset training under its ``budget``, seeded with ``score_seed``), and keeps the candidate
-with the best final ``val_acc`` (on a tie, random: a score-based candidate must do better on validation to be
+pipeline builds a few candidate selections from the method's scores -- the method's own ranking (the
+top-k of its scores, of the whole data set and of each class), DUAL's ratio-adaptive sampling (for DUAL
+scores), CCS with the ratio-dependent cut-off, the easiest samples of each class (what Sorscher et al.
+find best when little data is kept), and a uniform random subset -- trains one model on
+each (the run's coreset training under its ``budget``, seeded with ``score_seed``), and keeps the
+candidate with the best final ``val_acc`` (on a tie, random: a score-based candidate must do better on validation to be
 chosen). The test split is never read. Every candidate's validation accuracy and the
 choice are recorded in the selection's manifest, and the candidate trainings are charged to the
 method's cost (``RUN/costs/select-KEY-rR.json``). When random wins, the method *is* random pruning at
@@ -24,10 +25,18 @@ from lightning_prune.data.pruned import PrunedDataModule
 from lightning_prune.pipeline.context import MethodSpec, RunContext
 from lightning_prune.pipeline.cost import CostFile, CostMeter, add_costs, write_cost
 from lightning_prune.selection.meaning import ScoreMeaning
+from lightning_prune.selection.primitives import classes_left_empty
 from lightning_prune.selection.ratio_aware import CONFIDENCE, auto_ccs_beta
 from lightning_prune.selection.scores import Scores
 from lightning_prune.selection.selection import Selection
-from lightning_prune.selection.strategies import STRATEGIES, as_strategy, check_select_args, random_selection, select
+from lightning_prune.selection.strategies import (
+    STRATEGIES,
+    as_strategy,
+    check_select_args,
+    num_to_keep,
+    random_selection,
+    select,
+)
 
 VALIDATE = "validate"
 """The ``select_args`` key that turns validation-based choice on."""
@@ -38,9 +47,11 @@ def candidates(scores: Scores, ratio: float, seed: int, select_args: dict[str, A
 
     The method's strategy is ``auto`` (``validate`` chooses among its candidates), so ``select_args`` are
     checked against ``auto``'s options; each candidate strategy gets the ones it takes (``ccs`` its
-    ``ccs_bins`` and ``ccs_hardness``, ``dual`` its ``dual_cd``). The candidates read the scores' meaning:
-    difficulty and easiness scores get ``ccs``, ``easy`` (and ``dual`` for DUAL scores); preference scores,
-    which have no easy or hard end, get ``top`` (``auto``'s choice for them: the top of each class).
+    ``ccs_bins`` and ``ccs_hardness``, ``dual`` its ``dual_cd``). Every method's scores get ``random`` and
+    their own ranking, ``topk`` (the highest scores of the whole data set). The others read the scores'
+    meaning: difficulty and easiness scores get ``class_balanced`` (the highest of each class, where every
+    class keeps a sample), ``ccs``, ``easy`` (and ``dual`` for DUAL scores); preference scores, which have
+    no easy or hard end, get ``top`` (``auto``'s choice for them: the top of each class).
     """
     options = {key: value for key, value in select_args.items() if key != VALIDATE}
     check_select_args("auto", options)
@@ -49,10 +60,16 @@ def candidates(scores: Scores, ratio: float, seed: int, select_args: dict[str, A
         names = as_strategy(STRATEGIES[strategy]).option_names
         return {key: value for key, value in options.items() if key in names}
 
-    chosen = {"random": random_selection(len(scores), ratio, seed=seed, labels=scores.labels)}
+    chosen = {
+        "random": random_selection(len(scores), ratio, seed=seed, labels=scores.labels),
+        # the method's own ranking, of the whole data set (and of each class, below)
+        "topk": select(scores, ratio, strategy="topk", seed=seed),
+    }
     if scores.meaning == ScoreMeaning.PREFERENCE:
-        chosen["top"] = select(scores, ratio, strategy="auto", seed=seed, **taken("auto"))
+        chosen["top"] = select(scores, ratio, strategy="auto", seed=seed, **taken("auto"))  # the top of each class
         return chosen
+    if scores.labels is not None and classes_left_empty(scores.labels, num_to_keep(len(scores), ratio), seed) is None:
+        chosen["class_balanced"] = select(scores, ratio, strategy="class_balanced", seed=seed)
     chosen["ccs"] = select(scores, ratio, strategy="ccs", seed=seed, ccs_beta=auto_ccs_beta(ratio), **taken("ccs"))
     chosen["easy"] = select(scores, ratio, strategy="easy", seed=seed, **taken("easy"))
     if CONFIDENCE in scores.extras and scores.meaning == ScoreMeaning.DIFFICULTY:

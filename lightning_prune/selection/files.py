@@ -13,6 +13,7 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 import zipfile
 from collections.abc import Callable, Mapping
@@ -130,6 +131,40 @@ def write_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -
         if os.path.exists(tmp_name):
             os.unlink(tmp_name)
         raise
+    return target
+
+
+def write_directory_atomic(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
+    """Call ``write(directory)`` on a fresh temporary directory beside ``path``, then rename it to ``path``.
+
+    For outputs that are directories (a ``datasets.Dataset`` saved to disk, a LitData copy): readers see
+    the old directory or the complete new one; an existing ``path`` is replaced only once the new one
+    is complete, and on failure the temporary directory is removed and ``path`` is untouched.
+    """
+    target = Path(path)
+    if target.exists() and not target.is_dir():
+        raise FileExistsError(f"{target} is a file; the output here is a directory. Remove it or choose another path.")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    # mkdtemp makes an empty directory, which writers such as litdata.optimize want to create themselves
+    staging.rmdir()
+    retired = None
+    try:
+        write(staging)
+        if not staging.is_dir():
+            raise RuntimeError(f"The writer of {target} produced no directory.")
+        if target.exists():
+            retired = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+            retired.rmdir()
+            os.replace(target, retired)
+        os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        if retired is not None and retired.exists() and not target.exists():
+            os.replace(retired, target)
+        raise
+    if retired is not None:
+        shutil.rmtree(retired, ignore_errors=True)
     return target
 
 

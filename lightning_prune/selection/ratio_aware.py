@@ -22,6 +22,18 @@ score range win (Sorscher et al., NeurIPS 2022; Zheng et al., ICLR 2023). Two st
     that grows with the ratio, ``beta(r) = 0.75 * max(0, r - 0.5)`` (none up to 50%, 0.15 at 70%: on
     the way to the 0.3 the CCS paper uses at 90% on CIFAR-10).
 
+    The method's own ranking (the hardest samples, ``topk`` or ``class_balanced``) is not part of the
+    rule: it is a candidate of validated selection (``select_args: {validate: true}``), which can see
+    whether labels are noisy, and the rule cannot. Measured on the validation split of the digits
+    (TDDS scores of a 20-epoch SmallCNN run, 20-epoch coresets, seed 0, 270 validation samples), at 50%
+    / 70% pruning: clean labels, random 98.9 / 96.3, ``auto`` 98.9 / 95.6, ``topk`` 98.9 / 96.7,
+    ``class_balanced`` 99.3 / 95.9; 20% flipped labels, random 90.4 / 90.0, ``auto`` 89.6 / 86.7,
+    ``topk`` 88.5 / 69.6, ``class_balanced`` 87.0 / 84.8 (AUM scores: ``topk`` 31.5 at 70%, the
+    flipped labels kept). Top-k gains at most a sample on clean labels and loses up to 20 points on
+    noisy ones. The same measurement puts ``auto`` on TDDS scores 3.3 points below random at 70% on
+    noisy labels (``easy`` 92.2, CCS with a 0.3 cut-off 90.4 there, but 94.4 and 94.8 on clean labels):
+    no rule measured here keeps within a point of random on both.
+
     Preference scores (Herding, Moderate) have no easy and no hard end for that rule to act on: they
     are their method's own ranking of what to keep (Herding's coreset is its first picks per class,
     Moderate's the band around the median distance), so at every ratio ``auto`` keeps the top of
