@@ -44,7 +44,13 @@ def test_one_collector_twice_under_two_labels_gets_two_state_keys(tmp_path, tiny
         "--methods",
         "[{name: el2n, args: {epochs: 2}}, {name: el2n, label: el2n-ccs, args: {epochs: 2}, strategy: ccs}]",
     )
-    assert {p.name for p in (out / "scores").iterdir()} == {"el2n.npz", "el2n-ccs.npz"}
+    assert {p.name for p in (out / "scores").iterdir()} == {
+        "el2n.npz",
+        "el2n-ccs.npz",
+        # EL2N records predictions: each label gets its list of likely mislabelled samples
+        "el2n.mislabelled.json",
+        "el2n-ccs.mislabelled.json",
+    }
 
 
 @pytest.mark.slow

@@ -137,8 +137,8 @@ class _FakeRun:
 @pytest.mark.parametrize(
     ("accuracies", "chosen"),
     [
-        ({"ccs": 0.9, "dual": 0.9, "easy": 0.8, "random": 0.9}, "random"),
-        ({"ccs": 0.9, "dual": 0.95, "easy": 0.9, "random": 0.9}, "dual"),
+        ({"ccs": 0.9, "dual": 0.9, "easy": 0.8, "random": 0.9, "topk": 0.9, "class_balanced": 0.85}, "random"),
+        ({"ccs": 0.9, "dual": 0.95, "easy": 0.9, "random": 0.9, "topk": 0.8, "class_balanced": 0.9}, "dual"),
     ],
 )
 def test_validated_selection_needs_a_win_over_random_on_validation(tmp_path, monkeypatch, accuracies, chosen):
