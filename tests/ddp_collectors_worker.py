@@ -1,6 +1,8 @@
 """Run every collector of ``collector_harness.CASES`` on 1 or 2 CPU processes and save the scores.
 
-Lightning's DDP launcher re-runs this script for rank 1, so it must be a script, not a test.
+Lightning's DDP launcher re-runs this script for rank 1, so it must be a script, not a test. An outside
+launcher (``torchrun``, ``srun``) starts every rank itself and Lightning only joins them; each rank also
+saves the name of the cluster environment Lightning chose, so a test can check it.
 Usage: python tests/ddp_collectors_worker.py OUT_DIR DEVICES [CASE,CASE,...]
 """
 
@@ -41,7 +43,8 @@ def main() -> None:
             if collector.records_predictions
         }
     )
-    np.savez(os.path.join(out_dir, f"rank{trainer.global_rank}.npz"), **values)
+    environment = type(trainer.strategy.cluster_environment).__name__
+    np.savez(os.path.join(out_dir, f"rank{trainer.global_rank}.npz"), environment=np.array(environment), **values)
     if torch.distributed.is_initialized():  # left to interpreter shutdown, gloo can abort ("terminate called")
         torch.distributed.destroy_process_group()
 
