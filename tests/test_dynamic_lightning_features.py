@@ -368,3 +368,39 @@ def test_two_ddp_processes_resume_a_mid_epoch_checkpoint_exactly_or_refuse(tmp_p
         assert stopped and 0 < len(stopped) < len(rows["full"])
         served = [(e, i, w) for e, _, i, w in stopped + rows["resume"]]
         assert served == [(e, i, w) for e, _, i, w in rows["full"]]
+
+
+# ---------------------------------------------------------------------------------------- batch layout
+class BatchNormRegressor(Regressor):
+    """BatchNorm refuses a training batch of one sample ("Expected more than 1 value per channel")."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(5, 4), nn.BatchNorm1d(4), nn.Linear(4, 1))
+
+
+@pytest.mark.parametrize(("keep", "replicas"), [(81, 1), (65, 2), (66, 2), (1, 1)])
+def test_no_epoch_ends_in_a_one_sample_batch_and_every_planned_sample_is_served(keep, replicas):
+    # 81 = 5 x 16 + 1 on one rank; 65 and 66 give each of two ranks 33 = 2 x 16 + 1; 1 is a one-sample plan
+    rs2 = lp.RS2(prune_ratio=(N - keep) / N, seed=3)
+    planned = rs2.plan(np.arange(N), 0).indices.tolist()
+    assert len(planned) == keep
+    served: list[int] = []
+    for rank in range(replicas):
+        sampler = lp.DynamicSampler(rs2, np.arange(N), replicas, rank, batch_size=BATCH, pad_single_sample_batch=True)
+        unpadded = lp.DynamicSampler(rs2, np.arange(N), replicas, rank, batch_size=BATCH)
+        assert len(unpadded) == len(sampler) - 1  # a model without BatchNorm is served the plan as the official code
+        sizes = [len(batch) for batch in torch.utils.data.BatchSampler(sampler, BATCH, drop_last=False)]
+        share = math.ceil(keep / replicas)
+        assert len(sizes) == math.ceil(share / BATCH)  # as many batches as before: the last one holds two
+        assert sizes[-1] == 2 and sum(sizes) == len(sampler)
+        served += [index for index, _ in sampler]
+    assert set(served) == set(planned)  # nothing left out: the extra entry repeats one of the rank's samples
+    assert len(served) == replicas * (math.ceil(keep / replicas) + 1)
+
+
+def test_a_batchnorm_model_trains_on_plans_that_would_end_in_a_one_sample_batch():
+    rs2, record = lp.RS2(prune_ratio=15 / 96, seed=3), Record()  # 81 samples an epoch: 5 batches of 16 and one
+    trainer_for(rs2, record, epochs=2).fit(BatchNormRegressor(), datamodule=rs2.wrap(data()))
+    assert [len(indices) for _, _, indices, _ in record.rows] == [16] * 5 + [2] + [16] * 5 + [2]
+    assert rs2.fraction_skipped == pytest.approx(15 / 96)  # the repeated sample is not counted as a saving lost

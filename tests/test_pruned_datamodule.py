@@ -12,6 +12,7 @@ from ddp_pruned_worker import run as run_worker
 from torch.utils.data import DataLoader
 
 from lightning_prune.data import DigitsDataModule, PrunedDataModule, SelectionSampler
+from lightning_prune.models import Classifier, SmallCNN
 from lightning_prune.selection import ScoreFileError, Scores, Selection, random_selection, select
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -157,3 +158,34 @@ def test_bad_arguments_are_refused_clearly(digits, tmp_path):
 
     with pytest.raises(TypeError, match="to return one torch DataLoader"):
         PrunedDataModule(TwoLoaders(), unweighted).train_dataloader()
+
+
+def test_no_epoch_ends_in_a_one_sample_batch_which_batchnorm_refuses(digits):
+    # a coreset of 16 k + 1 samples (per rank) would end every epoch in a batch of one
+    for size, replicas in [(16 * 20 + 1, 1), (2 * (16 * 10 + 1), 2), (2 * (16 * 10 + 1) - 1, 2)]:
+        indices = np.arange(0, 2 * size, 2)
+        served: list[int] = []
+        for rank in range(replicas):
+            sampler = SelectionSampler(indices, replicas, rank, seed=1, batch_size=16, pad_single_sample_batch=True)
+            sizes = [len(batch) for batch in torch.utils.data.BatchSampler(sampler, 16, drop_last=False)]
+            assert sizes[-1] == 2 and sum(sizes) == len(sampler) == -(-size // replicas) + 1
+            served += list(sampler)
+        assert set(served) == set(indices.tolist())
+    # drop_last, or a model without BatchNorm, leaves the layout alone
+    assert len(SelectionSampler(np.arange(33), batch_size=16, drop_last=True, pad_single_sample_batch=True)) == 33
+    assert len(SelectionSampler(np.arange(33), batch_size=16)) == 33
+
+    class Sizes(pl.Callback):
+        def __init__(self) -> None:
+            self.sizes: list[int] = []
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            self.sizes.append(len(batch[2]))
+
+    keep, sizes = 16 * 20 + 1, Sizes()
+    module = PrunedDataModule(digits, Selection(np.arange(keep), len(digits.train_dataset), method="toy"))
+    trainer = pl.Trainer(
+        max_epochs=1, callbacks=[sizes], logger=False, enable_checkpointing=False, enable_progress_bar=False
+    )
+    trainer.fit(Classifier(SmallCNN(width=4)), datamodule=module)  # SmallCNN has BatchNorm layers
+    assert sizes.sizes == [16] * 20 + [2]

@@ -16,8 +16,12 @@ epoch one permutation of the selection, seeded by ``(seed, epoch)`` and identica
 dealt out round-robin; rank r gets positions r, r + W, ... . When the selection size is not a
 multiple of the world size W, the permutation is padded with its first few entries (at most W - 1
 duplicates per epoch, as ``DistributedSampler`` does) so every rank runs the same number of
-batches, which DDP needs. Apart from this padding every selected sample is seen exactly once per
-epoch, on exactly one rank.
+batches, which DDP needs. When the model has BatchNorm layers, which refuse a training batch of one
+sample ("Expected more than 1 value per channel"), a rank's share that would end the epoch in such a
+batch (a length of ``k x batch_size + 1`` without ``drop_last``) gets one more entry, its own first,
+so that its last batch holds two: a coreset's size is the pruning ratio's, not one the user chose to
+fit their batch size. Apart from this padding every selected sample is seen exactly once per epoch,
+on exactly one rank.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
+from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler
 
 from lightning_prune.data.indexed import dataset_length, dataset_targets
@@ -73,6 +78,23 @@ def rank_share(order: np.ndarray, num_replicas: int, rank: int) -> np.ndarray:
     return np.resize(order, total)[rank:total:num_replicas]
 
 
+def refuses_single_sample_batch(trainer: pl.Trainer | None) -> bool:
+    """Whether the model being fit has BatchNorm layers, which refuse a training batch of one sample."""
+    module = getattr(trainer, "lightning_module", None) if trainer is not None else None
+    return isinstance(module, torch.nn.Module) and any(isinstance(layer, _BatchNorm) for layer in module.modules())
+
+
+def single_sample_padding(share_size: int, batch_size: int, drop_last: bool) -> int:
+    """1 when a rank's ``share_size`` samples would leave a last batch of one, else 0 (see the module docs)."""
+    return int(batch_size > 1 and not drop_last and share_size % batch_size == 1)
+
+
+def without_single_sample_batch(share: np.ndarray, batch_size: int, drop_last: bool) -> np.ndarray:
+    """``share`` with its first entry repeated at its end when its last batch would hold one sample;
+    the number of batches stays the same, the last one holds two."""
+    return np.concatenate([share, share[:1]]) if single_sample_padding(share.size, batch_size, drop_last) else share
+
+
 class SelectionSampler(DistributedSampler):
     """Serves a fixed subset of indices, reshuffled every epoch and split across ranks.
 
@@ -83,13 +105,24 @@ class SelectionSampler(DistributedSampler):
         shuffle: permute every epoch (seeded by ``(seed, epoch)``, the same on every rank); when off,
             indices are served in the given order.
         seed: base seed of the permutations.
+        batch_size, drop_last: the loader's, read with ``pad_single_sample_batch``.
+        pad_single_sample_batch: repeat a share's first entry where its last batch would hold one sample
+            (for models with BatchNorm layers; :class:`PrunedDataModule` sets it for them).
 
-    Every rank yields ``ceil(len(indices) / num_replicas)`` indices per epoch; see the module docs
-    for the padding this implies.
+    Every rank yields ``ceil(len(indices) / num_replicas)`` indices per epoch (one more where a padded
+    last batch would hold a single sample); see the module docs for the padding this implies.
     """
 
     def __init__(
-        self, indices: np.ndarray | list[int], num_replicas: int = 1, rank: int = 0, shuffle: bool = True, seed: int = 0
+        self,
+        indices: np.ndarray | list[int],
+        num_replicas: int = 1,
+        rank: int = 0,
+        shuffle: bool = True,
+        seed: int = 0,
+        batch_size: int = 1,
+        drop_last: bool = False,
+        pad_single_sample_batch: bool = False,
     ) -> None:
         indices = np.asarray(indices, dtype=np.int64).reshape(-1)
         if indices.size == 0:
@@ -104,13 +137,19 @@ class SelectionSampler(DistributedSampler):
             cast(Dataset, indices), num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=False
         )
         self.indices = indices
+        # the batch layout the padding reads: a batch of one is only avoided when asked
+        self.padded_batch_size = int(batch_size) if pad_single_sample_batch else 1
+        self.batch_drop_last = bool(drop_last)
 
     def __iter__(self) -> Iterator[int]:
         order = epoch_order(self.indices.size, self.seed, self.epoch) if self.shuffle else np.arange(self.indices.size)
-        return iter(self.indices[rank_share(order, self.num_replicas, self.rank)].tolist())
+        share = without_single_sample_batch(
+            rank_share(order, self.num_replicas, self.rank), self.padded_batch_size, self.batch_drop_last
+        )
+        return iter(self.indices[share].tolist())
 
     def __len__(self) -> int:
-        return self.num_samples
+        return self.num_samples + single_sample_padding(self.num_samples, self.padded_batch_size, self.batch_drop_last)
 
 
 def attach_weight(item: Any, weight: torch.Tensor, purpose: str, multiply: bool = False) -> Any:
@@ -215,7 +254,16 @@ class PrunedDataModule(WrappedDataModule):
             weights[self.selection.indices] = self.selection.weights
             dataset = WeightedDataset(dataset, weights)
         num_replicas, rank = self.world()
-        sampler = SelectionSampler(self.selection.indices, num_replicas, rank, shuffle=self.shuffle, seed=self.seed)
+        sampler = SelectionSampler(
+            self.selection.indices,
+            num_replicas,
+            rank,
+            shuffle=self.shuffle,
+            seed=self.seed,
+            batch_size=int(batch_size or 1),
+            drop_last=drop_last,
+            pad_single_sample_batch=refuses_single_sample_batch(self.trainer),
+        )
         return DataLoader(
             dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last, **loader_settings(loader)
         )

@@ -4,7 +4,9 @@
 served, permutes it with ``numpy.random.default_rng([seed, epoch])`` (the same on every rank), pads it
 to a multiple of the world size with its first entries and deals it out round-robin, exactly as
 :class:`~lightning_prune.SelectionSampler` deals a static selection: every rank runs the same number
-of batches, as DDP needs. It yields ``(index, weight)`` pairs, so the weight reaches the dataset in
+of batches, as DDP needs; for a model with BatchNorm layers (which refuse a training batch of one
+sample, and a plan's size changes every epoch), a share that would end in such a batch repeats its
+first entry so that its last batch holds two. It yields ``(index, weight)`` pairs, so the weight reaches the dataset in
 the main process and in worker processes alike; :class:`WeightedItems` appends it to the item (or
 multiplies it into the weight the item already carries).
 
@@ -24,7 +26,16 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler, RandomSampler, SequentialSampler
 
 from lightning_prune.data.indexed import dataset_length, dataset_targets
-from lightning_prune.data.pruned import SelectionSampler, attach_weight, epoch_order, loader_settings, rank_share
+from lightning_prune.data.pruned import (
+    SelectionSampler,
+    attach_weight,
+    epoch_order,
+    loader_settings,
+    rank_share,
+    refuses_single_sample_batch,
+    single_sample_padding,
+    without_single_sample_batch,
+)
 from lightning_prune.data.wrapped import WrappedDataModule
 from lightning_prune.dynamic.infobatch import EpochPlan
 from lightning_prune.trainer_access import trainer_callbacks
@@ -66,6 +77,9 @@ class DynamicSampler(DistributedSampler):
         shuffle: permute each epoch's plan (seeded by ``(seed, epoch)``); otherwise pool order.
         seed: base seed of the permutations.
         batch_size: the loader's batch size (a fit resumed mid-epoch skips the batches already trained).
+        drop_last: the loader's.
+        pad_single_sample_batch: repeat a share's first entry where its last batch would hold one sample
+            (for models with BatchNorm layers; :class:`DynamicDataModule` sets it for them).
     """
 
     def __init__(
@@ -77,6 +91,8 @@ class DynamicSampler(DistributedSampler):
         shuffle: bool = True,
         seed: int = 0,
         batch_size: int = 1,
+        drop_last: bool = False,
+        pad_single_sample_batch: bool = False,
     ) -> None:
         pool = np.asarray(pool, dtype=np.int64).reshape(-1)
         if pool.size == 0:
@@ -90,6 +106,8 @@ class DynamicSampler(DistributedSampler):
         self.planner = planner
         self.pool = pool
         self.batch_size = int(batch_size)
+        self.batch_drop_last = bool(drop_last)
+        self.padded_batch_size = self.batch_size if pad_single_sample_batch else 1
         self._cached: tuple[tuple[int, int], EpochPlan] | None = None
 
     def epoch_plan(self) -> EpochPlan:
@@ -106,11 +124,14 @@ class DynamicSampler(DistributedSampler):
         epoch = self.planner.serving_epoch(default=self.epoch)
         order = epoch_order(size, self.seed, epoch) if self.shuffle else np.arange(size)
         # len() stays the whole epoch's: Lightning counts the resumed batch indices on from the checkpoint's
-        share = rank_share(order, self.num_replicas, self.rank)[self.planner.resumed_batches(epoch) * self.batch_size :]
+        share = without_single_sample_batch(
+            rank_share(order, self.num_replicas, self.rank), self.padded_batch_size, self.batch_drop_last
+        )[self.planner.resumed_batches(epoch) * self.batch_size :]
         return iter(zip(plan.indices[share].tolist(), plan.weights[share].tolist(), strict=True))
 
     def __len__(self) -> int:
-        return -(-int(self.epoch_plan().indices.size) // self.num_replicas)
+        share = -(-int(self.epoch_plan().indices.size) // self.num_replicas)
+        return share + single_sample_padding(share, self.padded_batch_size, self.batch_drop_last)
 
 
 def planned_sampler(trainer: pl.Trainer, planner: EpochPlanner) -> DynamicSampler:
@@ -187,7 +208,15 @@ class DynamicDataModule(WrappedDataModule):
         pool, shuffle, seed = self._pool(loader)
         num_replicas, rank = self.world()
         sampler = DynamicSampler(
-            self.planner, pool, num_replicas, rank, shuffle=shuffle, seed=seed, batch_size=int(loader.batch_size or 1)
+            self.planner,
+            pool,
+            num_replicas,
+            rank,
+            shuffle=shuffle,
+            seed=seed,
+            batch_size=int(loader.batch_size or 1),
+            drop_last=bool(loader.drop_last),
+            pad_single_sample_batch=refuses_single_sample_batch(self.trainer),
         )
         carries_weight = isinstance(loader.sampler, SelectionSampler) and _carries_weight(loader.dataset)
         return DataLoader(
