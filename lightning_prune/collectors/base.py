@@ -750,6 +750,26 @@ class ScoreCollector(pl.Callback):
             self._finish_epoch(trainer, self._pending_epoch)
 
     @override
+    def on_save_checkpoint(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        """A checkpoint taken inside an epoch on several processes holds every rank's rows of that epoch.
+
+        Until the epoch ends each rank keeps the rows of the batches it trained, and Lightning writes
+        rank 0's state only, so a resume would lose the other ranks' (their samples would miss the
+        epoch). Lightning dumps a checkpoint on every rank alike, so the rows are gathered here, into the
+        checkpoint's copy of the state; the live state is left for the epoch's own exchange.
+        """
+        state = (checkpoint.get("callbacks") or {}).get(self.state_key)
+        if trainer.world_size <= 1 or self._pending_epoch is None or not self._buffers or not state:
+            return
+        buffers = {key: value.clone() for key, value in self._buffers.items()}
+        spec = self._spec()
+        rows = [buffers["labels"], *(epoch_row(spec, buffers, name) for name in self._reduced_names())]
+        self._exchange(trainer, rows, seen=buffers["seen"])
+        state["buffers"] = {key: value.detach().cpu() for key, value in buffers.items()}
+
+    @override
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._pending_epoch is not None:
             self._finish_epoch(trainer, self._pending_epoch)
@@ -858,11 +878,12 @@ class ScoreCollector(pl.Callback):
             gather=self._gather(trainer) if trainer.world_size > 1 else None,
         )
 
-    def _exchange(self, trainer: pl.Trainer, rows: list[Tensor]) -> None:
-        """Give every rank the rows every rank wrote this epoch (first occurrence in rank order wins)."""
+    def _exchange(self, trainer: pl.Trainer, rows: list[Tensor], seen: Tensor | None = None) -> None:
+        """Give every rank the rows every rank wrote this epoch (first occurrence in rank order wins);
+        ``seen`` (default: the live state's) marks this rank's rows and ends marking every rank's."""
         if trainer.world_size <= 1:
             return
-        seen = self._buffers["seen"]
+        seen = self._buffers["seen"] if seen is None else seen
         local = seen.nonzero().reshape(-1)
         gathered = RankRows(self._gather(trainer), local)
         keep_index, source = first_occurrence(gathered.indices)

@@ -423,7 +423,7 @@ class InfoBatch(ScoreCollector):
         self._layout: tuple[int, int, bool, int] | None = None  # batch size, replicas, drop_last, full samples
         self._plan_size = 0
         # a plan is drawn from losses its epoch overwrites, so a mid-epoch checkpoint keeps the plan itself
-        self._mid_epoch = MidEpochResume(type(self).__name__, saves_plan=True, per_rank_epoch_state=True)
+        self._mid_epoch = MidEpochResume(type(self).__name__, saves_plan=True)
 
     @override
     def _check_coverage(self, epoch: int, covered: int) -> None:

@@ -107,15 +107,11 @@ class MidEpochResume:
     Args:
         owner: the method's name, for the messages.
         saves_plan: whether the point carries the epoch's plan (for plans drawn from state the epoch changes).
-        per_rank_epoch_state: whether the method keeps state of the running epoch on each rank until the
-            epoch ends (InfoBatch's losses): a checkpoint holds rank 0's only, so a resume inside an epoch
-            on several processes would lose the other ranks' and is refused.
     """
 
-    def __init__(self, owner: str, saves_plan: bool, per_rank_epoch_state: bool = False) -> None:
+    def __init__(self, owner: str, saves_plan: bool) -> None:
         self.owner = owner
         self.saves_plan = saves_plan
-        self.per_rank_epoch_state = per_rank_epoch_state
         self.point: ResumePoint | None = None
 
     def capture(self, trainer: pl.Trainer | None, sampler: Any) -> dict[str, Any] | None:
@@ -152,14 +148,6 @@ class MidEpochResume:
     def check_layout(self, batch_size: int, num_replicas: int) -> None:
         if self.point is None:
             return
-        if self.per_rank_epoch_state and self.point.num_replicas > 1:
-            raise ValueError(
-                f"{self.owner} cannot resume inside epoch {self.point.epoch} of a fit on {self.point.num_replicas} "
-                "processes: each rank keeps the losses of the epoch's batches it trained until the epoch ends, and the "
-                "checkpoint holds rank 0's only, so the next epochs would be planned from other losses. Resume from a "
-                "checkpoint taken at the end of an epoch (ModelCheckpoint(save_on_train_epoch_end=True) without "
-                "every_n_train_steps), or train on one process."
-            )
         self.point.check_layout(self.owner, batch_size, num_replicas)
 
     def epoch_ended(self, epoch: int) -> None:
