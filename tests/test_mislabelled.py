@@ -18,7 +18,7 @@ import lightning_prune as lp
 from lightning_prune.selection.mislabelled import DEFAULT_TOP
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-RECORDING = {"aum": None, "aum_logits_range": 5, "el2n": 6, "forgetting": None}
+RECORDING = {"aum": None, "aum_logits_range": 5, "el2n": 6, "forgetting": None, "tdds": None}
 """Harness cases whose collectors record predictions, and the last epoch each collects (None: the run's last)."""
 
 
@@ -41,7 +41,7 @@ def test_predicted_label_is_the_argmax_of_the_last_collected_epoch(name, harness
 
 
 def test_collectors_without_predictions_keep_no_predicted_label(harness_run):
-    collector = CASES["tdds"].make()
+    collector = CASES["dual"].make()
     fit([collector])
     assert "predicted_label" not in collector.scores.extras
     with pytest.raises(ValueError, match="do not record the label the training predicts"):
@@ -186,19 +186,32 @@ def test_the_pipeline_writes_the_list_the_kept_fractions_and_the_picture(tmp_pat
     config = tmp_path / "tiny.yaml"
     config.write_text(TINY)
     out = tmp_path / "run"
-    run_cli("run", config, out, "--methods", "[{name: aum}, {name: tdds, args: {trajectory: 3, window: 3}}]")
+    run_cli(
+        "run",
+        config,
+        out,
+        "--methods",
+        "[{name: aum}, {name: tdds, args: {trajectory: 3, window: 3}}, {name: entropy}]",
+    )
     printed = capsys.readouterr().out
     scores = lp.Scores.load(out / "scores" / "aum.npz")
     listed = lp.Mislabelled.load(out / "scores" / "aum.mislabelled.json")
     assert listed.rows() == lp.mislabelled(scores).rows()  # the default top, from the run's own scores
-    assert not (out / "scores" / "tdds.mislabelled.json").exists()  # TDDS records no predictions
+    assert (out / "scores" / "tdds.mislabelled.json").exists()  # TDDS records predictions too
+    assert not (out / "scores" / "entropy.mislabelled.json").exists()  # Entropy records none
     assert "aum.mislabelled.json" in printed
     report = json.loads((out / "report.json").read_text())
-    assert set(report["kept_per_class"]) == {"aum", "tdds", "random"}
+    assert set(report["kept_per_class"]) == {"aum", "tdds", "entropy", "random"}
     assert len(report["kept_per_class"]["aum"]["0.50"]) == 10
     assert "Kept fraction per class" in printed and "aum at prune 50%: classes kept" in printed
     assert (out / "plots" / "kept_and_removed.png").stat().st_size > 5000
     # a resumed run that lost the list (e.g. one scored before lists were written) writes it again
     (out / "scores" / "aum.mislabelled.json").unlink()
-    run_cli("run", config, out, "--methods", "[{name: aum}, {name: tdds, args: {trajectory: 3, window: 3}}]")
+    run_cli(
+        "run",
+        config,
+        out,
+        "--methods",
+        "[{name: aum}, {name: tdds, args: {trajectory: 3, window: 3}}, {name: entropy}]",
+    )
     assert lp.Mislabelled.load(out / "scores" / "aum.mislabelled.json").rows() == listed.rows()

@@ -59,35 +59,74 @@ def test_sampling_without_replacement_matches_successive_draws():
     assert sorted(sample_without_replacement(weights, 5, np.random.default_rng(0)).tolist()) == [0, 1, 2, 3, 4]
 
 
-def test_auto_uses_dual_sampling_for_dual_scores_and_ccs_otherwise_below_80_percent():
-    selection = lp.select(dual_scores(), 0.7, strategy="auto")
-    assert selection.hparams["auto_choice"] == "dual" and "dual_beta_a" in selection.hparams
+def test_auto_uses_dual_sampling_at_every_ratio_and_ccs_for_scores_without_noise_evidence():
+    for ratio in (0.3, 0.7, 0.9):
+        selection = lp.select(dual_scores(), ratio, strategy="auto")
+        assert selection.hparams["auto_choice"] == "dual" and "dual_beta_a" in selection.hparams
     rng = np.random.default_rng(1)
-    el2n = lp.Scores(rng.random(1000), "el2n", labels=rng.integers(0, 10, 1000))
-    for ratio, beta in [(0.3, 0.0), (0.5, 0.0), (0.7, 0.15)]:
+    el2n = lp.Scores(rng.random(1000), "el2n", labels=rng.integers(0, 10, 1000))  # no margins, no predictions
+    for ratio, beta in [(0.3, 0.0), (0.5, 0.0), (0.7, 0.15), (0.9, 0.3)]:
         chosen = lp.select(el2n, ratio, strategy="auto")
         assert chosen.hparams["auto_choice"] == "ccs" and chosen.hparams["ccs_beta"] == pytest.approx(beta)
+        assert "label_noise_evidence" not in chosen.hparams
         assert auto_ccs_beta(ratio) == pytest.approx(beta)
         expected = lp.select(el2n, ratio, strategy="ccs", ccs_beta=beta)
         np.testing.assert_array_equal(chosen.indices, expected.indices)
 
 
-@pytest.mark.parametrize("n", [1000, 1078])  # 0.8 of 1078 keeps 216, a reached ratio of 0.7996
-def test_from_80_percent_auto_keeps_the_easiest_of_each_class(n):
-    rng = np.random.default_rng(2)
+def aum_like(n: int, noisy: float, seed: int = 2) -> lp.Scores:
+    """AUM-shaped scores: the ``noisy`` share of samples has a negative accumulated margin."""
+    rng = np.random.default_rng(seed)
     labels = rng.integers(0, 5, n)
-    el2n = lp.Scores(rng.random(n), "el2n", labels=labels)
-    chosen = lp.select(el2n, 0.8, strategy="auto")
-    assert chosen.hparams["auto_choice"] == "easy" and chosen.hparams["easy_by"] == "low_score"
-    for label in range(5):  # per class, every kept score is below every dropped one
-        members = np.flatnonzero(labels == label)
-        kept = np.intersect1d(members, chosen.indices)
-        dropped = np.setdiff1d(members, chosen.indices)
-        assert el2n.values[kept].max() < el2n.values[dropped].min()
-    dual = dual_scores(n)
-    easy = lp.select(dual, 0.9, strategy="auto")
-    assert easy.hparams["easy_by"] == "confidence"
-    assert dual.extras["confidence"][easy.indices].min() > np.quantile(dual.extras["confidence"], 0.8)
+    margin = rng.uniform(0.1, 5.0, n)
+    wrong = rng.choice(n, size=int(round(noisy * n)), replace=False)
+    margin[wrong] = -rng.uniform(0.1, 3.0, wrong.size)
+    return lp.Scores(-margin, "aum", labels=labels, extras={"accumulated_margin": margin})
+
+
+@pytest.mark.parametrize("ratio", [0.3, 0.5])
+def test_up_to_50_percent_auto_keeps_the_top_of_each_class_once_the_likely_mislabelled_are_cut(ratio):
+    scores = aum_like(1000, noisy=0.15)
+    negative = np.flatnonzero(scores.extras["accumulated_margin"] < 0)
+    chosen = lp.select(scores, ratio, strategy="auto")
+    assert chosen.hparams["auto_choice"] == "top_after_cut"
+    assert chosen.hparams["label_noise_evidence"] == pytest.approx(0.15)
+    assert chosen.hparams["cut"] == pytest.approx(0.15) and chosen.hparams["cut_by"] == "accumulated_margin"
+    assert not np.isin(negative, chosen.indices).any()  # every sample the margin calls mislabelled is gone
+    assert chosen.indices.size == 1000 - round(ratio * 1000)
+    for label in range(5):  # among the rest, each class keeps its hardest: no kept score below a dropped one
+        rest = np.setdiff1d(np.flatnonzero(scores.labels == label), negative)
+        kept, dropped = np.intersect1d(rest, chosen.indices), np.setdiff1d(rest, chosen.indices)
+        assert dropped.size == 0 or scores.values[kept].min() >= scores.values[dropped].max()
+
+
+def test_with_clean_labels_the_top_after_the_cut_is_the_methods_own_class_balanced_ranking():
+    scores = aum_like(600, noisy=0.0)
+    chosen = lp.select(scores, 0.5, strategy="auto", seed=3)
+    assert chosen.hparams["cut"] == 0.0 and chosen.hparams["label_noise_evidence"] == 0.0
+    expected = lp.select(scores, 0.5, strategy="class_balanced", seed=3)
+    np.testing.assert_array_equal(chosen.indices, expected.indices)
+
+
+def test_predicted_labels_are_the_evidence_where_there_is_no_margin():
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, 4, 800)
+    predicted = labels.copy()
+    predicted[:80] = (labels[:80] + 1) % 4  # the training disagrees with 10% of the given labels
+    el2n = lp.Scores(rng.random(800), "el2n", labels=labels, extras={"predicted_label": predicted})
+    assert lp.selection.mislabelled.label_noise_evidence(el2n) == pytest.approx(0.1)
+    low = lp.select(el2n, 0.5, strategy="auto")
+    assert low.hparams["auto_choice"] == "top_after_cut" and low.hparams["cut_by"] == "predicted_label"
+    assert not np.isin(np.arange(80), low.indices).any()  # the samples the training disagrees with are cut
+    rest = np.arange(80, 800)
+    kept = np.isin(rest, low.indices)
+    for c in range(4):  # and each class keeps its highest scores among the rest
+        inside, outside = rest[kept & (labels[rest] == c)], rest[~kept & (labels[rest] == c)]
+        assert el2n.values[inside].min() >= el2n.values[outside].max()
+    high = lp.select(el2n, 0.9, strategy="auto")  # above 50%: CCS, its cut-off at least the evidence
+    assert high.hparams["auto_choice"] == "ccs" and high.hparams["ccs_beta"] == pytest.approx(0.3)
+    noisy = lp.Scores(el2n.values, "el2n", labels=labels, extras={"predicted_label": (labels + 1) % 4})
+    assert lp.select(noisy, 0.8, strategy="auto").hparams["ccs_beta"] == pytest.approx(0.8)  # capped: all disagree
 
 
 def test_dual_needs_confidence_and_a_positive_cd():
@@ -157,3 +196,13 @@ def test_validated_selection_needs_a_win_over_random_on_validation(tmp_path, mon
     selection = validated.validated_selection(run, spec, 0.5, dual_scores(200), cost)
     assert selection.hparams["validated"] == {"chosen": chosen, "val_acc": accuracies}
     assert f"keeping {chosen}" in run.lines[-1]
+
+
+def test_validated_candidates_include_the_rules_choice_where_it_differs_from_every_other():
+    from lightning_prune.pipeline.validated import candidates
+
+    noisy = candidates(aum_like(600, noisy=0.15), 0.5, 0, {"validate": True})
+    assert noisy["auto"].hparams["auto_choice"] == "top_after_cut"
+    rng = np.random.default_rng(5)
+    plain = lp.Scores(rng.random(600), "el2n", labels=rng.integers(0, 4, 600))  # no evidence: auto is ccs
+    assert "auto" not in candidates(plain, 0.5, 0, {"validate": True}) and "ccs" in noisy

@@ -172,7 +172,7 @@ def test_ccs_hard_cut_and_the_easy_branch_break_ties_at_random():
     cut = [lp.select(scores, 0.5, strategy="ccs", ccs_beta=0.3, seed=s).indices for s in range(10)]
     assert np.mean([np.mean(labels[k] == 0) for k in cut]) == pytest.approx(0.5, abs=0.05)
     with pytest.warns(UserWarning, match="carry no labels"):
-        easy = lp.select(lp.Scores(values, "forgetting"), 0.9, strategy="auto", seed=1).indices
+        easy = lp.select(lp.Scores(values, "forgetting"), 0.9, strategy="easy", seed=1).indices
     assert 0.2 < np.mean(labels[easy] == 0) < 0.8
 
 
@@ -303,14 +303,26 @@ def test_dual_cd_must_be_a_positive_number(cd):
     [None, np.repeat(np.arange(1000), 5), np.concatenate([[0], np.ones(999, dtype=np.int64)])],
     ids=["no labels", "1000 classes of 5", "a class of 1"],
 )
-def test_auto_easy_branch_falls_back_to_the_whole_data_set_and_says_so(labels):
+def test_per_class_strategies_fall_back_to_the_whole_data_set_and_say_so(labels):
     n = 5000 if labels is not None and labels.size == 5000 else 1000
     values = np.random.default_rng(0).random(n)
     scores = lp.Scores(values, "el2n", labels=labels)
-    with pytest.warns(UserWarning, match=r"strategy='auto' .*easiest samples of each class.*whole data set"):
-        selection = lp.select(scores, 0.9, strategy="auto")
+    with pytest.warns(UserWarning, match=r"strategy='easy' .*easiest samples of each class.*whole data set"):
+        selection = lp.select(scores, 0.9, strategy="easy")
     assert selection.hparams["within"] == "all"
     assert values[selection.indices].max() <= np.quantile(values, 0.11)
+
+
+def test_auto_takes_ccs_where_the_top_of_each_class_would_leave_a_class_empty():
+    values = np.random.default_rng(0).random(1000)
+    singletons = np.arange(1000)  # every sample its own class: half of the classes would keep none
+    clean = lp.Scores(values, "el2n", labels=singletons, extras={"predicted_label": singletons})
+    chosen = lp.select(clean, 0.5, strategy="auto")
+    assert chosen.hparams["auto_choice"] == "ccs" and chosen.hparams["label_noise_evidence"] == 0.0
+    np.testing.assert_array_equal(chosen.indices, lp.select(clean, 0.5, strategy="ccs", ccs_beta=0.0).indices)
+    fives = np.repeat(np.arange(200), 5)  # half of 200 classes of 5 keeps two or three of each
+    kept = lp.select(lp.Scores(values, "el2n", labels=fives, extras={"predicted_label": fives}), 0.5, strategy="auto")
+    assert kept.hparams["auto_choice"] == "top_after_cut" and np.unique(fives[kept.indices]).size == 200
 
 
 def test_auto_is_not_called_the_default():

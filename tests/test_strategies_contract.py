@@ -10,6 +10,7 @@ import lightning_prune as lp
 from lightning_prune.collectors.registry import COLLECTORS
 from lightning_prune.pipeline.validated import candidates
 from lightning_prune.selection import ScoreMeaning, meaning_of
+from lightning_prune.selection.ratio_aware import AUTO_TOP_UP_TO, auto_ccs_beta
 from lightning_prune.selection.strategies import STRATEGIES
 
 N, CLASSES = 600, 4
@@ -81,43 +82,71 @@ def test_topk_and_class_balanced_keep_the_higher_values_whatever_they_mean(name,
         assert_kept_end(scores.values, kept, scores.labels)
 
 
+def assert_auto_cuts_the_hard_end(scores: lp.Scores, ratio: float, seed: int = 0) -> None:
+    """``auto`` keeps the top of preference scores, samples DUAL scores by confidence, and otherwise drops the
+    hard end it names (CCS's cut-off, at least ``beta(r)``; or the cut before the top of each class)."""
+    auto = lp.select(scores, ratio, "auto", seed=seed)
+    choice = auto.hparams["auto_choice"]
+    if scores.meaning == ScoreMeaning.PREFERENCE:
+        assert choice == "top"
+        assert_kept_end(scores.values, auto.indices, scores.labels)
+        return
+    if "confidence" in scores.extras:
+        assert choice == "dual"
+        return
+    share = auto.hparams["ccs_beta"] if choice == "ccs" else auto.hparams["cut"]
+    if choice == "ccs":
+        assert share >= auto_ccs_beta(ratio)
+    else:
+        assert choice == "top_after_cut" and ratio <= AUTO_TOP_UP_TO
+    by_hardness = np.argsort(-hard_key(scores))
+    if choice == "top_after_cut" and auto.hparams["cut_by"] == "predicted_label":  # the disagreeing samples first
+        by_hardness = by_hardness[
+            np.argsort(scores.extras["predicted_label"][by_hardness] == scores.labels[by_hardness], kind="stable")
+        ]
+    cut = by_hardness[: round(share * N)]
+    assert not np.isin(cut, auto.indices).any()
+    if choice == "top_after_cut":  # the rest: the top of each class by the scores' own values
+        rest = by_hardness[round(share * N) :]
+        kept = np.isin(rest, auto.indices)
+        for c in np.unique(scores.labels):
+            inside, outside = rest[kept & (scores.labels[rest] == c)], rest[~kept & (scores.labels[rest] == c)]
+            if inside.size and outside.size:
+                assert scores.values[inside].min() >= scores.values[outside].max()
+
+
 @pytest.mark.parametrize(("name", "hparams"), CASES, ids=IDS)
 @pytest.mark.parametrize("seed", [0, 1])
-def test_easy_and_auto_at_a_high_ratio_keep_the_easy_end_or_the_top_of_preferences(name, hparams, seed):
+def test_easy_keeps_the_easy_end_and_auto_at_a_high_ratio_cuts_the_hard_one(name, hparams, seed):
     scores = collector_scores(name, hparams, seed)
-    auto = lp.select(scores, 0.9, "auto", seed=seed)
+    assert_auto_cuts_the_hard_end(scores, 0.9, seed)
     if scores.meaning == ScoreMeaning.PREFERENCE:
-        assert auto.hparams["auto_choice"] == "top"
-        assert_kept_end(scores.values, auto.indices, scores.labels)
         with pytest.raises(ValueError, match=rf"{name} scores mean 'preference'"):
             lp.select(scores, 0.9, "easy", seed=seed)
         return
-    assert auto.hparams["auto_choice"] == "easy"
-    assert_kept_end(easy_key(scores), auto.indices, scores.labels)
-    easy = lp.select(scores, 0.5, "easy", seed=seed)
-    assert_kept_end(easy_key(scores), easy.indices, scores.labels)
+    for ratio in (0.5, 0.9):
+        easy = lp.select(scores, ratio, "easy", seed=seed)
+        assert_kept_end(easy_key(scores), easy.indices, scores.labels)
 
 
 @pytest.mark.parametrize(("name", "hparams"), CASES, ids=IDS)
-def test_ccs_and_auto_below_80_percent_cut_the_hard_end(name, hparams):
+@pytest.mark.parametrize("with_predictions", [False, True])
+def test_ccs_and_auto_at_30_and_70_percent_cut_the_hard_end(name, hparams, with_predictions):
     scores = collector_scores(name, hparams, 0)
+    if with_predictions:  # the training disagrees with a tenth of the labels: auto's label-noise evidence
+        predicted = scores.labels.copy()
+        predicted[: N // 10] = (predicted[: N // 10] + 1) % CLASSES
+        extras = {**scores.extras, "predicted_label": predicted}
+        scores = lp.Scores(scores.values, name, hparams, labels=scores.labels, extras=extras, meaning=scores.meaning)
     if scores.meaning == ScoreMeaning.PREFERENCE:
         with pytest.raises(ValueError, match=rf"{name} scores mean 'preference'.*no hard end"):
             lp.select(scores, 0.5, "ccs", ccs_beta=0.2)
-        chosen = lp.select(scores, 0.7, "auto")
-        assert chosen.hparams["auto_choice"] == "top"
-        assert_kept_end(scores.values, chosen.indices, scores.labels)
-        return
-    hard = hard_key(scores)
-    hardest = np.argsort(-hard)[: round(0.2 * N)]
-    kept = lp.select(scores, 0.5, "ccs", ccs_beta=0.2).indices
-    assert not set(hardest.tolist()) & set(kept.tolist())
-    auto = lp.select(scores, 0.7, "auto")
-    if auto.hparams["auto_choice"] == "ccs":
-        cut = np.argsort(-hard)[: round(auto.hparams["ccs_beta"] * N)]
-        assert cut.size and not set(cut.tolist()) & set(auto.indices.tolist())
-    else:  # DUAL scores: the sampling moves towards confident samples as the ratio grows
-        assert auto.hparams["auto_choice"] == "dual" and name == "dual"
+    else:
+        hardest = np.argsort(-hard_key(scores))[: round(0.2 * N)]
+        kept = lp.select(scores, 0.5, "ccs", ccs_beta=0.2).indices
+        assert not set(hardest.tolist()) & set(kept.tolist())
+    for ratio in (0.3, 0.7):
+        assert_auto_cuts_the_hard_end(scores, ratio)
 
 
 @pytest.mark.parametrize(("name", "hparams"), CASES, ids=IDS)

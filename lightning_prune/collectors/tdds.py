@@ -60,6 +60,7 @@ class TDDS(ScoreCollector):
 
     method = "tdds"
     score_meaning = ScoreMeaning.DIFFICULTY
+    records_predictions = True  # the label the training predicts: lp.mislabelled, and auto's label-noise evidence
 
     def __init__(
         self,

@@ -5,8 +5,9 @@ a data set with noisy labels rewards dropping the hard tail at every ratio, a cl
 best by random subsets at moderate ratios and by easy ones at extreme ratios. So at each ratio the
 pipeline builds a few candidate selections from the method's scores -- the method's own ranking (the
 top-k of its scores, of the whole data set and of each class), DUAL's ratio-adaptive sampling (for DUAL
-scores), CCS with the ratio-dependent cut-off, the easiest samples of each class (what Sorscher et al.
-find best when little data is kept), and a uniform random subset -- trains one model on
+scores), CCS with the ratio-dependent cut-off, ``auto``'s own choice (for other difficulty scores: the
+top of each class once the likely mislabelled share is cut off), the easiest samples of each class (what
+Sorscher et al. find best when little data is kept), and a uniform random subset -- trains one model on
 each (the run's coreset training under its ``budget``, seeded with ``score_seed``), and keeps the
 candidate with the best final ``val_acc`` (on a tie, random: a score-based candidate must do better on validation to be
 chosen). The test split is never read. Every candidate's validation accuracy and the
@@ -20,6 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 import lightning.pytorch as pl
+import numpy as np
 
 from lightning_prune.data.pruned import PrunedDataModule
 from lightning_prune.pipeline.context import MethodSpec, RunContext
@@ -50,8 +52,10 @@ def candidates(scores: Scores, ratio: float, seed: int, select_args: dict[str, A
     ``ccs_bins`` and ``ccs_hardness``, ``dual`` its ``dual_cd``). Every method's scores get ``random`` and
     their own ranking, ``topk`` (the highest scores of the whole data set). The others read the scores'
     meaning: difficulty and easiness scores get ``class_balanced`` (the highest of each class, where every
-    class keeps a sample), ``ccs``, ``easy`` (and ``dual`` for DUAL scores); preference scores, which have
-    no easy or hard end, get ``top`` (``auto``'s choice for them: the top of each class).
+    class keeps a sample), ``ccs``, ``easy``, and ``dual`` for DUAL scores or else ``auto`` (the rule's
+    choice: the top of each class after the label-noise cut, or CCS with that cut-off) where it differs
+    from every other candidate; preference scores, which have no easy or hard end, get ``top``
+    (``auto``'s choice for them: the top of each class).
     """
     options = {key: value for key, value in select_args.items() if key != VALIDATE}
     check_select_args("auto", options)
@@ -74,6 +78,10 @@ def candidates(scores: Scores, ratio: float, seed: int, select_args: dict[str, A
     chosen["easy"] = select(scores, ratio, strategy="easy", seed=seed, **taken("easy"))
     if CONFIDENCE in scores.extras and scores.meaning == ScoreMeaning.DIFFICULTY:
         chosen["dual"] = select(scores, ratio, strategy="dual", seed=seed, **taken("dual"))
+        return chosen  # auto's choice for DUAL scores is "dual"
+    rule = select(scores, ratio, strategy="auto", seed=seed, **taken("auto"))
+    if not any(np.array_equal(rule.indices, other.indices) for other in chosen.values()):
+        chosen["auto"] = rule  # the rule's choice (the top after the label-noise cut, or CCS with it)
     return chosen
 
 

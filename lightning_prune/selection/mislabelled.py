@@ -5,7 +5,7 @@ to its true class, so its margin stays low (AUM, Pleiss et al., NeurIPS 2020), i
 (EL2N) and it is forgotten often. :func:`mislabelled` ranks the samples by the difficulty their
 scores measure and lists the top ones with their given label and the label the training predicts
 (``scores.extras["predicted_label"]``, kept by the collectors with ``records_predictions = True``:
-AUM, EL2N, Forgetting).
+AUM, EL2N, Forgetting, TDDS).
 
 Measured on ``DigitsDataModule(label_noise=0.2)`` (1078 training samples, 216 flipped), a
 ``SmallCNN(width=16)`` trained 20 epochs with ``lr=0.05``, noise seeds 0 and 1: AUM's top 216
@@ -34,6 +34,7 @@ from lightning_prune.selection.files import (
     write_text_atomic,
 )
 from lightning_prune.selection.meaning import ScoreMeaning
+from lightning_prune.selection.primitives import ACCUMULATED_MARGIN
 from lightning_prune.selection.scores import Scores, check_same_dataset
 
 KIND = "mislabelled"
@@ -196,6 +197,27 @@ def mislabelled(scores: Scores, top: int | float = DEFAULT_TOP) -> Mislabelled:
     )
 
 
+def label_noise_evidence(scores: Scores) -> float | None:
+    """The share of the training set whose given label the scoring run itself contradicts, or ``None``
+    where the scores cannot tell.
+
+    With an accumulated margin (AUM's ``extras["accumulated_margin"]``): the share of negative ones,
+    samples whose label the model ranked below another class on average over the training (Pleiss et
+    al.'s signal of a wrong label). Else, with the predicted labels (``extras["predicted_label"]``,
+    recorded by EL2N, Forgetting and TDDS): the share the final epoch assigned to another class. A
+    trained model memorises part of the wrong labels, so both read below the true noise rate: on
+    ``DigitsDataModule(label_noise=0.2)`` (20 epochs) AUM's margin gives 0.19 and the predictions about
+    0.14; on the clean digits both give 0.
+    """
+    if ACCUMULATED_MARGIN in scores.extras:
+        margins = np.asarray(scores.extras[ACCUMULATED_MARGIN], dtype=np.float64).reshape(len(scores))
+        return float(np.mean(margins < 0))
+    if PREDICTED_LABEL in scores.extras and scores.labels is not None:
+        predicted = np.asarray(scores.extras[PREDICTED_LABEL]).astype(np.int64).reshape(len(scores))
+        return float(np.mean(predicted != np.asarray(scores.labels)))
+    return None
+
+
 def _count(top: int | float, num_samples: int) -> int:
     if isinstance(top, bool) or not isinstance(top, int | float | np.integer | np.floating):
         raise TypeError(f"top={top!r} must be a count (int >= 1) or a fraction of the training set in (0, 1].")
@@ -210,4 +232,4 @@ def _count(top: int | float, num_samples: int) -> int:
     return max(1, int(round(float(top) * num_samples)))
 
 
-__all__ = ["DEFAULT_TOP", "Mislabelled", "listable", "mislabelled"]
+__all__ = ["DEFAULT_TOP", "Mislabelled", "label_noise_evidence", "listable", "mislabelled"]

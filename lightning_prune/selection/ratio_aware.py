@@ -13,26 +13,37 @@ score range win (Sorscher et al., NeurIPS 2022; Zheng et al., ICLR 2023). Two st
     Beta density moves towards confident (easy) samples. ``c_d`` (``dual_cd``, default 4) sets how fast.
 ``auto``
     The library's recommended strategy (``select()``'s default stays ``topk``). It reads the scores'
-    declared meaning (:class:`~lightning_prune.selection.meaning.ScoreMeaning`). For difficulty and
-    easiness scores, from a pruning ratio of 0.8 on it keeps the easiest samples of each class (the highest mean label probability for DUAL scores, the lowest difficulty or the highest
-    easiness score otherwise): with so little data kept, hard samples are noise and outliers (Sorscher et al.), and
-    in the README's three-data-set study this candidate won on the validation split at 80% and 90%
-    on every data set. Below 0.8: for scores with ``extras["confidence"]`` it is ``dual``; for every
-    other difficulty or easiness score it is CCS with a hard cut-off (the hard end the meaning names)
-    that grows with the ratio, ``beta(r) = 0.75 * max(0, r - 0.5)`` (none up to 50%, 0.15 at 70%: on
-    the way to the 0.3 the CCS paper uses at 90% on CIFAR-10).
+    declared meaning (:class:`~lightning_prune.selection.meaning.ScoreMeaning`) and, where they carry
+    it, their evidence of wrong labels (:func:`~lightning_prune.selection.mislabelled.label_noise_evidence`:
+    the share of negative accumulated margins, else of samples the training assigns to another class):
 
-    The method's own ranking (the hardest samples, ``topk`` or ``class_balanced``) is not part of the
-    rule: it is a candidate of validated selection (``select_args: {validate: true}``), which can see
-    whether labels are noisy, and the rule cannot. Measured on the validation split of the digits
-    (TDDS scores of a 20-epoch SmallCNN run, 20-epoch coresets, seed 0, 270 validation samples), at 50%
-    / 70% pruning: clean labels, random 98.9 / 96.3, ``auto`` 98.9 / 95.6, ``topk`` 98.9 / 96.7,
-    ``class_balanced`` 99.3 / 95.9; 20% flipped labels, random 90.4 / 90.0, ``auto`` 89.6 / 86.7,
-    ``topk`` 88.5 / 69.6, ``class_balanced`` 87.0 / 84.8 (AUM scores: ``topk`` 31.5 at 70%, the
-    flipped labels kept). Top-k gains at most a sample on clean labels and loses up to 20 points on
-    noisy ones. The same measurement puts ``auto`` on TDDS scores 3.3 points below random at 70% on
-    noisy labels (``easy`` 92.2, CCS with a 0.3 cut-off 90.4 there, but 94.4 and 94.8 on clean labels):
-    no rule measured here keeps within a point of random on both.
+    * scores with ``extras["confidence"]`` (DUAL): ``dual`` at every ratio;
+    * other difficulty or easiness scores with label-noise evidence ``e`` (AUM, EL2N, Forgetting, TDDS), up
+      to a pruning ratio of 0.5: the method's own ranking, the top of each class, after cutting off the
+      samples the evidence counts (a negative margin, else a predicted label that is not the given one;
+      ``cut_by``) -- ``auto_choice="top_after_cut"``; with clean labels (``e = 0``) that is
+      ``class_balanced`` itself;
+    * above 0.5, or without evidence: CCS with a hard cut-off of ``max(beta(r), e)``, where
+      ``beta(r) = 0.75 * max(0, r - 0.5)`` (none up to 50%, 0.15 at 70%, on the way to the 0.3 the
+      CCS paper uses at 90% on CIFAR-10); each cut-off is capped at the fraction removed.
+
+    Measured on the validation splits of the three study data sets (``examples/study/``: scores of the
+    study's scoring runs, coresets trained under equal steps, seed 0; points against random at 30 / 50 /
+    70 / 80 / 90% pruned; docs/studies.md has the test-split tables):
+
+    * DUAL's sampling: clean digits -0.37 / +0.37 / -0.75 / +1.49 / -1.11; digits with 20% of the labels
+      flipped +8.2 / +10.4 / +7.4 / (random diverged at 80%) / +10.7; synthetic tabular +1.2 / +3.1 / +7.7;
+    * the top of each class after the cut, at 30 / 50%: AUM (evidence 0 on clean digits, 0.19 on noisy
+      digits, 0.16 on tabular) 0 / +0.74, +8.2 / +10.0, +3.1 / +3.0, where its plain top lost up to 21
+      points on noisy digits; TDDS (its predicted labels: evidence 0, 0.15, 0.09) -0.37 / +1.11, +5.9 /
+      +10.0, +0.9 / +0.6 (cutting TDDS's highest scores instead of the disagreeing samples: +1.1 / -1.9
+      on noisy digits, -0.9 / -0.3 on tabular);
+    * at 70% the same top lost 6.9 (AUM) and 5.1 points (TDDS) on tabular where CCS with the cut gained
+      1.9 and 2.7 (clean digits: CCS -0.75 and +0.74): so the rule stops the top at 50%.
+
+    The easiest samples of each class (Sorscher et al.'s advice at high ratios, ``auto``'s choice from
+    80% before) are a candidate of validated selection, not of the rule: under equal steps they lost 0.4
+    to 7 points to random on clean digits.
 
     Preference scores (Herding, Moderate) have no easy and no hard end for that rule to act on: they
     are their method's own ranking of what to keep (Herding's coreset is its first picks per class,
@@ -40,10 +51,10 @@ score range win (Sorscher et al., NeurIPS 2022; Zheng et al., ICLR 2023). Two st
     each class (``auto_choice="top"``).
 
     Where "of each class" is impossible -- the scores carry no labels, or the ratio leaves a class
-    with no sample (1000 classes of 5 samples at 90%, a class of one sample) -- ``auto`` keeps the
-    easiest (or top) samples of the whole data set instead, warns, and records
-    ``within="all"`` (else ``"class"``). What it chose is recorded in the selection's manifest,
-    from the same plan the selection is drawn with.
+    with no sample (1000 classes of 5 samples at 90%, a class of one sample) -- ``auto`` keeps the top
+    of preference scores in the whole data set instead, warns, and records ``within="all"`` (else
+    ``"class"``); for other scores it takes CCS instead of the top after the cut. What it chose is
+    recorded in the selection's manifest, from the same plan the selection is drawn with.
 """
 
 from __future__ import annotations
@@ -56,21 +67,26 @@ from typing import Any
 import numpy as np
 import torch
 
+from lightning_prune.collectors.state import PREDICTED_LABEL
 from lightning_prune.selection.meaning import ScoreMeaning
-from lightning_prune.selection.primitives import ccs as ccs_select
+from lightning_prune.selection.mislabelled import label_noise_evidence
 from lightning_prune.selection.primitives import (
+    ACCUMULATED_MARGIN,
     class_balanced,
     classes_left_empty,
     kept_ratio_removed,
     ranked,
     resolve_ccs_hardness,
+    tie_ranks,
     top,
 )
+from lightning_prune.selection.primitives import ccs as ccs_select
 from lightning_prune.selection.scores import Scores
 
 CONFIDENCE = "confidence"
-AUTO_EASY_FROM = 0.8
-"""From this pruning ratio on, ``auto`` keeps the easiest samples of each class."""
+AUTO_TOP_UP_TO = 0.5
+"""Up to this pruning ratio, ``auto`` keeps the method's own ranking (the top of each class) of scores
+that carry label-noise evidence, once the likely mislabelled share is cut off."""
 DUAL_ANCHORS = 10
 """How many of the highest-scored samples set DUAL's anchor confidence ``m``."""
 
@@ -237,20 +253,61 @@ def auto_plan(
 ) -> dict[str, Any]:
     """What ``auto`` chooses for these scores at ``prune_ratio``, keeping ``num_keep`` (recorded in the
     selection's manifest and executed by :func:`auto_run`): the choice follows the ratio asked for,
-    DUAL's parameters the ratio reached."""
+    DUAL's parameters and the cut-offs the ratio reached."""
     if scores.meaning == ScoreMeaning.PREFERENCE:
         return {"auto_choice": "top", "within": within_classes(scores, num_keep, seed, "top", "auto")}
-    if prune_ratio >= AUTO_EASY_FROM:
-        return {"auto_choice": "easy", **easy_plan(scores, num_keep, seed, "auto")}
+    removed = kept_ratio_removed(len(scores), num_keep)
     if CONFIDENCE in scores.extras and scores.meaning == ScoreMeaning.DIFFICULTY:
-        return {"auto_choice": "dual", **dual_plan(scores, kept_ratio_removed(len(scores), num_keep), cd, seed)}
-    beta = auto_ccs_beta(prune_ratio)
+        return {"auto_choice": "dual", **dual_plan(scores, removed, cd, seed)}
+    evidence = label_noise_evidence(scores)
+    noise = {} if evidence is None else {"label_noise_evidence": round(evidence, 6)}
+    if evidence is not None and prune_ratio <= AUTO_TOP_UP_TO and scores.labels is not None:
+        cut = _cut_fraction(evidence, len(scores), num_keep)
+        if classes_left_empty(_after_cut(scores, cut, seed)[1], num_keep, seed) is None:
+            return {"auto_choice": "top_after_cut", **noise, "cut": cut, "cut_by": _suspected_by(scores)}
+    beta = _cut_fraction(max(auto_ccs_beta(prune_ratio), evidence or 0.0), len(scores), num_keep)
     return {
         "auto_choice": "ccs",
+        **noise,
         "ccs_beta": beta,
         "ccs_bins": int(ccs_bins),
         "ccs_hardness": resolve_ccs_hardness(scores, ccs_hardness, beta),
     }
+
+
+def _cut_fraction(fraction: float, num_samples: int, num_keep: int) -> float:
+    """``fraction`` of the data set to cut off, capped so that ``num_keep`` samples remain."""
+    return round(min(float(fraction), kept_ratio_removed(num_samples, num_keep)), 6)
+
+
+def _suspected_by(scores: Scores) -> str:
+    """What :func:`~lightning_prune.selection.mislabelled.label_noise_evidence` read: the accumulated margin
+    or the predicted labels."""
+    return ACCUMULATED_MARGIN if ACCUMULATED_MARGIN in scores.extras else PREDICTED_LABEL
+
+
+def _after_cut(scores: Scores, cut: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The indices left once ``cut`` of the data set is removed, the samples the label-noise evidence
+    counts first (a negative accumulated margin, else a predicted label that is not the given one;
+    the lowest margin, else the hardest score, first), and their labels."""
+    if ACCUMULATED_MARGIN in scores.extras:
+        margin = np.asarray(scores.extras[ACCUMULATED_MARGIN], dtype=np.float64).reshape(len(scores))
+        suspect, hardness = margin < 0, -margin
+    else:
+        predicted = np.asarray(scores.extras[PREDICTED_LABEL]).astype(np.int64).reshape(len(scores))
+        suspect = predicted != np.asarray(scores.labels)
+        hardness = -scores.values if scores.meaning == ScoreMeaning.EASINESS else scores.values
+    order = np.lexsort((tie_ranks(len(scores), seed), -hardness, ~suspect))  # suspects first, hardest first
+    pool = np.sort(order[int(round(cut * len(scores))) :])
+    labels = np.asarray(scores.labels)[pool] if scores.labels is not None else np.zeros(pool.size, np.int64)
+    return pool, labels
+
+
+def top_after_cut_run(scores: Scores, num_keep: int, seed: int, plan: Mapping[str, Any]) -> np.ndarray:
+    """The top of each class of what is left once ``plan["cut"]`` of the data set, the likely mislabelled
+    samples, is removed."""
+    pool, labels = _after_cut(scores, plan["cut"], seed)
+    return pool[class_balanced(scores.values[pool], labels, num_keep, seed)]
 
 
 def auto_run(scores: Scores, num_keep: int, seed: int, plan: Mapping[str, Any]) -> np.ndarray:
@@ -258,8 +315,8 @@ def auto_run(scores: Scores, num_keep: int, seed: int, plan: Mapping[str, Any]) 
     choice = plan["auto_choice"]
     if choice == "top":
         return keep_top(scores, num_keep, seed, plan["within"])
-    if choice == "easy":
-        return easy_run(scores, num_keep, seed, plan)
+    if choice == "top_after_cut":
+        return top_after_cut_run(scores, num_keep, seed, plan)
     if choice == "dual":
         return dual_run(scores, num_keep, seed, plan)
     return ccs_select(

@@ -26,13 +26,14 @@ Strategies (all deterministic for a given ``seed``):
     The easiest samples of each class (every class its share), read from the scores' meaning: the
     lowest difficulty, the highest easiness, or DUAL's mean label probability. Where a class would
     keep none (or without labels) the easiest of the whole data set, with a warning, recorded as
-    ``within="all"``. Preference scores have no easy end: refused. It is ``auto``'s choice from a
-    ratio of 0.8, and a validated candidate.
+    ``within="all"``. Preference scores have no easy end: refused. It is a validated candidate.
 ``dual``, ``auto``
     Ratio-aware: DUAL's Beta sampling, and the library's recommended strategy (not ``select()``'s
-    default, which is ``topk``): from a ratio of 0.8 the easiest samples of each class; below, DUAL's
-    sampling for DUAL scores and CCS with a ratio-dependent hard cut-off otherwise; the top of each
-    class for preference scores. See :mod:`lightning_prune.selection.ratio_aware`.
+    default, which is ``topk``): DUAL's sampling for DUAL scores at every ratio; for other difficulty
+    scores that carry label-noise evidence, up to a ratio of 0.5 the top of each class once the likely
+    mislabelled share is cut off, else CCS with a hard cut-off of at least that share and of the
+    ratio's ``beta``; the top of each class for preference scores. See
+    :mod:`lightning_prune.selection.ratio_aware`.
 
 The strategies that read a direction (``auto``, ``dual``, CCS's hardness) read it from the scores'
 declared meaning (``Scores.meaning``: difficulty, easiness or preference; see
