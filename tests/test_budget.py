@@ -160,3 +160,15 @@ def test_validated_candidates_train_under_the_runs_protocol(tmp_path, budget, ep
         assert abs(per_candidate - EPOCHS * num_samples) <= EPOCHS * BATCH
     else:
         assert per_candidate == EPOCHS * math.ceil(num_samples / 2)
+
+
+@pytest.mark.parametrize("budget", ["epochs", "steps"])
+def test_auto_selects_for_the_runs_budget(tmp_path, budget):
+    # from 80% pruned, auto keeps the easiest samples only of a coreset trained for epochs: the run says which
+    spec = MethodSpec("el2n", args={"epochs": 2}, strategy="auto", prune_ratios=[0.8])
+    run = make_run(tmp_path, budget=budget, methods=[spec], score_epochs=2)
+    run.score()
+    run.select()
+    chosen = Selection.load(run.selection_path("el2n", 0.8)).hparams
+    assert chosen["budget"] == budget
+    assert chosen["auto_choice"] == ("easy" if budget == "epochs" else "ccs")

@@ -59,19 +59,43 @@ def test_sampling_without_replacement_matches_successive_draws():
     assert sorted(sample_without_replacement(weights, 5, np.random.default_rng(0)).tolist()) == [0, 1, 2, 3, 4]
 
 
-def test_auto_uses_dual_sampling_at_every_ratio_and_ccs_for_scores_without_noise_evidence():
+def test_for_a_coreset_trained_the_full_steps_auto_uses_dual_sampling_at_every_ratio_and_ccs_without_evidence():
     for ratio in (0.3, 0.7, 0.9):
-        selection = lp.select(dual_scores(), ratio, strategy="auto")
+        selection = lp.select(dual_scores(), ratio, strategy="auto", budget="steps")
         assert selection.hparams["auto_choice"] == "dual" and "dual_beta_a" in selection.hparams
+        assert selection.hparams["budget"] == "steps"
     rng = np.random.default_rng(1)
     el2n = lp.Scores(rng.random(1000), "el2n", labels=rng.integers(0, 10, 1000))  # no margins, no predictions
     for ratio, beta in [(0.3, 0.0), (0.5, 0.0), (0.7, 0.15), (0.9, 0.3)]:
-        chosen = lp.select(el2n, ratio, strategy="auto")
+        chosen = lp.select(el2n, ratio, strategy="auto", budget="steps")
         assert chosen.hparams["auto_choice"] == "ccs" and chosen.hparams["ccs_beta"] == pytest.approx(beta)
         assert "label_noise_evidence" not in chosen.hparams
         assert auto_ccs_beta(ratio) == pytest.approx(beta)
         expected = lp.select(el2n, ratio, strategy="ccs", ccs_beta=beta)
         np.testing.assert_array_equal(chosen.indices, expected.indices)
+        if ratio < 0.8:  # below 80% the budget changes nothing
+            np.testing.assert_array_equal(lp.select(el2n, ratio, strategy="auto").indices, expected.indices)
+    with pytest.raises(ValueError, match=r"budget='step'.*'epochs'.*'steps'"):
+        lp.select(el2n, 0.5, strategy="auto", budget="step")
+
+
+@pytest.mark.parametrize("n", [1000, 1078])  # 0.8 of 1078 keeps 216, a reached ratio of 0.7996
+def test_from_80_percent_auto_keeps_the_easiest_of_each_class_for_a_coreset_trained_for_epochs(n):
+    rng = np.random.default_rng(2)
+    labels = rng.integers(0, 5, n)
+    el2n = lp.Scores(rng.random(n), "el2n", labels=labels)
+    chosen = lp.select(el2n, 0.8, strategy="auto")  # budget="epochs", the default
+    assert chosen.hparams["auto_choice"] == "easy" and chosen.hparams["easy_by"] == "low_score"
+    assert chosen.hparams["budget"] == "epochs"
+    for label in range(5):  # per class, every kept score is below every dropped one
+        members = np.flatnonzero(labels == label)
+        kept = np.intersect1d(members, chosen.indices)
+        dropped = np.setdiff1d(members, chosen.indices)
+        assert el2n.values[kept].max() < el2n.values[dropped].min()
+    dual = dual_scores(n)
+    easy = lp.select(dual, 0.9, strategy="auto")
+    assert easy.hparams["easy_by"] == "confidence"
+    assert dual.extras["confidence"][easy.indices].min() > np.quantile(dual.extras["confidence"], 0.8)
 
 
 def aum_like(n: int, noisy: float, seed: int = 2) -> lp.Scores:
@@ -123,10 +147,11 @@ def test_predicted_labels_are_the_evidence_where_there_is_no_margin():
     for c in range(4):  # and each class keeps its highest scores among the rest
         inside, outside = rest[kept & (labels[rest] == c)], rest[~kept & (labels[rest] == c)]
         assert el2n.values[inside].min() >= el2n.values[outside].max()
-    high = lp.select(el2n, 0.9, strategy="auto")  # above 50%: CCS, its cut-off at least the evidence
+    high = lp.select(el2n, 0.9, strategy="auto", budget="steps")  # above 50%: CCS, its cut-off >= the evidence
     assert high.hparams["auto_choice"] == "ccs" and high.hparams["ccs_beta"] == pytest.approx(0.3)
     noisy = lp.Scores(el2n.values, "el2n", labels=labels, extras={"predicted_label": (labels + 1) % 4})
-    assert lp.select(noisy, 0.8, strategy="auto").hparams["ccs_beta"] == pytest.approx(0.8)  # capped: all disagree
+    capped = lp.select(noisy, 0.8, strategy="auto", budget="steps")  # every label disagrees: capped at 80%
+    assert capped.hparams["ccs_beta"] == pytest.approx(0.8)
 
 
 def test_dual_needs_confidence_and_a_positive_cd():
@@ -163,6 +188,7 @@ class _FakeRun:
     """What validated_selection reads of a run, without training anything."""
 
     score_seed = 0
+    budget = "epochs"
 
     def __init__(self, tmp_path, accuracies):
         self.run_dir = tmp_path

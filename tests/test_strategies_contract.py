@@ -83,9 +83,10 @@ def test_topk_and_class_balanced_keep_the_higher_values_whatever_they_mean(name,
 
 
 def assert_auto_cuts_the_hard_end(scores: lp.Scores, ratio: float, seed: int = 0) -> None:
-    """``auto`` keeps the top of preference scores, samples DUAL scores by confidence, and otherwise drops the
-    hard end it names (CCS's cut-off, at least ``beta(r)``; or the cut before the top of each class)."""
-    auto = lp.select(scores, ratio, "auto", seed=seed)
+    """``auto`` for a coreset trained the full steps keeps the top of preference scores, samples DUAL scores by
+    confidence, and otherwise drops the hard end it names (CCS's cut-off, at least ``beta(r)``; or the cut
+    before the top of each class)."""
+    auto = lp.select(scores, ratio, "auto", seed=seed, budget="steps")
     choice = auto.hparams["auto_choice"]
     if scores.meaning == ScoreMeaning.PREFERENCE:
         assert choice == "top"
@@ -117,13 +118,19 @@ def assert_auto_cuts_the_hard_end(scores: lp.Scores, ratio: float, seed: int = 0
 
 @pytest.mark.parametrize(("name", "hparams"), CASES, ids=IDS)
 @pytest.mark.parametrize("seed", [0, 1])
-def test_easy_keeps_the_easy_end_and_auto_at_a_high_ratio_cuts_the_hard_one(name, hparams, seed):
+def test_easy_and_auto_for_epochs_at_a_high_ratio_keep_the_easy_end_and_auto_for_steps_cuts_the_hard_one(
+    name, hparams, seed
+):
     scores = collector_scores(name, hparams, seed)
     assert_auto_cuts_the_hard_end(scores, 0.9, seed)
+    auto = lp.select(scores, 0.9, "auto", seed=seed)  # a coreset trained for epochs
     if scores.meaning == ScoreMeaning.PREFERENCE:
+        assert auto.hparams["auto_choice"] == "top"
         with pytest.raises(ValueError, match=rf"{name} scores mean 'preference'"):
             lp.select(scores, 0.9, "easy", seed=seed)
         return
+    assert auto.hparams["auto_choice"] == "easy"
+    assert_kept_end(easy_key(scores), auto.indices, scores.labels)
     for ratio in (0.5, 0.9):
         easy = lp.select(scores, ratio, "easy", seed=seed)
         assert_kept_end(easy_key(scores), easy.indices, scores.labels)

@@ -145,6 +145,7 @@ class RunContext:
         weighted: whether coresets train with importance weights.
         scoring_model: the model the run-length scoring run trained in this process (``None`` before).
         cache: per method key, what a method computes once and reuses for every ratio.
+        budget: how every static coreset trains, ``"epochs"`` or ``"steps"`` (``strategy: auto`` reads it).
     """
 
     files: RunFiles
@@ -160,3 +161,4 @@ class RunContext:
     weighted: bool
     scoring_model: Callable[[], pl.LightningModule | None]
     cache: dict[str, dict[str, Any]] = field(default_factory=dict)
+    budget: str = "epochs"

@@ -238,13 +238,17 @@ class ScoreBased(SelectionMethod):
         scores.check_dataset(num_samples, labels)
         if self._validated(spec):
             return validated_selection(run, spec, ratio, scores, self.costs(run, spec, ratio)[1])
+        strategy = spec.strategy or "topk"
+        options = {key: value for key, value in spec.select_args.items() if key != VALIDATE}
+        if strategy == "auto":  # the rule depends on how the coreset trains: the run's budget
+            options.setdefault("budget", run.budget)
         return select(
             scores,
             ratio,
-            strategy=spec.strategy or "topk",
+            strategy=strategy,
             seed=run.score_seed,
             weights="importance" if run.weighted else None,
-            **{key: value for key, value in spec.select_args.items() if key != VALIDATE},
+            **options,
         )
 
 

@@ -318,6 +318,7 @@ class PruningRun:
             weighted=self.weighted,
             scoring_model=lambda: self.trained_scoring_model,
             cache=self.method_cache,
+            budget=self.budget,
         )
 
     @property

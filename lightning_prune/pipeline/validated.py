@@ -44,11 +44,14 @@ VALIDATE = "validate"
 """The ``select_args`` key that turns validation-based choice on."""
 
 
-def candidates(scores: Scores, ratio: float, seed: int, select_args: dict[str, Any]) -> dict[str, Selection]:
+def candidates(
+    scores: Scores, ratio: float, seed: int, select_args: dict[str, Any], budget: str = "epochs"
+) -> dict[str, Selection]:
     """The candidate selections at ``ratio``, by name, each given the method's ``select_args`` it takes.
 
     The method's strategy is ``auto`` (``validate`` chooses among its candidates), so ``select_args`` are
-    checked against ``auto``'s options; each candidate strategy gets the ones it takes (``ccs`` its
+    checked against ``auto``'s options (``budget``: how the candidates' coresets train, the run's); each
+    candidate strategy gets the ones it takes (``ccs`` its
     ``ccs_bins`` and ``ccs_hardness``, ``dual`` its ``dual_cd``). Every method's scores get ``random`` and
     their own ranking, ``topk`` (the highest scores of the whole data set). The others read the scores'
     meaning: difficulty and easiness scores get ``class_balanced`` (the highest of each class, where every
@@ -57,7 +60,7 @@ def candidates(scores: Scores, ratio: float, seed: int, select_args: dict[str, A
     from every other candidate; preference scores, which have no easy or hard end, get ``top``
     (``auto``'s choice for them: the top of each class).
     """
-    options = {key: value for key, value in select_args.items() if key != VALIDATE}
+    options = {"budget": budget, **{key: value for key, value in select_args.items() if key != VALIDATE}}
     check_select_args("auto", options)
 
     def taken(strategy: str) -> dict[str, Any]:
@@ -103,7 +106,7 @@ def validation_accuracy(run: RunContext, selection: Selection, label: str) -> tu
 
 def validated_selection(run: RunContext, spec: MethodSpec, ratio: float, scores: Scores, cost: CostFile) -> Selection:
     """The candidate with the best validation accuracy (ties: random, else the first in name order)."""
-    options = candidates(scores, ratio, run.score_seed, spec.select_args)
+    options = candidates(scores, ratio, run.score_seed, spec.select_args, run.budget)
     accuracies, costs = {}, []
     for name in sorted(options):
         accuracies[name], spent = validation_accuracy(run, options[name], f"[select] {spec.key} r{ratio:.2f} {name}")

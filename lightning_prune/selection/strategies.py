@@ -29,11 +29,12 @@ Strategies (all deterministic for a given ``seed``):
     ``within="all"``. Preference scores have no easy end: refused. It is a validated candidate.
 ``dual``, ``auto``
     Ratio-aware: DUAL's Beta sampling, and the library's recommended strategy (not ``select()``'s
-    default, which is ``topk``): DUAL's sampling for DUAL scores at every ratio; for other difficulty
-    scores that carry label-noise evidence, up to a ratio of 0.5 the top of each class once the likely
-    mislabelled share is cut off, else CCS with a hard cut-off of at least that share and of the
-    ratio's ``beta``; the top of each class for preference scores. See
-    :mod:`lightning_prune.selection.ratio_aware`.
+    default, which is ``topk``): for a coreset trained as many epochs as the full run (``budget="epochs"``,
+    the default), from a ratio of 0.8 the easiest samples of each class; otherwise DUAL's sampling for
+    DUAL scores, and for other difficulty scores that carry label-noise evidence, up to a ratio of 0.5,
+    the top of each class once the likely mislabelled samples are cut off, else CCS with a hard cut-off
+    of at least their share and of the ratio's ``beta``; the top of each class for preference scores.
+    See :mod:`lightning_prune.selection.ratio_aware`.
 
 The strategies that read a direction (``auto``, ``dual``, CCS's hardness) read it from the scores'
 declared meaning (``Scores.meaning``: difficulty, easiness or preference; see
@@ -293,6 +294,7 @@ def _auto_plan(
         seed=seed,
         ccs_bins=options["ccs_bins"],
         ccs_hardness=options["ccs_hardness"],
+        budget=options["budget"],
     )
 
 
@@ -306,6 +308,7 @@ CCS_BETA = Option("ccs_beta", 0.0, check_ccs_beta)
 CCS_BINS = Option("ccs_bins", 50, check_ccs_bins)
 CCS_HARDNESS_OPTION = Option("ccs_hardness", "auto", check_ccs_hardness)
 DUAL_CD = Option("dual_cd", 4.0, lambda value: check_positive_number(value, "dual_cd"))
+AUTO_BUDGET = Option("budget", "epochs", ratio_aware.check_budget)
 
 STRATEGIES: dict[str, Strategy | StrategyFn] = {
     "topk": Strategy(_topk, description="the highest scores"),
@@ -315,7 +318,10 @@ STRATEGIES: dict[str, Strategy | StrategyFn] = {
     "dual": Strategy(ratio_aware.dual_run, (DUAL_CD,), _dual_plan, "DUAL's ratio-adaptive Beta sampling"),
     "easy": Strategy(ratio_aware.easy_run, (), _easy_plan, "the easiest samples of each class, as the meaning reads"),
     "auto": Strategy(
-        ratio_aware.auto_run, (DUAL_CD, CCS_BINS, CCS_HARDNESS_OPTION), _auto_plan, "the recommended ratio-aware rule"
+        ratio_aware.auto_run,
+        (DUAL_CD, CCS_BINS, CCS_HARDNESS_OPTION, AUTO_BUDGET),
+        _auto_plan,
+        "the recommended ratio-aware rule",
     ),
 }
 """Strategy name -> :class:`Strategy` (or a plain ``fn(scores, num_keep, seed, **options)``)."""
@@ -387,7 +393,12 @@ def select(
             end that contradicts the meaning is refused.
         dual_cd: ``dual`` and ``auto``: DUAL's ``c_d``, how fast the sampling moves towards easy
             samples as the ratio grows (paper and default: 4).
-        **options: the options of a strategy registered in :data:`STRATEGIES`, by name.
+        **options: the options of a strategy registered in :data:`STRATEGIES`, by name; ``auto`` takes
+            ``budget``, how the coreset will be trained: ``"epochs"`` (default: as many epochs as the full
+            run, so fewer optimiser steps, as a ``PrunedDataModule`` under the same ``max_epochs``) or
+            ``"steps"`` (the full run's optimiser steps, e.g. with :class:`~lightning_prune.pipeline.budget.StepBudget`;
+            the pipeline passes its own ``budget``). From a ratio of 0.8 a coreset trained for epochs gets
+            the easiest samples of each class; one trained for steps does not.
 
     Options the chosen strategy does not take are refused (naming the ones it takes).
 
