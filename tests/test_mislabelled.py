@@ -186,13 +186,8 @@ def test_the_pipeline_writes_the_list_the_kept_fractions_and_the_picture(tmp_pat
     config = tmp_path / "tiny.yaml"
     config.write_text(TINY)
     out = tmp_path / "run"
-    run_cli(
-        "run",
-        config,
-        out,
-        "--methods",
-        "[{name: aum}, {name: tdds, args: {trajectory: 3, window: 3}}, {name: entropy}]",
-    )
+    methods = "[{name: aum}, {name: tdds, args: {trajectory: 3, window: 3}}, {name: entropy}]"
+    run_cli("run", config, out, "--methods", methods)
     printed = capsys.readouterr().out
     scores = lp.Scores.load(out / "scores" / "aum.npz")
     listed = lp.Mislabelled.load(out / "scores" / "aum.mislabelled.json")
@@ -207,11 +202,5 @@ def test_the_pipeline_writes_the_list_the_kept_fractions_and_the_picture(tmp_pat
     assert (out / "plots" / "kept_and_removed.png").stat().st_size > 5000
     # a resumed run that lost the list (e.g. one scored before lists were written) writes it again
     (out / "scores" / "aum.mislabelled.json").unlink()
-    run_cli(
-        "run",
-        config,
-        out,
-        "--methods",
-        "[{name: aum}, {name: tdds, args: {trajectory: 3, window: 3}}, {name: entropy}]",
-    )
+    run_cli("run", config, out, "--methods", methods)
     assert lp.Mislabelled.load(out / "scores" / "aum.mislabelled.json").rows() == listed.rows()
