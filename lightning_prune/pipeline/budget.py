@@ -28,8 +28,6 @@ from typing_extensions import override
 
 from lightning_prune.trainer_access import accumulated_batches, set_fit_length
 
-BUDGETS = ("epochs", "steps")
-
 
 @dataclass(frozen=True)
 class TrainingProtocol:

@@ -40,7 +40,7 @@ from lightning_prune.collectors.base import ScoreCollector
 from lightning_prune.data.indexed import dataset_targets, split_batch
 from lightning_prune.data.pruned import loader_settings
 from lightning_prune.dynamic.rs2 import RS2 as RS2Callback
-from lightning_prune.pipeline.budget import BUDGETS, StepBudget
+from lightning_prune.pipeline.budget import StepBudget
 from lightning_prune.pipeline.context import CellTraining, MethodSpec, RunContext, RunFiles
 from lightning_prune.pipeline.cost import CostMeter, add_costs, forward_flops, proxy_cost, read_cost, write_cost
 from lightning_prune.pipeline.methods import check_dynamic_on_top, method_for, static_training
@@ -60,6 +60,7 @@ from lightning_prune.pipeline.trainer_settings import INSTANTIATED_TRAINER_ARGS,
 from lightning_prune.pipeline.validated import VALIDATE
 from lightning_prune.selection.files import to_jsonable, write_text_atomic
 from lightning_prune.selection.mislabelled import listable, mislabelled
+from lightning_prune.selection.ratio_aware import BUDGETS
 from lightning_prune.selection.scores import Scores
 from lightning_prune.selection.selection import Selection
 from lightning_prune.selection.strategies import (

@@ -197,25 +197,34 @@ def mislabelled(scores: Scores, top: int | float = DEFAULT_TOP) -> Mislabelled:
     )
 
 
-def label_noise_evidence(scores: Scores) -> float | None:
-    """The share of the training set whose given label the scoring run itself contradicts, or ``None``
-    where the scores cannot tell.
+def label_noise_suspects(scores: Scores) -> np.ndarray | None:
+    """Which training samples the scoring run itself contradicts the given label of (a boolean mask), or
+    ``None`` where the scores cannot tell.
 
-    With an accumulated margin (AUM's ``extras["accumulated_margin"]``): the share of negative ones,
-    samples whose label the model ranked below another class on average over the training (Pleiss et
-    al.'s signal of a wrong label). Else, with the predicted labels (``extras["predicted_label"]``,
-    recorded by EL2N, Forgetting and TDDS): the share the final epoch assigned to another class. A
-    trained model memorises part of the wrong labels, so both read below the true noise rate: on
-    ``DigitsDataModule(label_noise=0.2)`` (20 epochs) AUM's margin gives 0.19 and the predictions about
-    0.14; on the clean digits both give 0.
+    With an accumulated margin (AUM's ``extras["accumulated_margin"]``): the negative ones, samples whose
+    label the model ranked below another class on average over the training (Pleiss et al.'s signal of a
+    wrong label). Else, with the predicted labels (``extras["predicted_label"]``, recorded by EL2N,
+    Forgetting and TDDS): the samples the final epoch assigned to another class.
     """
     if ACCUMULATED_MARGIN in scores.extras:
         margins = np.asarray(scores.extras[ACCUMULATED_MARGIN], dtype=np.float64).reshape(len(scores))
-        return float(np.mean(margins < 0))
+        return margins < 0
     if PREDICTED_LABEL in scores.extras and scores.labels is not None:
         predicted = np.asarray(scores.extras[PREDICTED_LABEL]).astype(np.int64).reshape(len(scores))
-        return float(np.mean(predicted != np.asarray(scores.labels)))
+        return predicted != np.asarray(scores.labels)
     return None
+
+
+def label_noise_evidence(scores: Scores) -> float | None:
+    """The share of the training set :func:`label_noise_suspects` suspects, or ``None`` where the scores
+    cannot tell.
+
+    A trained model memorises part of the wrong labels, so both signals read below the true noise rate:
+    on ``DigitsDataModule(label_noise=0.2)`` (20 epochs) AUM's margin gives 0.19 and the predictions about
+    0.14; on the clean digits both give 0.
+    """
+    suspects = label_noise_suspects(scores)
+    return None if suspects is None else float(np.mean(suspects))
 
 
 def _count(top: int | float, num_samples: int) -> int:
@@ -232,4 +241,4 @@ def _count(top: int | float, num_samples: int) -> int:
     return max(1, int(round(float(top) * num_samples)))
 
 
-__all__ = ["DEFAULT_TOP", "Mislabelled", "label_noise_evidence", "listable", "mislabelled"]
+__all__ = ["DEFAULT_TOP", "Mislabelled", "label_noise_evidence", "label_noise_suspects", "listable", "mislabelled"]

@@ -73,9 +73,10 @@ import torch
 
 from lightning_prune.collectors.state import PREDICTED_LABEL
 from lightning_prune.selection.meaning import ScoreMeaning
-from lightning_prune.selection.mislabelled import label_noise_evidence
+from lightning_prune.selection.mislabelled import label_noise_evidence, label_noise_suspects
 from lightning_prune.selection.primitives import (
     ACCUMULATED_MARGIN,
+    ccs_hardness_values,
     class_balanced,
     classes_left_empty,
     kept_ratio_removed,
@@ -92,7 +93,8 @@ AUTO_EASY_FROM = 0.8
 """From this pruning ratio on, ``auto`` keeps the easiest samples of each class for a coreset trained for
 as many epochs as the full run (``budget="epochs"``), not for one trained the full run's steps."""
 BUDGETS = ("epochs", "steps")
-"""How a coreset is trained: as many epochs as the full run, or the full run's optimiser steps."""
+"""How a coreset is trained: as many epochs as the full run, or the full run's optimiser steps (the
+pipeline's ``budget:`` takes the same two, see :mod:`lightning_prune.pipeline.budget`)."""
 AUTO_TOP_UP_TO = 0.5
 """Up to this pruning ratio, ``auto`` keeps the method's own ranking (the top of each class) of scores
 that carry label-noise evidence, once the likely mislabelled share is cut off."""
@@ -324,20 +326,16 @@ def _suspected_by(scores: Scores) -> str:
 
 
 def _after_cut(scores: Scores, cut: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """The indices left once ``cut`` of the data set is removed, the samples the label-noise evidence
-    counts first (a negative accumulated margin, else a predicted label that is not the given one;
-    the lowest margin, else the hardest score, first), and their labels."""
-    if ACCUMULATED_MARGIN in scores.extras:
-        margin = np.asarray(scores.extras[ACCUMULATED_MARGIN], dtype=np.float64).reshape(len(scores))
-        suspect, hardness = margin < 0, -margin
-    else:
-        predicted = np.asarray(scores.extras[PREDICTED_LABEL]).astype(np.int64).reshape(len(scores))
-        suspect = predicted != np.asarray(scores.labels)
-        hardness = -scores.values if scores.meaning == ScoreMeaning.EASINESS else scores.values
+    """The indices left once ``cut`` of the data set is removed, the samples
+    :func:`~lightning_prune.selection.mislabelled.label_noise_suspects` suspects first (the hardest first,
+    by the end CCS cuts: the lowest margin, else the hard end the meaning names), and their labels."""
+    suspect = label_noise_suspects(scores)
+    if suspect is None or scores.labels is None:  # auto_plan plans a cut only for labelled scores with evidence
+        raise ValueError(f"these {scores.method} scores carry no label-noise evidence to cut by.")
+    hardness = ccs_hardness_values(scores, resolve_ccs_hardness(scores, "auto", cut))
     order = np.lexsort((tie_ranks(len(scores), seed), -hardness, ~suspect))  # suspects first, hardest first
     pool = np.sort(order[int(round(cut * len(scores))) :])
-    labels = np.asarray(scores.labels)[pool] if scores.labels is not None else np.zeros(pool.size, np.int64)
-    return pool, labels
+    return pool, np.asarray(scores.labels)[pool]
 
 
 def top_after_cut_run(scores: Scores, num_keep: int, seed: int, plan: Mapping[str, Any]) -> np.ndarray:
