@@ -24,6 +24,7 @@ from lightning_prune.integrations.litdata import (  # noqa: E402  (after the ski
 )
 
 LABELS = make_labels().numpy()
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def sample(i: int) -> dict:
@@ -102,6 +103,60 @@ def test_scores_over_a_streaming_dataset_equal_the_reference(optimised, name):
     expected = case.reference(KnownLogitsModel().trajectory())
     np.testing.assert_allclose(collector.scores.values, expected, rtol=case.rtol, atol=case.atol)
     np.testing.assert_array_equal(collector.scores.labels, LABELS)
+
+
+EVEN_SAMPLES = 32  # 2 ranks x batches of 4 divide it: LitData's drop_last under DDP drops no sample
+
+
+def _ddp_worker(out_dir, devices: int, data_dir: str, kind: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": HERE + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    worker = os.path.join(HERE, "ddp_litdata_worker.py")
+    return subprocess.run(
+        [sys.executable, worker, str(out_dir), str(devices), data_dir, kind],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+
+
+@pytest.fixture(scope="module")
+def optimised_even(tmp_path_factory) -> str:
+    return optimise(str(tmp_path_factory.mktemp("litdata_even") / "optimised"), EVEN_SAMPLES)
+
+
+@pytest.mark.slow  # two DDP processes, and LitData's optimize
+def test_two_ddp_processes_score_a_streaming_dataset_built_before_fit_as_one_process_does(optimised_even, tmp_path):
+    """LitData alone reads world size 1 on every rank of a data set built before the fit; the scores would hang."""
+    result = _ddp_worker(tmp_path, 2, optimised_even, "indexed")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    ranks = [dict(np.load(tmp_path / f"rank{rank}.npz")) for rank in (0, 1)]
+    per_epoch = EVEN_SAMPLES // 2
+    for epoch in range(EPOCHS):  # each epoch, the ranks stream disjoint halves of the data set
+        halves = [set(rank["seen"][epoch * per_epoch : (epoch + 1) * per_epoch].tolist()) for rank in ranks]
+        assert len(halves[0]) == len(halves[1]) == per_epoch and not halves[0] & halves[1]
+        assert halves[0] | halves[1] == set(range(EVEN_SAMPLES))
+    trajectory = KnownLogitsModel().trajectory()
+    for name in ("tdds", "forgetting"):
+        case = CASES[name]
+        np.testing.assert_array_equal(ranks[0][name], ranks[1][name])
+        expected = case.reference(trajectory)[:EVEN_SAMPLES]
+        np.testing.assert_allclose(ranks[0][name], expected, rtol=case.rtol, atol=case.atol)
+
+
+@pytest.mark.slow  # two DDP processes, and LitData's optimize
+@pytest.mark.parametrize(
+    ("kind", "samples", "message"),
+    [("plain", EVEN_SAMPLES, "built before Trainer.fit"), ("keep_last", NUM_SAMPLES, "different numbers of batches")],
+)
+def test_a_streaming_split_ddp_would_hang_on_is_refused_on_every_rank(
+    optimised, optimised_even, tmp_path, kind, samples, message
+):
+    """A plain StreamingDataset built before the fit; drop_last=False with shares of 19 and 18 (5 and 4 batches)."""
+    result = _ddp_worker(tmp_path, 2, optimised_even if samples == EVEN_SAMPLES else optimised, kind)
+    assert result.returncode != 0
+    for rank in (0, 1):
+        assert message in (tmp_path / f"rank{rank}.error").read_text()
 
 
 @pytest.mark.slow  # litdata.optimize and LitData's dataloader workers start processes

@@ -60,6 +60,7 @@ from lightning_prune.collectors.state import (
     merge_epoch,
 )
 from lightning_prune.data.indexed import unpack_batch
+from lightning_prune.data.streaming import check_streaming_split, index_space_size
 from lightning_prune.distributed import GatherFn, RankRows, all_gather, distributed_ready, first_occurrence
 from lightning_prune.models.layers import find_last_linear
 from lightning_prune.selection.meaning import MeaningDeclaration, ScoreMeaning, meaning_of
@@ -701,6 +702,7 @@ class ScoreCollector(pl.Callback):
 
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        check_streaming_split(getattr(trainer.train_dataloader, "dataset", None), trainer, type(self).__name__)
         self._check_steps(trainer, pl_module)
         self._check_resumed_size(trainer)
         if self._buffers:
@@ -796,12 +798,12 @@ class ScoreCollector(pl.Callback):
             return self.num_samples
         loader = trainer.train_dataloader
         dataset = getattr(loader, "dataset", None)
-        if dataset is None or not hasattr(dataset, "__len__"):
+        if dataset is None or not (hasattr(dataset, "__len__") or hasattr(dataset, "full_size")):
             raise ValueError(
                 f"{type(self).__name__} cannot infer the training-set size from the train dataloader "
                 f"({type(loader).__name__}); pass num_samples=N."
             )
-        return len(dataset)
+        return index_space_size(dataset)
 
     def _allocate_state(self, trainer: pl.Trainer, view: BatchView) -> None:
         if view.logits.dim() != 2:

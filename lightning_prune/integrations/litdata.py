@@ -8,24 +8,31 @@ workers, or a ``subset(...)`` of it (whose own ``__getitem__`` counts from 0 aga
 key their state by it exactly as they key a map-style data set's index.
 
 Under DDP, LitData gives each rank its own chunks and Lightning adds no sampler to an iterable
-data set. Two things LitData decides and a scoring run must know: ``len()`` of a streaming data set
-is this rank's share (pass the collectors ``num_samples=dataset.full_size``), and under DDP its
-``drop_last`` defaults to ``True``, dropping the last ``N mod (world_size * batch_size)`` samples of
-every epoch (samples never seen have no score). Multi-process scoring over a ``StreamingDataset`` is
-not tested yet (docs/integrations.md says what was tried).
+data set. LitData reads the rank and world size when a data set is *constructed*; one built before
+``Trainer.fit`` starts the process group (as a script's data set is) reads world size 1 on every
+rank, every rank then streams the whole data set, and the fit hangs in its first gradient all-reduce
+once the ranks' batch counts differ (litdata issues #411, #440). :class:`IndexedStreamingDataset`
+re-reads them the first time it is measured or iterated inside a process group, as if it had been
+built there; the collectors refuse a plain ``StreamingDataset`` built too early. Two more things
+LitData decides and a scoring run must know: ``len()`` of a streaming data set is this rank's share
+(pass the collectors ``num_samples=dataset.full_size``), and under DDP its ``drop_last`` defaults to
+``True``, dropping the last ``N mod (world_size * batch_size)`` samples of every epoch (samples never
+seen have no score).
 
 Importing this module imports ``litdata``; without it the import fails with the extra to install.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
+import torch
 
 from lightning_prune.data.indexed import INDEX_KEYS, indexed_item
 from lightning_prune.integrations._optional import missing_extra
@@ -35,6 +42,7 @@ from lightning_prune.selection.selection import Selection
 try:
     import litdata
     from litdata.utilities.dataset_utilities import load_index_file
+    from litdata.utilities.env import _DistributedEnv
 except ImportError as error:
     raise missing_extra("litdata", "lightning_prune.integrations.litdata", error) from error
 
@@ -84,6 +92,42 @@ class IndexedStreamingDataset(litdata.StreamingDataset):
         >>> sorted(int(item["index"]) for item in train_set.subset([1, 4]))
         [1, 4]
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        bound = inspect.signature(litdata.StreamingDataset.__init__).bind(self, *args, **kwargs)
+        self._drop_last_given: bool | None = bound.arguments.get("drop_last")
+
+    def __len__(self) -> int:
+        self._join_process_group()
+        return super().__len__()
+
+    def get_len(self, num_workers: int, batch_size: int) -> int:
+        self._join_process_group()
+        return super().get_len(num_workers, batch_size)
+
+    def __iter__(self) -> Any:
+        self._join_process_group()
+        return super().__iter__()
+
+    def _join_process_group(self) -> None:
+        """Take the rank and world size of the running process group, where LitData read none at construction.
+
+        Nothing changes outside a process group (a DataLoader worker inherits its rank from the main
+        process's copy) or where the data set already has the group's rank and size. Otherwise this
+        repeats what ``StreamingDataset.__init__`` does under DDP: ``drop_last`` becomes ``True``
+        unless it was given as ``False``, and the epoch's plan is drawn again.
+        """
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return
+        env = _DistributedEnv.detect()
+        known = cast(Any, self).distributed_env  # typed by litdata only through its __init__
+        if (env.world_size, env.global_rank, env.num_nodes) == (known.world_size, known.global_rank, known.num_nodes):
+            return
+        self.distributed_env = env
+        if env.world_size > 1 and self._drop_last_given is None:
+            self.drop_last = True
+        self.shuffler = None
 
     def __getitem__(self, index: Any) -> Any:
         if isinstance(index, slice):
