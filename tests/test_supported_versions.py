@@ -18,7 +18,7 @@ tomllib = pytest.importorskip("tomllib" if sys.version_info >= (3, 11) else "tom
 
 REPO = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())
-FIRST_RELEASE = {"ortools": "9.12.4544"}  # ortools numbers its releases major.minor.build: 9.12's first build
+FIRST_RELEASE = {"ortools": "9.13.4784"}  # ortools numbers its releases major.minor.build: 9.13's first build
 
 
 def _name(requirement: str) -> str:
@@ -33,7 +33,7 @@ def _pins() -> dict[str, str]:
 def _lower_bounds() -> dict[str, str]:
     project = PYPROJECT["project"]
     runtime = list(project["dependencies"])
-    runtime += [r for r in project["optional-dependencies"]["influence"] + project["optional-dependencies"]["plots"]]
+    runtime += [r for extra in ("influence", "plots", "hf", "litdata") for r in project["optional-dependencies"][extra]]
     bounds = {}
     for requirement in runtime:
         low = re.search(r">=\s*([\d.]+)", requirement)

@@ -83,7 +83,11 @@ def _build_model(A: np.ndarray, s0: float, target: _Target) -> tuple[mathopt.Mod
 
 def _scip_params(time_limit: float, verbose: bool) -> mathopt.SolveParameters:
     from ortools.math_opt.python import mathopt
-    from ortools.math_opt.solvers.gscip import gscip_pb2
+
+    try:
+        from ortools.math_opt.solvers.gscip import gscip_pb2
+    except ImportError:  # OR-Tools before 9.15 ships SCIP's parameters at the package's top level
+        from ortools.gscip import gscip_pb2  # type: ignore[import-not-found,no-redef,unused-ignore]
 
     return mathopt.SolveParameters(
         time_limit=_dt.timedelta(seconds=time_limit),
