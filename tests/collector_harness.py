@@ -122,6 +122,24 @@ class KnownLogitsModel(pl.LightningModule):
         )
 
 
+class DictBatchModel(KnownLogitsModel):
+    """KnownLogitsModel reading dict batches (``{"x", "label", "index"}``), as a LitData set of dict items makes."""
+
+    def training_step(self, batch, batch_idx):
+        x, _, _ = lp.unpack_batch(batch)
+        return {"loss": self.dummy.pow(2).sum(), "logits": self(x)}
+
+
+class SeenIndices(pl.Callback):
+    """The sample indices of every training batch of a dict-batch fit, in the order they came."""
+
+    def __init__(self) -> None:
+        self.seen: list[int] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.seen += batch["index"].tolist()
+
+
 @dataclass
 class Trajectory:
     """Everything the model produces over a run, stacked: what the references start from."""

@@ -18,26 +18,11 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import lightning.pytorch as pl  # noqa: E402
 import litdata  # noqa: E402
-from collector_harness import CASES, EPOCHS, KnownLogitsModel  # noqa: E402
+from collector_harness import CASES, EPOCHS, DictBatchModel, SeenIndices  # noqa: E402
 
-import lightning_prune as lp  # noqa: E402
 from lightning_prune.integrations.litdata import IndexedStreamingDataset  # noqa: E402
 
 NAMES = ("tdds", "forgetting")
-
-
-class DictBatchModel(KnownLogitsModel):
-    def training_step(self, batch, batch_idx):
-        x, _, _ = lp.unpack_batch(batch)
-        return {"loss": self.dummy.pow(2).sum(), "logits": self(x)}
-
-
-class SeenIndices(pl.Callback):
-    def __init__(self) -> None:
-        self.seen: list[int] = []
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.seen += batch["index"].tolist()
 
 
 def main() -> None:

@@ -10,7 +10,7 @@ import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
-from collector_harness import CASES, EPOCHS, NUM_SAMPLES, KnownLogitsModel, make_labels
+from collector_harness import CASES, EPOCHS, NUM_SAMPLES, DictBatchModel, KnownLogitsModel, SeenIndices, make_labels
 
 import lightning_prune as lp
 from lightning_prune.selection.files import ScoreFileError
@@ -42,22 +42,6 @@ def optimise(output_dir: str, count: int = NUM_SAMPLES) -> str:
 @pytest.fixture(scope="module")
 def optimised(tmp_path_factory) -> str:
     return optimise(str(tmp_path_factory.mktemp("litdata") / "optimised"))
-
-
-class DictBatchModel(KnownLogitsModel):
-    """KnownLogitsModel reading the dict batches a LitData set of dict items produces."""
-
-    def training_step(self, batch, batch_idx):
-        x, _, _ = lp.unpack_batch(batch)
-        return {"loss": self.dummy.pow(2).sum(), "logits": self(x)}
-
-
-class SeenIndices(pl.Callback):
-    def __init__(self) -> None:
-        self.seen: list[int] = []
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self.seen += batch["index"].tolist()
 
 
 def _fit(model: pl.LightningModule, dataset, epochs: int, callbacks: list[pl.Callback]) -> None:
