@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import lightning.pytorch as pl
+import numpy as np
 import pytest
 from fake_cifar import write_cifar10, write_cifar100
 
@@ -34,6 +35,7 @@ class StopAfterFirstBatches(pl.Callback):
 def test_every_example_is_covered():
     shipped = {str(p.relative_to(EXAMPLES)) for p in EXAMPLES.rglob("*") if p.suffix in (".yaml", ".py")}
     scripts = {"prune_digits.py", "influence_theory_check.py", "regression_dynamic.py", "study/summarise.py"}
+    scripts |= {"study/proxy.py"}
     assert shipped == {*RUN_CONFIGS, "fit.yaml", *scripts}, "a new example needs a start test here"
 
 
@@ -159,3 +161,24 @@ def test_study_summary_prints_a_single_seed_alone(tmp_path):
         tmp_path,
     )
     assert "| recommended | 80.00 (1.50x)" in out and "±" not in out.split("### ")[1]
+
+
+def test_proxy_study_tabulates_accuracy_cost_and_the_rank_correlation_of_the_two_scorings(tmp_path):
+    values = np.arange(10.0)
+    for key, accuracy, cost, order in (("self", 0.90, 1.5, values), ("proxy", 0.88, 0.57, values[::-1])):
+        run_dir = tmp_path / f"digits-{key}"
+        (run_dir / "scores").mkdir(parents=True)
+        cell = {"0.50": {"mean": accuracy, "std": 0.01, "runs": [accuracy] * 3}}
+        report = {
+            "test_accuracy": {"tdds": cell, "aum": cell, "random": {"0.50": {"mean": 0.85, "std": 0.0}}},
+            "total_cost": {"tdds": {"0.50": {"relative": cost}}, "aum": {"0.50": {"relative": cost}}},
+        }
+        (run_dir / "report.json").write_text(json.dumps(report))
+        lp.Scores(order, "tdds").save(run_dir / "scores" / "tdds.npz")
+        lp.Scores(values if key == "self" else values + 1, "aum").save(run_dir / "scores" / "aum.npz")
+    out = _run_script(
+        [str(EXAMPLES / "study" / "proxy.py"), "--output_dir", str(tmp_path), "--data_sets", "digits", "--tabulate"],
+        tmp_path,
+    )
+    assert "| digits | tdds | 90.00 ± 1.00 (1.50x) | 88.00 ± 1.00 (0.57x) | +2.00 | -1.00 | 85.00 |" in out
+    assert "| digits | aum | 90.00 ± 1.00 (1.50x) | 88.00 ± 1.00 (0.57x) | +2.00 | 1.00 | 85.00 |" in out
