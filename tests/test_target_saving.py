@@ -194,3 +194,17 @@ def test_an_infobatch_target_the_pruned_epochs_cannot_reach_is_refused_naming_th
 def test_rs2_target_is_its_ratio():
     assert lp.RS2(target_saving=0.3).prune_ratio == 0.3 == lp.RS2(prune_ratio=0.3).prune_ratio
     assert lp.RS2().prune_ratio == 0.5 and lp.InfoBatch().prune_ratio == 0.5
+
+
+def test_a_target_whose_plans_weigh_kept_samples_heavily_warns_once_naming_the_fix():
+    """0.6 of 8 epochs skipped by epochs 1..6 is 80% of each: the kept well-learned samples weigh 10x."""
+    infobatch = lp.InfoBatch(target_saving=0.6)
+    with pytest.warns(UserWarning, match=r"weigh 10\.0x.*Train for more epochs.*lower target_saving") as caught:
+        fit(UserModel(), infobatch, datamodule=infobatch.wrap(digits()), epochs=8)
+    assert sum("weigh 10.0x" in str(w.message) for w in caught) == 1  # once per fit, not per epoch
+
+
+def test_a_modest_target_warns_nothing_about_weights(recwarn):
+    infobatch = lp.InfoBatch(target_saving=0.1)
+    fit(UserModel(), infobatch, datamodule=infobatch.wrap(digits()), epochs=8)
+    assert not [w for w in recwarn if "the well-learned samples it keeps weigh" in str(w.message)]
