@@ -12,10 +12,11 @@ data set. LitData reads the rank and world size when a data set is *constructed*
 ``Trainer.fit`` starts the process group (as a script's data set is) reads world size 1 on every
 rank, every rank then streams the whole data set, and the fit hangs in its first gradient all-reduce
 once the ranks' batch counts differ (litdata issues #411, #440). :class:`IndexedStreamingDataset`
-re-reads them the first time it is measured or iterated inside a process group, as if it had been
-built there; the collectors refuse a plain ``StreamingDataset`` built too early. Two more things
+re-reads them the first time it is measured (``len``, which LitData answers through ``get_len``)
+or iterated inside a process group, as if it had been built there; the collectors refuse a plain
+``StreamingDataset`` built too early. Two more things
 LitData decides and a scoring run must know: ``len()`` of a streaming data set is this rank's share
-(pass the collectors ``num_samples=dataset.full_size``), and under DDP its ``drop_last`` defaults to
+(the collectors size their state by ``full_size`` instead), and under DDP its ``drop_last`` defaults to
 ``True``, dropping the last ``N mod (world_size * batch_size)`` samples of every epoch (samples never
 seen have no score).
 
@@ -97,10 +98,6 @@ class IndexedStreamingDataset(litdata.StreamingDataset):
         super().__init__(*args, **kwargs)
         bound = inspect.signature(litdata.StreamingDataset.__init__).bind(self, *args, **kwargs)
         self._drop_last_given: bool | None = bound.arguments.get("drop_last")
-
-    def __len__(self) -> int:
-        self._join_process_group()
-        return super().__len__()
 
     def get_len(self, num_workers: int, batch_size: int) -> int:
         self._join_process_group()
