@@ -169,9 +169,11 @@ def test_proxy_study_tabulates_accuracy_cost_and_the_rank_correlation_of_the_two
         run_dir = tmp_path / f"digits-{key}"
         (run_dir / "scores").mkdir(parents=True)
         cell = {"0.50": {"mean": accuracy, "std": 0.01, "runs": [accuracy] * 3}}
+        frontier = {"0.50": {"difference": -0.5 if key == "self" else 1.25}}
         report = {
             "test_accuracy": {"tdds": cell, "aum": cell, "random": {"0.50": {"mean": 0.85, "std": 0.0}}},
             "total_cost": {"tdds": {"0.50": {"relative": cost}}, "aum": {"0.50": {"relative": cost}}},
+            "frontier": {"tdds": frontier, "aum": frontier},
         }
         (run_dir / "report.json").write_text(json.dumps(report))
         lp.Scores(order, "tdds").save(run_dir / "scores" / "tdds.npz")
@@ -180,5 +182,9 @@ def test_proxy_study_tabulates_accuracy_cost_and_the_rank_correlation_of_the_two
         [str(EXAMPLES / "study" / "proxy.py"), "--output_dir", str(tmp_path), "--data_sets", "digits", "--tabulate"],
         tmp_path,
     )
-    assert "| digits | tdds | 90.00 ± 1.00 (1.50x) | 88.00 ± 1.00 (0.57x) | +2.00 | -1.00 | 85.00 |" in out
-    assert "| digits | aum | 90.00 ± 1.00 (1.50x) | 88.00 ± 1.00 (0.57x) | +2.00 | 1.00 | 85.00 |" in out
+    assert (
+        "| digits | tdds | 90.00 ± 1.00 (1.50x) | 88.00 ± 1.00 (0.57x) | +2.00 | -1.00 | 85.00 | -0.50 / +1.25 |" in out
+    )
+    assert (
+        "| digits | aum | 90.00 ± 1.00 (1.50x) | 88.00 ± 1.00 (0.57x) | +2.00 | 1.00 | 85.00 | -0.50 / +1.25 |" in out
+    )

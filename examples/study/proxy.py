@@ -4,7 +4,9 @@ For each study data set, two runs of the same methods at 50% pruning: scored by 
 itself, and scored by a proxy (``--score_model``: a SmallCNN of width 4 for the width-16 CNN, an MLP of
 hidden width 16 for the width-128 MLP). Prints test accuracy (mean ± std over the config's seeds),
 total cost (scoring + coreset training, x one full-data training; a proxy's scoring run is charged by
-its forward FLOPs) and the Spearman rank correlation of the two runs' scores (one scoring run each).
+its forward FLOPs), the Spearman rank correlation of the two runs' scores (one scoring run each), random
+pruning at the same ratio and seeds, and each coreset's points above the equal-cost frontier at its cost
+(the report's ``frontier``: the full data trained for as many samples, the ``full-budget`` baselines).
 
     OMP_NUM_THREADS=1 python examples/study/proxy.py --output_dir runs/proxy
     python examples/study/proxy.py --output_dir runs/proxy --tabulate   # the table of runs made before
@@ -40,7 +42,7 @@ STUDY = Path(__file__).resolve().parent
 def run(data_set: str, out: Path, proxy: str | None) -> None:
     command = [
         "lightning-prune", "run", "--config", str(STUDY / f"{data_set}.yaml"), "--methods", METHODS,
-        "--prune_ratios", f"[{RATIO}]", "--output_dir", str(out), "--budget_baselines", "false",
+        "--prune_ratios", f"[{RATIO}]", "--output_dir", str(out),
     ]  # fmt: skip
     if proxy is not None:
         command += ["--score_model", proxy]
@@ -80,12 +82,15 @@ def main() -> None:
             )
             rho = spearman(*(lp.Scores.load(path / "scores" / f"{method}.npz").values for path in (own, proxied)))
             random = reports["self"]["test_accuracy"]["random"][RATIO]
+            frontier = [reports[key]["frontier"][method][RATIO]["difference"] for key in ("self", "proxy")]
             cells += [f"{loss:+.2f}", f"{rho:.2f}", f"{100 * random['mean']:.2f}"]
+            cells += [" / ".join(f"{gap:+.2f}" for gap in frontier)]
             rows.append(cells)
     print(
-        "| data set | method | self-scored (cost) | proxy-scored (cost) | points lost to the proxy | Spearman | random |"
+        "| data set | method | self-scored (cost) | proxy-scored (cost) | points lost to the proxy | Spearman | random "
+        "| vs frontier, self / proxy |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for cells in rows:
         print("| " + " | ".join(cells) + " |")
 
