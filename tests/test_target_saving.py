@@ -17,7 +17,7 @@ from ddp_infobatch_worker import fit_dynamic, run
 from test_infobatch_contract import UserModel, digits, fit
 
 import lightning_prune as lp
-from lightning_prune.dynamic.infobatch import infobatch_plan, infobatch_target_plan
+from lightning_prune.dynamic.infobatch import TARGET_MAX_WEIGHT, infobatch_plan, infobatch_target_plan
 from lightning_prune.dynamic.target import TARGET_TOLERANCE, epoch_share
 
 
@@ -45,6 +45,7 @@ def test_a_share_within_the_ratio_bound_is_infobatch_at_ratio_skip_over_below_me
 
 
 def test_a_share_above_the_bound_extends_the_candidates_to_the_lowest_losses_and_stays_unbiased():
+    """With the weight bound at 10 (the ratio bound 0.9) the candidates reach ceil(skip / 0.9) samples."""
     losses, known = losses_and_known()
     below = int((losses < losses.mean()).sum())
     skip = below  # more than 0.9 of the samples below the mean
@@ -53,7 +54,7 @@ def test_a_share_above_the_bound_extends_the_candidates_to_the_lowest_losses_and
     served = np.zeros(100)
     draws = 2000
     for draw in range(draws):
-        plan = infobatch_target_plan(np.arange(100), losses, known, skip, np.random.default_rng(draw))
+        plan = infobatch_target_plan(np.arange(100), losses, known, skip, np.random.default_rng(draw), 10.0)
         assert plan.skipped == skip
         assert set(np.setdiff1d(np.arange(100), plan.indices).tolist()) <= set(lowest.tolist())
         served[plan.indices] += plan.weights
@@ -61,6 +62,44 @@ def test_a_share_above_the_bound_extends_the_candidates_to_the_lowest_losses_and
     # (a kept candidate weighs count / (count - skip) ~ 9: 0.3 is 4.6 standard errors of 2000 draws)
     np.testing.assert_allclose(served / draws, 1.0, atol=0.3)
     np.testing.assert_allclose(served[lowest].mean() / draws, 1.0, rtol=1e-5)  # exact in every draw
+
+
+def test_a_target_plan_weighs_kept_samples_at_most_max_weight_extending_the_candidates_first():
+    losses, known = losses_and_known()
+    below = int((losses < losses.mean()).sum())
+    skip = below * 3 // 4  # above 1 - 1 / 2 of the samples below the mean
+    plan = infobatch_target_plan(np.arange(100), losses, known, skip, np.random.default_rng(0))
+    assert plan.skipped == skip and plan.weights.max() <= TARGET_MAX_WEIGHT == 2.0
+    count = 2 * skip  # the fewest candidates whose kept ones weigh no more than 2
+    lowest = np.argsort(losses, kind="stable")[:count]
+    assert set(np.setdiff1d(np.arange(100), plan.indices).tolist()) <= set(lowest.tolist())
+    np.testing.assert_allclose(plan.weights[np.isin(plan.indices, lowest)], count / (count - skip), rtol=1e-6)
+    assert (plan.weights[~np.isin(plan.indices, lowest)] == 1.0).all()
+
+
+def test_a_share_no_candidate_set_can_weigh_within_the_bound_draws_from_every_known_sample_at_max_weight():
+    losses, known = losses_and_known()
+    known[:10] = False  # never seen: always served, at weight 1
+    skip = 60  # of 90 known: every known sample as a candidate would need weight 3
+    served = np.zeros(100)
+    draws = 1000
+    for draw in range(draws):
+        plan = infobatch_target_plan(np.arange(100), losses, known, skip, np.random.default_rng(draw))
+        assert plan.skipped == skip and set(range(10)) <= set(plan.indices.tolist())
+        weights = dict(zip(plan.indices.tolist(), plan.weights.tolist(), strict=True))
+        assert all(weights[i] == 1.0 for i in range(10))
+        assert all(weights[i] == 2.0 for i in plan.indices.tolist() if i >= 10)
+        served[plan.indices] += plan.weights
+    # the known samples are drawn uniformly: each is served at 2 x 30 / 90 = 2/3 in expectation, alike
+    # (a sample's served weight over 1000 draws has a standard error of 0.03; 0.15 is 5 of them)
+    np.testing.assert_allclose(served[10:] / draws, 2 / 3, atol=0.15)
+    np.testing.assert_allclose(served[10:].mean() / draws, 2 / 3, rtol=1e-6)  # exact in every draw
+
+
+def test_max_weight_one_skips_uniformly_among_the_known_samples_without_reweighting():
+    losses, known = losses_and_known()
+    plan = infobatch_target_plan(np.arange(100), losses, known, 30, np.random.default_rng(0), 1.0)
+    assert plan.skipped == 30 and (plan.weights == 1.0).all()
 
 
 def test_a_share_above_what_the_known_samples_allow_is_capped_and_unknown_samples_are_kept():
@@ -196,12 +235,42 @@ def test_rs2_target_is_its_ratio():
     assert lp.RS2().prune_ratio == 0.5 and lp.InfoBatch().prune_ratio == 0.5
 
 
-def test_a_target_whose_plans_weigh_kept_samples_heavily_warns_once_naming_the_fix():
-    """0.6 of 8 epochs skipped by epochs 1..6 is 80% of each: the kept well-learned samples weigh 10x."""
+def test_a_target_infobatch_fit_weighs_no_batch_sample_above_max_weight():
+    """0.6 of 8 epochs skipped by epochs 1..6 is 80% of each: unbounded, the kept samples would weigh 10x."""
     infobatch = lp.InfoBatch(target_saving=0.6)
-    with pytest.warns(UserWarning, match=r"weigh 10\.0x.*Train for more epochs.*lower target_saving") as caught:
+    weights: set[float] = set()
+
+    class Record(pl.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            weights.update(batch[3].tolist())
+
+    fit(UserModel(), infobatch, Record(), datamodule=infobatch.wrap(digits()), epochs=8)
+    assert max(weights) == pytest.approx(2.0) and abs(infobatch.fraction_skipped - 0.6) <= TARGET_TOLERANCE
+    assert infobatch.hparams()["max_weight"] == 2.0
+
+
+def test_a_target_whose_plans_weigh_kept_samples_heavily_warns_once_naming_the_fix():
+    """With max_weight=10, 80% of each pruned epoch skipped weighs the kept samples 10x."""
+    infobatch = lp.InfoBatch(target_saving=0.6, max_weight=10)
+    with pytest.warns(UserWarning, match=r"weigh 10\.0x.*Leave max_weight at its default 2") as caught:
         fit(UserModel(), infobatch, datamodule=infobatch.wrap(digits()), epochs=8)
     assert sum("weigh 10.0x" in str(w.message) for w in caught) == 1  # once per fit, not per epoch
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"max_weight": 2.0}, ValueError, "bounds the weights of a target_saving plan"),
+        ({"prune_ratio": 0.3, "max_weight": 2.0}, ValueError, "with prune_ratio the kept samples weigh"),
+        ({"target_saving": 0.5, "max_weight": 0.5}, ValueError, r"max_weight=0.5 must be a number in \[1, 10\]"),
+        ({"target_saving": 0.5, "max_weight": 11}, ValueError, r"max_weight=11 must be a number in \[1, 10\]"),
+        ({"target_saving": 0.5, "max_weight": True}, TypeError, "max_weight=True"),
+        ({"target_saving": 0.5, "max_weight": "2"}, TypeError, "max_weight='2'"),
+    ],
+)
+def test_bad_max_weights_are_refused_naming_the_range(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        lp.InfoBatch(**kwargs)
 
 
 def test_a_modest_target_warns_nothing_about_weights(recwarn):
