@@ -232,3 +232,39 @@ def test_validated_candidates_include_the_rules_choice_where_it_differs_from_eve
     rng = np.random.default_rng(5)
     plain = lp.Scores(rng.random(600), "el2n", labels=rng.integers(0, 4, 600))  # no evidence: auto is ccs
     assert "auto" not in candidates(plain, 0.5, 0, {"validate": True}) and "ccs" in noisy
+
+
+# ------------------------------------------------------------------ auto: a small coreset of clean labels
+def _clean_scores(method: str = "el2n", *, noisy: float = 0.0, predictions: bool = True, dual: bool = False):
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(10), 100)
+    predicted = labels.copy()
+    flipped = rng.choice(1000, int(noisy * 1000), replace=False)
+    predicted[flipped] = (predicted[flipped] + 1) % 10
+    extras: dict[str, np.ndarray] = {"predicted_label": predicted} if predictions else {}
+    if dual:
+        extras["confidence"] = rng.random(1000)
+    return lp.Scores(rng.random(1000), method, labels=labels, extras=extras)
+
+
+@pytest.mark.parametrize("dual", [False, True], ids=["el2n", "dual"])
+def test_auto_under_steps_keeps_random_where_a_clean_coreset_keeps_few_samples_per_class(dual):
+    scores = _clean_scores("dual" if dual else "el2n", dual=dual)
+    chosen = lp.select(scores, 0.9, strategy="auto", budget="steps")  # 100 kept: 10 per class
+    assert chosen.hparams["auto_choice"] == "random" and chosen.hparams["kept_per_class"] == 10.0
+    assert chosen.hparams["label_noise_evidence"] == 0.0
+    # the very subset of the random baseline with the same seed
+    np.testing.assert_array_equal(chosen.indices, lp.select(scores, 0.9, strategy="random").indices)
+    roomier = lp.select(scores, 0.8, strategy="auto", budget="steps")  # 20 per class: the method's own rule
+    assert roomier.hparams["auto_choice"] == ("dual" if dual else "ccs")
+    assert lp.select(scores, 0.9, strategy="auto", budget="epochs").hparams["auto_choice"] == "easy"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "choice"),
+    [({"noisy": 0.2}, "ccs"), ({"predictions": False}, "ccs"), ({"noisy": 0.2, "dual": True}, "dual")],
+    ids=["wrong labels", "no evidence", "dual, wrong labels"],
+)
+def test_auto_under_steps_keeps_its_rule_for_a_small_coreset_of_suspect_or_unknown_labels(kwargs, choice):
+    scores = _clean_scores("dual" if kwargs.get("dual") else "el2n", **kwargs)
+    assert lp.select(scores, 0.9, strategy="auto", budget="steps").hparams["auto_choice"] == choice

@@ -19,7 +19,9 @@ One difference from the official repository (behaapyy/dual-pruning): its README 
 the scores themselves, as the paper describes.
 
 Streaming: the last J values of ``p_y``, the running window sum and the running sum of ``p_y``:
-``J + 2`` float32 values per sample.
+``J + 2`` float32 values per sample, and the label the last epoch scored predicts (one int32,
+``Scores.extras["predicted_label"]``: :func:`~lightning_prune.mislabelled` and ``auto``'s evidence of
+wrong labels read it).
 """
 
 from __future__ import annotations
@@ -50,12 +52,13 @@ class DUAL(DynamicUncertainty):
         **kwargs: ``source``, ``dataloader`` (see :class:`~lightning_prune.DynamicUncertainty`) and
             :class:`~lightning_prune.collectors.base.ScoreCollector`'s.
 
-    State: J + 2 float32 values per sample. ``p_y`` comes from the training forward pass, as in the
-    official code.
+    State: J + 2 float32 values and one int32 (the predicted label) per sample. ``p_y`` comes from the
+    training forward pass, as in the official code.
     """
 
     method = "dual"
     score_meaning = ScoreMeaning.DIFFICULTY
+    records_predictions = True  # the label the training predicts: lp.mislabelled, and auto's label-noise evidence
 
     def __init__(self, epochs: int = 30, window: int = 10, **kwargs: Any) -> None:
         for name, value in (("epochs", epochs), ("window", window)):

@@ -25,6 +25,15 @@ score range win (Sorscher et al., NeurIPS 2022; Zheng et al., ICLR 2023). Two st
       validation split at 80% and 90% on every data set, and on the test split it kept 72.8% of the clean
       digits at 90% against random's 48.5%. Under ``budget="steps"`` (the full run's steps) it lost 0.4 to
       7 points to random on clean digits' validation split, so there it is not the rule;
+    * for a coreset trained the full run's steps (``budget="steps"``) that keeps fewer than
+      :data:`AUTO_RANDOM_PER_CLASS_BELOW` (16) samples per class, of scores whose label-noise evidence
+      reads clean (below :data:`AUTO_CLEAN_BELOW`, 1%): a uniform random subset, the random baseline's
+      own with the same seed (``auto_choice="random"``, ``kept_per_class`` recorded). At 90% pruned on the
+      clean digits (10.8 per class) the validated selection chose random over every candidate on the
+      validation split, and the rule's DUAL sampling and CCS had been 1.5-1.6 points below random on test
+      (Ayed and Hayou, 2023, show score-based pruning falling below random at high compression). Scores
+      without evidence (no predicted labels, no margins) keep the rule below, and so do noisy labels:
+      there the cut of suspect samples is worth 9-14 points over random at 90%;
     * scores with ``extras["confidence"]`` (DUAL): ``dual``;
     * other difficulty or easiness scores with label-noise evidence ``e`` (AUM, EL2N, Forgetting, TDDS), up
       to a pruning ratio of 0.5: the method's own ranking, the top of each class, after cutting off the
@@ -80,6 +89,7 @@ from lightning_prune.selection.primitives import (
     class_balanced,
     classes_left_empty,
     kept_ratio_removed,
+    random_indices,
     ranked,
     resolve_ccs_hardness,
     tie_ranks,
@@ -98,6 +108,14 @@ pipeline's ``budget:`` takes the same two, see :mod:`lightning_prune.pipeline.bu
 AUTO_TOP_UP_TO = 0.5
 """Up to this pruning ratio, ``auto`` keeps the method's own ranking (the top of each class) of scores
 that carry label-noise evidence, once the likely mislabelled share is cut off."""
+AUTO_RANDOM_PER_CLASS_BELOW = 16.0
+"""Under ``budget="steps"``, a coreset keeping fewer samples than this per class (on average) of scores
+that show clean labels is drawn at random by ``auto``. Set between the two points the study's validation
+splits measured on clean digits under equal steps: 10.8 per class (90% pruned), where the validated
+selection chose random over every candidate, and 21.6 (80%), where it chose DUAL's sampling."""
+AUTO_CLEAN_BELOW = 0.01
+"""Label-noise evidence below this reads as clean labels (on the clean digits AUM's margins give 0 and a
+half-length DUAL run's predictions 0.001-0.003; with 20% of the labels flipped 0.19 and 0.20)."""
 DUAL_ANCHORS = 10
 """How many of the highest-scored samples set DUAL's anchor confidence ``m``."""
 
@@ -295,11 +313,15 @@ def _auto_choice(
         return {"auto_choice": "top", "within": within_classes(scores, num_keep, seed, "top", "auto")}
     if budget == "epochs" and prune_ratio >= AUTO_EASY_FROM:
         return {"auto_choice": "easy", **easy_plan(scores, num_keep, seed, "auto")}
-    removed = kept_ratio_removed(len(scores), num_keep)
-    if CONFIDENCE in scores.extras and scores.meaning == ScoreMeaning.DIFFICULTY:
-        return {"auto_choice": "dual", **dual_plan(scores, removed, cd, seed)}
     evidence = label_noise_evidence(scores)
     noise = {} if evidence is None else {"label_noise_evidence": round(evidence, 6)}
+    per_class = _kept_per_class(scores, num_keep)
+    if budget == "steps" and evidence is not None and evidence < AUTO_CLEAN_BELOW:
+        if per_class is not None and per_class < AUTO_RANDOM_PER_CLASS_BELOW:
+            return {"auto_choice": "random", **noise, "kept_per_class": per_class}
+    removed = kept_ratio_removed(len(scores), num_keep)
+    if CONFIDENCE in scores.extras and scores.meaning == ScoreMeaning.DIFFICULTY:
+        return {"auto_choice": "dual", **noise, **dual_plan(scores, removed, cd, seed)}
     if evidence is not None and prune_ratio <= AUTO_TOP_UP_TO and scores.labels is not None:
         cut = _cut_fraction(evidence, len(scores), num_keep)
         if classes_left_empty(_after_cut(scores, cut, seed)[1], num_keep, seed) is None:
@@ -312,6 +334,13 @@ def _auto_choice(
         "ccs_bins": int(ccs_bins),
         "ccs_hardness": resolve_ccs_hardness(scores, ccs_hardness, beta),
     }
+
+
+def _kept_per_class(scores: Scores, num_keep: int) -> float | None:
+    """How many samples the coreset keeps per class on average (``None`` without labels)."""
+    if scores.labels is None:
+        return None
+    return round(num_keep / np.unique(np.asarray(scores.labels)).size, 6)
 
 
 def _cut_fraction(fraction: float, num_samples: int, num_keep: int) -> float:
@@ -354,6 +383,8 @@ def auto_run(scores: Scores, num_keep: int, seed: int, plan: Mapping[str, Any]) 
         return top_after_cut_run(scores, num_keep, seed, plan)
     if choice == "easy":
         return easy_run(scores, num_keep, seed, plan)
+    if choice == "random":
+        return random_indices(len(scores), num_keep, seed)
     if choice == "dual":
         return dual_run(scores, num_keep, seed, plan)
     return ccs_select(
