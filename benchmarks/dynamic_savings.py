@@ -20,7 +20,8 @@ batch 64, lr 0.05; ``noisy``: the same with ``label_noise=0.2``; ``tabular``: lp
 ResNet-18 (3x3 stem, no max-pool) on a synthetic 32x32 stream with learnable labels, where the forward
 and backward passes dominate the time, so the wall-time ratio shows what skipping samples buys.
 
-Settings fixed up front, not tuned here: every method's ``delta`` is the papers' 0.875; SeTa uses the
+Settings fixed up front, not tuned here: every method's ``delta`` is the papers' 0.875; InfoBatch keeps
+its default weight bound ``max_weight=2`` (the paper's ratio 0.5); SeTa uses the
 official CIFAR script's ``num_group=5, window_scale=0.9`` (its default 10 groups with a window of half of
 them skip 50% of each windowed epoch on their own, above a 30% target).
 

@@ -255,7 +255,8 @@ def test_auto_under_steps_keeps_random_where_a_clean_coreset_keeps_few_samples_p
     assert chosen.hparams["label_noise_evidence"] == 0.0
     # the very subset of the random baseline with the same seed
     np.testing.assert_array_equal(chosen.indices, lp.select(scores, 0.9, strategy="random").indices)
-    roomier = lp.select(scores, 0.8, strategy="auto", budget="steps")  # 20 per class: the method's own rule
+    assert lp.select(scores, 0.8, strategy="auto", budget="steps").hparams["auto_choice"] == "random"  # 20 per class
+    roomier = lp.select(scores, 0.7, strategy="auto", budget="steps")  # 30 per class: the method's own rule
     assert roomier.hparams["auto_choice"] == ("dual" if dual else "ccs")
     assert lp.select(scores, 0.9, strategy="auto", budget="epochs").hparams["auto_choice"] == "easy"
 
