@@ -316,8 +316,8 @@ def _auto_choice(
         return {"auto_choice": "easy", **easy_plan(scores, num_keep, seed, "auto")}
     evidence = label_noise_evidence(scores)
     noise = {} if evidence is None else {"label_noise_evidence": round(evidence, 6)}
-    per_class = _kept_per_class(scores, num_keep)
     if budget == "steps" and evidence is not None and evidence < AUTO_CLEAN_BELOW:
+        per_class = _kept_per_class(scores, num_keep)  # only here: it counts the classes
         if per_class is not None and per_class < AUTO_RANDOM_PER_CLASS_BELOW:
             return {"auto_choice": "random", **noise, "kept_per_class": per_class}
     removed = kept_ratio_removed(len(scores), num_keep)
